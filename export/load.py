@@ -1,0 +1,47 @@
+"""``grukit.load(source)``: one entry point for every model format grukit reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.model import GRUModel
+
+SUFFIXES = (".onnx", ".pt2", ".keras")
+
+
+def load(source, **kwargs) -> GRUModel:
+    """Load a trained GRU network into a :class:`grukit.model.GRUModel`.
+
+    source: a ``torch.nn.Module`` in memory, a GRUModel (returned as is), or a path to a ``.onnx``,
+    ``.pt2`` (``torch.export.save``) or ``.keras`` (Keras 3) file.
+    """
+    if isinstance(source, GRUModel):
+        return source
+    if not isinstance(source, (str, Path)):
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a test dependency
+            torch = None
+        if torch is not None and isinstance(source, torch.nn.Module):
+            from grukit.export.load_torch import load_torch_module
+
+            return load_torch_module(source, **kwargs)
+        raise BadInputError(f"cannot load a {type(source).__name__}: give a torch.nn.Module or a model file path")
+    path = Path(source)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from grukit.export.load_onnx import load_onnx
+
+        return load_onnx(path, **kwargs)
+    if suffix == ".pt2":
+        from grukit.export.load_pt2 import load_pt2
+
+        return load_pt2(path, **kwargs)
+    if suffix == ".keras":
+        from grukit.export.load_keras import load_keras
+
+        return load_keras(path, **kwargs)
+    raise UnsupportedModelError(f"{path}: unknown model format {suffix!r}; grukit reads {', '.join(SUFFIXES)}")

@@ -1,0 +1,157 @@
+"""The float NumPy reference: what the trained network computes, in float32.
+
+The step is written as the same graph of small tensors the integer runtime quantizes (see
+``grukit.quantize.graph``), so calibration can observe every tensor the integer GRU will hold. The biases
+are grouped the way that graph groups them:
+
+    gx_g = W_g x_t + bx_g            bx_z = Wb_z + Rb_z,  bx_r = Wb_r + Rb_r,
+                                     bx_n = Wb_n (+ Rb_n when linear_before_reset = 0)
+    gh_g = R_g h_{t-1} (+ Rb_n for g = n when linear_before_reset = 1)
+
+which is the same function as the ONNX GRU definition in ``grukit.model``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from grukit.model import GATE_N, GATE_R, GATE_Z, Dense, GRUDirection, GRUModel
+
+# observe(layer_index, tensor_name, value[N, ...]) is called once per tensor per step when given.
+Observer = Callable[[int, str, np.ndarray], None]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign so exp never overflows.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def split_biases(d: GRUDirection, linear_before_reset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bx [3, H], bh [3, H]): the biases regrouped onto the input-side and hidden-side products."""
+    bx = d.Wb.copy()
+    bh = np.zeros_like(d.Rb)
+    bx[GATE_Z] += d.Rb[GATE_Z]
+    bx[GATE_R] += d.Rb[GATE_R]
+    if linear_before_reset:
+        bh[GATE_N] = d.Rb[GATE_N]
+    else:
+        bx[GATE_N] += d.Rb[GATE_N]
+    return bx, bh
+
+
+def gru_step(
+    d: GRUDirection,
+    linear_before_reset: int,
+    gx: np.ndarray,
+    h: np.ndarray,
+    bh: np.ndarray,
+    observe: Callable[[str, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """One step. gx [N, 3, H]: the input-side products with bx added; h [N, H]; returns the new h [N, H]."""
+    seen = observe or (lambda name, value: None)
+    gh_z = h @ d.R[GATE_Z].T
+    gh_r = h @ d.R[GATE_R].T
+    z_pre = gx[:, GATE_Z] + gh_z
+    r_pre = gx[:, GATE_R] + gh_r
+    z = sigmoid(z_pre)
+    r = sigmoid(r_pre)
+    if linear_before_reset:
+        gh_n = h @ d.R[GATE_N].T + bh[GATE_N]
+        r_gh = r * gh_n
+        n_pre = gx[:, GATE_N] + r_gh
+    else:
+        r_h = r * h
+        gh_n = r_h @ d.R[GATE_N].T
+        n_pre = gx[:, GATE_N] + gh_n
+    n = np.tanh(n_pre)
+    h_minus_n = h - n
+    z_diff = z * h_minus_n
+    h_new = n + z_diff
+    if observe is not None:
+        for name, value in (
+            ("gx_z", gx[:, GATE_Z]), ("gx_r", gx[:, GATE_R]), ("gx_n", gx[:, GATE_N]),
+            ("gh_z", gh_z), ("gh_r", gh_r), ("gh_n", gh_n),
+            ("z_pre", z_pre), ("r_pre", r_pre), ("z", z), ("r", r),
+            ("n_pre", n_pre), ("n", n), ("h_minus_n", h_minus_n), ("z_diff", z_diff), ("h", h_new),
+        ):
+            seen(name, value)
+        seen("r_gh" if linear_before_reset else "r_h", r_gh if linear_before_reset else r_h)
+    return h_new.astype(np.float32, copy=False)
+
+
+def direction_forward(
+    d: GRUDirection,
+    linear_before_reset: int,
+    x: np.ndarray,
+    h0: np.ndarray | None = None,
+    reverse: bool = False,
+    observe: Callable[[str, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Run one direction over x [N, T, I]; returns every step's hidden state [N, T, H] in input time order."""
+    N, T, _ = x.shape
+    H = d.hidden_size
+    bx, bh = split_biases(d, linear_before_reset)
+    # All input-side products at once: [N, T, 3, H].
+    gx_all = np.einsum("nti,ghi->ntgh", x, d.W, optimize=True) + bx
+    h = np.zeros((N, H), np.float32) if h0 is None else np.asarray(h0, np.float32)
+    ys = np.empty((N, T, H), np.float32)
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    for t in steps:
+        h = gru_step(d, linear_before_reset, gx_all[:, t], h, bh, observe)
+        ys[:, t] = h
+    return ys
+
+
+def head_forward(head: Dense, h: np.ndarray) -> np.ndarray:
+    y = h @ head.W.T + head.b
+    if head.activation == "softmax":
+        e = np.exp(y - y.max(axis=-1, keepdims=True))
+        y = e / e.sum(axis=-1, keepdims=True)
+    elif head.activation == "sigmoid":
+        y = sigmoid(y)
+    return y.astype(np.float32, copy=False)
+
+
+def as_batch(x: np.ndarray, input_size: int) -> np.ndarray:
+    """Check and shape an input to [N, T, I] float32 (a single [T, I] sequence becomes N = 1)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[2] != input_size:
+        raise ValueError(f"input must have shape [N, T, {input_size}] (or [T, {input_size}]), got {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError("input has no time steps")
+    return x
+
+
+def layers_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = None) -> list[np.ndarray]:
+    """Every layer's output sequence [N, T, H or 2H] for x [N, T, I]."""
+    outs = []
+    seq = as_batch(x, model.input_size)
+    for i, layer in enumerate(model.layers):
+        layer_observe = None if observe is None else (lambda name, v, i=i: observe(i, name, v))
+        ys = [direction_forward(layer.forward, layer.linear_before_reset, seq, observe=layer_observe)]
+        if layer.reverse is not None:
+            ys.append(direction_forward(layer.reverse, layer.linear_before_reset, seq, reverse=True))
+        seq = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=-1)
+        outs.append(seq)
+    return outs
+
+
+def model_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = None) -> np.ndarray:
+    """Float output of the whole model: [N, O] for a last-step head, [N, T, O] for a per-step head."""
+    seq = layers_forward(model, x, observe)[-1]
+    if model.head is None:
+        return seq if model.per_step else seq[:, -1]
+    head_in = seq if model.head.per_step else seq[:, -1]
+    y = head_forward(model.head, head_in)
+    if observe is not None:
+        observe(len(model.layers), "head_out", (head_in @ model.head.W.T + model.head.b))
+    return y
