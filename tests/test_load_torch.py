@@ -64,7 +64,7 @@ def test_every_step_head_matches_torch(batch_first):
     model = grukit.load(module)
     assert model.per_step
     x = np.random.default_rng(2).standard_normal((3, 30, 3)).astype(np.float32)
-    np.testing.assert_allclose(model.predict(x), _torch_out(module, x, True), atol=FLOAT_ATOL, rtol=0)
+    np.testing.assert_allclose(model.predict(x), _torch_out(module, x, batch_first), atol=FLOAT_ATOL, rtol=0)
 
 
 def test_long_sequence_with_large_inputs():
