@@ -1,0 +1,185 @@
+"""The ONNX loader against onnxruntime: torch.onnx.export (both exporters) and hand-built GRU graphs."""
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+from torch import nn
+
+import grukit
+from grukit.errors import UnsupportedModelError
+
+# float32 GRU vs float32 GRU (onnxruntime's kernel) with a different summation order.
+FLOAT_ATOL = 1e-5
+
+
+class LastStep(nn.Module):
+    def __init__(self, I, H, O, num_layers=1, batch_first=True, bias=True, bidirectional=False):
+        super().__init__()
+        self.batch_first = batch_first
+        self.gru = nn.GRU(I, H, num_layers=num_layers, batch_first=batch_first, bias=bias,
+                          bidirectional=bidirectional)
+        self.fc = nn.Linear(H * (2 if bidirectional else 1), O)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out[:, -1] if self.batch_first else out[-1])
+
+
+class EveryStep(LastStep):
+    def forward(self, x):
+        out, _ = self.gru(x)
+        y = self.fc(out)
+        return y if self.batch_first else y.transpose(0, 1)
+
+
+def _ort(path, x):
+    """onnxruntime's output; ONNX's reference evaluator for a batch-major GRU, which onnxruntime lacks."""
+    model = onnx.load(str(path))
+    if any(a.name == "layout" and a.i == 1 for n in model.graph.node for a in n.attribute):
+        return ReferenceEvaluator(model).run(None, {model.graph.input[0].name: x})[0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _export(module, path, dynamo, batch_first, N=4, T=9, I=5):
+    x = torch.randn(N, T, I) if batch_first else torch.randn(T, N, I)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (x,), str(path), dynamo=dynamo, input_names=["x"], output_names=["y"])
+
+
+@pytest.mark.parametrize(
+    "dynamo, cls, num_layers, batch_first, bias, bidirectional",
+    [
+        (False, LastStep, 1, True, True, False),    # TorchScript exporter, the common case
+        (False, LastStep, 3, False, True, False),   # three layers, time-major
+        (False, LastStep, 2, True, False, True),    # no bias, bidirectional
+        (False, EveryStep, 2, True, True, False),   # every-step head (MatMul + Add)
+        (False, EveryStep, 1, False, True, True),   # every-step, time-major, bidirectional
+        (True, LastStep, 1, True, True, False),     # dynamo exporter: weights in model.onnx.data
+        (True, LastStep, 3, False, False, False),   # dynamo, three layers, time-major, no bias
+        (True, LastStep, 2, True, True, True),      # dynamo, bidirectional
+        (True, EveryStep, 2, True, True, False),    # dynamo, every-step head
+    ],
+)
+def test_torch_export_matches_onnxruntime(tmp_path, dynamo, cls, num_layers, batch_first, bias, bidirectional):
+    torch.manual_seed(0)
+    module = cls(5, 12, 3, num_layers, batch_first, bias, bidirectional)
+    path = tmp_path / "model.onnx"
+    _export(module, path, dynamo, batch_first)
+    if dynamo:
+        assert (tmp_path / "model.onnx.data").exists()
+    model = grukit.load(path)
+    assert len(model.layers) == num_layers
+    assert model.bidirectional == bidirectional
+    assert model.per_step == (cls is EveryStep)
+    assert model.meta["input_layout"] == ("batch_first" if batch_first else "time_major")
+    x = np.random.default_rng(1).standard_normal((4, 9, 5)).astype(np.float32)
+    feed = x if batch_first else x.transpose(1, 0, 2).copy()
+    np.testing.assert_allclose(model.predict(x), _ort(path, feed), atol=FLOAT_ATOL, rtol=0)
+
+
+# --- hand-built graphs -----------------------------------------------------------------------------------------
+I, H, O, N, T = 3, 6, 2, 2, 8
+
+
+def _gru_graph(lbr=0, layout=0, h0="absent", head="gemm", gru_attrs=None, seq_lens=False, extra_op=None):
+    """X -> GRU -> last step -> head, built node by node with onnx.helper."""
+    rng = np.random.default_rng(lbr * 10 + layout)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((1, 3 * H, I)).astype(np.float32) * 0.5, "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 3 * H, H)).astype(np.float32) * 0.5, "R"),
+        numpy_helper.from_array(rng.standard_normal((1, 6 * H)).astype(np.float32) * 0.5, "B"),
+        numpy_helper.from_array(rng.standard_normal((O, H)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.standard_normal(O).astype(np.float32), "fc_b"),
+        numpy_helper.from_array(np.array([2], np.int64), "axis_dir"),
+        numpy_helper.from_array(np.array(-1, np.int64), "last"),
+    ]
+    gru_inputs = ["X", "W", "R", "B", "", ""]
+    if seq_lens:
+        inits.append(numpy_helper.from_array(np.full(N, T, np.int32), "seq_lens"))
+        gru_inputs[4] = "seq_lens"
+    if h0 != "absent":
+        value = np.zeros((1, N, H), np.float32) if h0 == "zero" else np.full((1, N, H), 0.5, np.float32)
+        inits.append(numpy_helper.from_array(value, "h0"))
+        gru_inputs[5] = "h0"
+    while gru_inputs[-1] == "":
+        gru_inputs.pop()
+    nodes = [helper.make_node("GRU", gru_inputs, ["Y", "Y_h"], hidden_size=H, linear_before_reset=lbr,
+                              layout=layout, **(gru_attrs or {}))]
+    if layout == 1:  # Y [N, T, 1, H]
+        nodes += [helper.make_node("Squeeze", ["Y", "axis_dir"], ["Ys"]),
+                  helper.make_node("Gather", ["Ys", "last"], ["h_last"], axis=1)]
+        x_shape = [N, T, I]
+    else:  # Y_h [1, N, H]: the last step of a forward GRU
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
+        nodes += [helper.make_node("Squeeze", ["Y_h", "axis0"], ["h_last"])]
+        x_shape = [T, N, I]
+    if head == "gemm":
+        nodes.append(helper.make_node("Gemm", ["h_last", "fc_w", "fc_b"], ["y0"], transB=1))
+    else:
+        inits.append(numpy_helper.from_array(numpy_helper.to_array(inits[3]).T.copy(), "fc_wt"))
+        nodes += [helper.make_node("MatMul", ["h_last", "fc_wt"], ["mm"]),
+                  helper.make_node("Add", ["mm", "fc_b"], ["y0"])]
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["y0"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["y0"], ["y"]))
+    graph = helper.make_graph(nodes, "gru", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [N, O])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+@pytest.mark.parametrize(
+    "lbr, layout, h0, head, extra_op",
+    [
+        (0, 0, "absent", "gemm", None),      # ONNX default formulation, time-major
+        (1, 0, "zero", "matmul", None),      # PyTorch formulation, explicit zero initial_h
+        (0, 1, "zero", "gemm", "Sigmoid"),   # batch-major layout, sigmoid head
+        (1, 1, "absent", "matmul", "Softmax"),  # batch-major layout, softmax head
+    ],
+)
+def test_hand_built_graph_matches_onnxruntime(tmp_path, lbr, layout, h0, head, extra_op):
+    path = tmp_path / "gru.onnx"
+    onnx.save(_gru_graph(lbr, layout, h0, head, extra_op=extra_op), str(path))
+    model = grukit.load(path)
+    assert model.layers[0].linear_before_reset == lbr
+    assert model.head.activation == {None: "linear", "Sigmoid": "sigmoid", "Softmax": "softmax"}[extra_op]
+    x = np.random.default_rng(2).standard_normal((N, T, I)).astype(np.float32)
+    feed = x if layout == 1 else x.transpose(1, 0, 2).copy()
+    np.testing.assert_allclose(model.predict(x), _ort(path, feed), atol=FLOAT_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (dict(gru_attrs=dict(activations=["Relu", "Tanh"])), "activations"),
+        (dict(gru_attrs=dict(clip=1.0)), "clip"),
+        (dict(gru_attrs=dict(direction="reverse")), "reverse"),
+        (dict(seq_lens=True), "sequence_lens"),
+        (dict(h0="nonzero"), "initial_h"),
+        (dict(extra_op="Relu"), "Relu"),
+    ],
+)
+def test_unsupported_graph_is_refused_by_name(tmp_path, kwargs, named):
+    path = tmp_path / "gru.onnx"
+    onnx.save(_gru_graph(**kwargs), str(path))
+    with pytest.raises(UnsupportedModelError, match=named):
+        grukit.load(path)
+
+
+def test_head_on_a_middle_step_is_refused(tmp_path):
+    model = _gru_graph(layout=1)
+    for init in model.graph.initializer:
+        if init.name == "last":
+            init.CopyFrom(numpy_helper.from_array(np.array(0, np.int64), "last"))
+    path = tmp_path / "gru.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedModelError, match="time step 0"):
+        grukit.load(path)
