@@ -19,11 +19,7 @@ def load(source, **kwargs) -> GRUModel:
     return _load(source, **kwargs)
 
 
-def quantize(model: GRUModel, calib_x, scheme: str = "int8", **kwargs):
-    from grukit.quantize.quantize import quantize as _quantize
-
-    return _quantize(model, calib_x, scheme=scheme, **kwargs)
-
+from grukit import quantize  # noqa: E402  (a callable package: grukit.quantize(model, calib_x, scheme=...))
 
 __all__ = [
     "GATES", "Dense", "GRUDirection", "GRULayer", "GRUModel", "load", "quantize",

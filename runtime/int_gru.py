@@ -1,0 +1,179 @@
+"""The fixed-point NumPy runtime: the executable specification of grukit's integer GRU.
+
+It walks the step graph of ``grukit.quantize.graph`` with the integer kernels of
+``grukit.runtime.ops_int``; the TFLite export and the C kernel run the same ops on the same parameters and
+must produce the same integers. No float enters inference: floats appear only in ``predict`` (quantizing
+the input, dequantizing the output) and in an optional float head activation applied after dequantizing.
+
+Shapes: integer sequences are [N, T, I]; states [N, H]; outputs [N, O] (last-step head) or [N, T, O].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, input_side_ops, recurrent_ops
+from grukit.runtime import ops_int as K
+from grukit.runtime.float_gru import as_batch
+
+_KERNELS = {
+    (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
+    (FULLY_CONNECTED, "int16"): K.fully_connected_s16,
+    (ADD, "int8"): K.add_s8,
+    (ADD, "int16"): K.add_s16,
+    (SUB, "int8"): K.sub_s8,
+    (SUB, "int16"): K.sub_s16,
+    (MUL, "int8"): K.mul_s8,
+    (MUL, "int16"): K.mul_s16,
+    (LOGISTIC, "int8"): K.logistic_s8,
+    (LOGISTIC, "int16"): K.logistic_s16,
+    (TANH, "int8"): K.tanh_s8,
+    (TANH, "int16"): K.tanh_s16,
+}
+
+
+def run_op(op: Op, layer, env: dict[str, np.ndarray]) -> np.ndarray:
+    """Execute one graph op of ``layer`` (a QuantizedLayer) on integer tensors in ``env``."""
+    dtype = layer.qparams[op.output].dtype
+    kernel = _KERNELS[(op.kind, dtype)]
+    params = layer.prepared[op.output]
+    if op.kind == FULLY_CONNECTED:
+        fc = layer.fcs[op.output]
+        return kernel(env[op.inputs[0]], fc.w_q, fc.bias_q, params)
+    return kernel(*(env[name] for name in op.inputs), params)
+
+
+def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) -> np.ndarray:
+    """Run one quantized layer over x_q [N, T, I] (its input dtype); returns every state [N, T, H]."""
+    N, T, I = x_q.shape
+    H = layer.hidden_size
+    dtype = layer.qparams["h"].np_dtype
+    # The input-side products do not depend on the state: run them for all steps in one batch.
+    flat = {"x": x_q.reshape(N * T, I)}
+    pre = {op.output: run_op(op, layer, flat).reshape(N, T, H) for op in input_side_ops(layer.linear_before_reset)}
+    h = np.zeros((N, H), dtype) if h0_q is None else np.asarray(h0_q).astype(dtype, copy=False)
+    states = np.empty((N, T, H), dtype)
+    rec = recurrent_ops(layer.linear_before_reset)
+    for t in range(T):
+        env = {name: v[:, t] for name, v in pre.items()}
+        env["h"] = h
+        for op in rec:
+            env[op.output] = run_op(op, layer, env)
+        h = env["h_new"]
+        states[:, t] = h
+    return states
+
+
+def head_forward_int(head, h_q: np.ndarray) -> np.ndarray:
+    """The quantized dense head on states [..., F] (any leading shape)."""
+    kernel = _KERNELS[(FULLY_CONNECTED, head.input_q.dtype)]
+    lead = h_q.shape[:-1]
+    y = kernel(h_q.reshape(-1, h_q.shape[-1]), head.fc.w_q, head.fc.bias_q, head.prepared)
+    return y.reshape(*lead, -1)
+
+
+@dataclass(frozen=True)
+class QuantizedGRUModel:
+    """A GRU network with integer parameters. Build it with ``grukit.quantize``.
+
+    predict(x)       float [N, T, I] -> float output, through integer inference
+    predict_int(x_q) integer [N, T, I] -> integer output (for bit-exact comparison)
+    run_int(x_q)     integer output and every layer's integer states [N, T, H]
+    stream(N)        a streaming runner: step(x_t_q) -> y_t_q, reset(), state / restore(state)
+    """
+
+    scheme: str
+    layers: tuple
+    head: object
+    float_model: object
+    report: object
+
+    @property
+    def input_q(self):
+        return self.layers[0].qparams["x"]
+
+    @property
+    def output_q(self):
+        return self.head.output_q if self.head is not None else self.layers[-1].qparams["h"]
+
+    @property
+    def per_step(self) -> bool:
+        return self.float_model.per_step
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        return self.input_q.quantize(as_batch(x, self.float_model.input_size))
+
+    def run_int(self, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I]."""
+        x_q = np.asarray(x_q)
+        if x_q.ndim == 2:
+            x_q = x_q[None]
+        if x_q.dtype != self.input_q.np_dtype:
+            raise TypeError(f"integer input must be {self.input_q.dtype}, got {x_q.dtype}")
+        states = []
+        seq = x_q
+        for layer in self.layers:
+            seq = layer_forward_int(layer, seq)
+            states.append(seq)
+        top = seq if self.per_step else seq[:, -1]
+        y = top if self.head is None else head_forward_int(self.head, top)
+        return y, states
+
+    def predict_int(self, x_q: np.ndarray) -> np.ndarray:
+        return self.run_int(x_q)[0]
+
+    def dequantize_output(self, y_q: np.ndarray) -> np.ndarray:
+        from grukit.runtime.float_gru import sigmoid
+
+        y = self.output_q.dequantize(y_q)
+        act = self.head.activation if self.head is not None else "linear"
+        if act == "softmax":
+            e = np.exp(y - y.max(axis=-1, keepdims=True))
+            y = e / e.sum(axis=-1, keepdims=True)
+        elif act == "sigmoid":
+            y = sigmoid(y)
+        return y.astype(np.float32)
+
+    def predict(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """Float in, float out, integer arithmetic in between."""
+        x = as_batch(x, self.float_model.input_size)
+        outs = [self.dequantize_output(self.predict_int(self.quantize_input(x[i : i + batch])))
+                for i in range(0, x.shape[0], batch)]
+        return np.concatenate(outs, axis=0)
+
+    def stream(self, batch: int = 1) -> "IntStream":
+        return IntStream(self, batch)
+
+
+class IntStream:
+    """Streaming integer inference, one time step per call, with explicit integer state."""
+
+    def __init__(self, model: QuantizedGRUModel, batch: int = 1):
+        self.model = model
+        self.batch = batch
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every layer's state (the start of a new independent sequence)."""
+        self.states = [np.zeros((self.batch, l.hidden_size), l.qparams["h"].np_dtype) for l in self.model.layers]
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        """A copy of the integer state of every layer [N, H]."""
+        return [s.copy() for s in self.states]
+
+    def restore(self, state: list[np.ndarray]) -> None:
+        if len(state) != len(self.states) or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(state, self.states)):
+            raise ValueError("state does not match this model's layers, batch and dtypes")
+        self.states = [s.copy() for s in state]
+
+    def step(self, x_t_q: np.ndarray) -> np.ndarray:
+        """Advance one step with integer input x_t_q [N, I]; returns the integer output for this step."""
+        x = np.asarray(x_t_q).reshape(self.batch, 1, -1)
+        for i, layer in enumerate(self.model.layers):
+            x = layer_forward_int(layer, x, self.states[i])
+            self.states[i] = x[:, 0].copy()
+        h = x[:, 0]
+        return h if self.model.head is None else head_forward_int(self.model.head, h)

@@ -1,0 +1,139 @@
+"""The integer GRU runtime: structure, streaming, state handling and closeness to float.
+
+Bit-exactness against an independent integer implementation is tested against TFLite-Micro
+(test_tflite_gru.py) and the C kernel (test_firmware_gru.py); here the runtime's own contracts.
+"""
+
+import numpy as np
+import pytest
+
+import grukit
+from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.model import GRULayer
+
+from gru_factory import random_direction, random_inputs, random_model
+
+# Integer vs float on random unit-gain models, relative to the output's spread: int8 rounding of a
+# dozen chained ops stays within a few percent; 16x8 within a fraction of one.
+CLOSE = {"int8": 0.08, "16x8": 0.01}
+
+CASES = [
+    dict(layers=1, lbr=1, per_step=False),  # PyTorch-style, last-step head
+    dict(layers=1, lbr=0, per_step=False),  # ONNX default variant
+    dict(layers=2, lbr=[1, 0], per_step=True),  # stacked, mixed variants, every-step head
+    dict(layers=3, lbr=1, per_step=True),  # three layers
+]
+
+
+def assert_equal_first_mismatch(got, expected, what):
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
+    bad = np.argwhere(got != expected)
+    if bad.size:
+        i = tuple(bad[0])
+        raise AssertionError(f"{what}: first mismatch at {i}: got {got[i]}, expected {expected[i]} ({len(bad)} differ)")
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+@pytest.mark.parametrize("case", CASES)
+def test_integer_output_close_to_float(scheme, case):
+    model = random_model(seed=7, **case)
+    x = random_inputs(7, N=32, T=25)
+    q = grukit.quantize(model, x, scheme=scheme)
+    y_f, y_q = model.predict(x), q.predict(x)
+    spread = float(y_f.max() - y_f.min())
+    assert np.max(np.abs(y_q - y_f)) <= CLOSE[scheme] * spread
+
+
+@pytest.mark.parametrize("scheme, width", [("int8", np.int8), ("16x8", np.int16)])
+def test_every_tensor_is_integer_of_the_scheme_width(scheme, width):
+    from grukit.runtime.int_gru import run_op
+
+    model = random_model(seed=1, layers=1, lbr=0)
+    x = random_inputs(1)
+    q = grukit.quantize(model, x, scheme=scheme)
+    layer = q.layers[0]
+    env = {"x": q.quantize_input(x)[:, 0], "h": np.zeros((x.shape[0], layer.hidden_size), width)}
+    for op in layer.ops:
+        env[op.output] = run_op(op, layer, env)
+        assert env[op.output].dtype == width, op.output
+    assert q.quantize_input(x).dtype == width
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_streaming_reproduces_the_sequence_exactly(scheme):
+    model = random_model(seed=4, layers=2, lbr=[0, 1], per_step=True)
+    x = random_inputs(4, N=3, T=15)
+    q = grukit.quantize(model, x, scheme=scheme)
+    x_q = q.quantize_input(x)
+    y_seq, states = q.run_int(x_q)
+    s = q.stream(batch=3)
+    for t in range(x.shape[1]):
+        y_t = s.step(x_q[:, t])
+        assert_equal_first_mismatch(y_t, y_seq[:, t], f"y at step {t}")
+        for k, st in enumerate(s.state):
+            assert_equal_first_mismatch(st, states[k][:, t], f"layer {k} state at step {t}")
+
+
+def test_stream_state_save_restore_and_reset():
+    model = random_model(seed=5, layers=2, per_step=True)
+    x = random_inputs(5, N=1, T=12)
+    q = grukit.quantize(model, x)
+    x_q = q.quantize_input(x)
+    s = q.stream()
+    for t in range(6):
+        s.step(x_q[:, t])
+    saved = s.state
+    after = [s.step(x_q[:, t]) for t in range(6, 12)]
+    s.restore(saved)
+    again = [s.step(x_q[:, t]) for t in range(6, 12)]
+    for t, (a, b) in enumerate(zip(after, again)):
+        assert_equal_first_mismatch(b, a, f"after restore, step {t + 6}")
+    s.reset()
+    assert all(not st.any() for st in s.state)
+    assert_equal_first_mismatch(s.step(x_q[:, 0]), q.run_int(x_q[:, :1])[0][:, 0], "first step after reset")
+    with pytest.raises(ValueError):
+        s.restore(saved[:1])
+
+
+def test_last_step_head_is_the_per_step_head_at_the_end():
+    x = random_inputs(6, N=4, T=10)
+    last = grukit.quantize(random_model(seed=6, per_step=False), x)
+    every = grukit.quantize(random_model(seed=6, per_step=True), x)
+    # Same weights and calibration ranges except the head output range (last step vs all steps), so
+    # compare the states, which are identical.
+    _, s_last = last.run_int(last.quantize_input(x))
+    _, s_every = every.run_int(every.quantize_input(x))
+    assert_equal_first_mismatch(s_last[0], s_every[0], "states")
+
+
+def test_bidirectional_is_refused_with_a_reason():
+    rng = np.random.default_rng(0)
+    model = random_model(seed=0, I=4, H=8, head=False)
+    bi = model.with_layers([GRULayer(random_direction(rng, 4, 8), 1, reverse=random_direction(rng, 4, 8))])
+    with pytest.raises(UnsupportedModelError, match="bidirectional"):
+        grukit.quantize(bi, random_inputs(0))
+
+
+def test_unknown_scheme_and_observer_are_refused():
+    model = random_model(seed=0)
+    with pytest.raises(BadInputError, match="scheme"):
+        grukit.quantize(model, random_inputs(0), scheme="int4")
+    with pytest.raises(BadInputError, match="observer"):
+        grukit.quantize(model, random_inputs(0), observer="kl")
+
+
+def test_integer_input_of_the_wrong_width_is_refused():
+    q = grukit.quantize(random_model(seed=0), random_inputs(0))
+    with pytest.raises(TypeError, match="int8"):
+        q.predict_int(np.zeros((1, 3, 4), np.int16))
+
+
+@pytest.mark.parametrize("observer", ["minmax", "percentile", "mse"])
+def test_every_observer_quantizes(observer):
+    model = random_model(seed=8)
+    x = random_inputs(8, N=16)
+    q = grukit.quantize(model, x, observer=observer)
+    assert q.report.observer == observer
+    assert np.isfinite(q.predict(x)).all()
+    assert set(q.report.saturated) == set(q.report.quantized)
