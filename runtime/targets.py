@@ -1,0 +1,239 @@
+"""Board targets and the budget checks: does the quantized GRU fit in flash and RAM, and how fast is it?
+
+A target is a TOML file (``runtime/targets/<part>.toml``, or a user's own path) with the fields of
+:class:`Target`. Latency is always an **estimate**:
+
+    latency_s = instructions x cycles_per_instruction / clock_hz
+
+The instruction count comes either from a run in emulation (QEMU counts instructions exactly, see
+FIELD-NOTES) or from the documented cost model below; every latency check says which. Cycles per
+instruction is a per-board estimate whose origin the TOML states.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from grukit.errors import BadInputError
+from grukit.model import GRUModel
+from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, step_ops
+
+TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+
+_REQUIRED = {
+    "name": str, "core": str, "clock_hz": int, "flash_bytes": int, "ram_bytes": int,
+    "cycles_per_instruction": float, "cycles_per_instruction_source": str, "notes": str,
+}
+_OPTIONAL = {"qemu_machine": str}
+QEMU_MACHINES = ("mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One board: clock, memories and the cycles-per-instruction estimate used for latency."""
+
+    name: str
+    core: str
+    clock_hz: int
+    flash_bytes: int
+    ram_bytes: int
+    cycles_per_instruction: float
+    cycles_per_instruction_source: str
+    notes: str
+    qemu_machine: str | None = None
+    path: str = ""
+
+
+def list_targets() -> list[str]:
+    """Names of the targets shipped with grukit, sorted."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def _validate(raw: dict, where: str) -> Target:
+    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise BadInputError(f"{where}: unknown target field(s) {', '.join(unknown)}")
+    missing = sorted(set(_REQUIRED) - set(raw))
+    if missing:
+        raise BadInputError(f"{where}: missing target field(s) {', '.join(missing)}")
+    fields = {}
+    for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # TOML writes 2 for 2.0
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BadInputError(f"{where}: field {key} must be a {kind.__name__}, got {value!r}")
+        fields[key] = value
+    for key in ("clock_hz", "flash_bytes", "ram_bytes", "cycles_per_instruction"):
+        if not (fields[key] > 0 and math.isfinite(fields[key])):
+            raise BadInputError(f"{where}: field {key} must be positive, got {fields[key]!r}")
+    machine = fields.get("qemu_machine")
+    if machine is not None and machine not in QEMU_MACHINES:
+        raise BadInputError(f"{where}: qemu_machine {machine!r} is not one of {', '.join(QEMU_MACHINES)}")
+    return Target(**fields, path=where)
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """A shipped target by name (case-insensitive, e.g. ``"stm32l476"``) or a user's TOML file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix.lower() == ".toml" or path.exists():
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such target file")
+    else:
+        path = TARGETS_DIR / f"{text.lower()}.toml"
+        if not path.is_file():
+            raise BadInputError(f"unknown target {text!r}; known targets: {', '.join(list_targets())} (or give a .toml path)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{path}: not valid TOML ({e})") from None
+    return _validate(raw, str(path))
+
+
+# --- cost model ----------------------------------------------------------------------------------------
+# Instructions, not cycles, in the Armv7-M instruction stream of plain C int8 kernels built with -O2.
+# Measured: a naive -O2 int8 matrix-vector loop (64x80) ran 26,380 instructions for 5,120 MACs on QEMU
+# mps2-an386 (FIELD-NOTES, "Emulated Cortex-M").
+INSTRUCTIONS_PER_MAC = 5.15
+# Estimate, not measured: per FULLY_CONNECTED output value, bias load + 64-bit requantizing multiply,
+# rounding shift, zero point, saturate and store (~12) plus the row loop (~8).
+INSTRUCTIONS_PER_FC_OUTPUT = 20
+# Estimate, not measured: a quantized ADD/SUB/MUL per element rescales its inputs and output with up to three
+# fixed-point multiplies (each multiply-high + rounding shift, ~8 instructions), plus loads, clamp, store.
+INSTRUCTIONS_PER_ELEMENTWISE = 30
+# Estimate, not measured: LOGISTIC/TANH per element through a lookup table with interpolation.
+INSTRUCTIONS_PER_ACTIVATION = 20
+
+COST_MODEL_SOURCE = "cost model (grukit.runtime.targets: instructions per MAC measured in QEMU, per-op overheads estimated)"
+
+
+@dataclass(frozen=True)
+class InstructionCount:
+    """Instructions of one time step (all layers) and of the once-per-sequence part (a last-step head)."""
+
+    per_step: int
+    per_sequence: int
+    source: str
+
+
+def cost_model_instructions(model: GRUModel) -> InstructionCount:
+    """Instructions of the integer step graph (``grukit.quantize.graph``) priced by the constants above."""
+    per_step = 0.0
+    for layer in model.layers:
+        for d in layer.directions:
+            H, I = d.hidden_size, d.input_size
+            for op in step_ops(layer.linear_before_reset):
+                if op.kind == FULLY_CONNECTED:
+                    cols = I if op.weight == "W" else H
+                    per_step += H * (cols * INSTRUCTIONS_PER_MAC + INSTRUCTIONS_PER_FC_OUTPUT)
+                elif op.kind in (ADD, SUB, MUL):
+                    per_step += H * INSTRUCTIONS_PER_ELEMENTWISE
+                elif op.kind in (LOGISTIC, TANH):
+                    per_step += H * INSTRUCTIONS_PER_ACTIVATION
+                else:  # a new op kind in the graph must be priced here, not skipped
+                    raise ValueError(f"the cost model has no price for op {op.kind}")
+    head = 0.0
+    if model.head is not None:
+        O, F = model.head.W.shape
+        head = O * (F * INSTRUCTIONS_PER_MAC + INSTRUCTIONS_PER_FC_OUTPUT)
+    if model.per_step:
+        return InstructionCount(math.ceil(per_step + head), 0, COST_MODEL_SOURCE)
+    return InstructionCount(math.ceil(per_step), math.ceil(head), COST_MODEL_SOURCE)
+
+
+# --- memory model --------------------------------------------------------------------------------------
+ACTIVATION_BYTES = {"int8": 1, "16x8": 2}
+# Estimate: code of the int8 kernels (FC, elementwise, LUT activations) and the step loop, -O2 Thumb-2.
+KERNEL_CODE_BYTES = 6 * 1024
+# Per quantized op: int32 multiplier + int32 shift + zero points (TFLite-Micro keeps the same in its op data).
+REQUANT_BYTES_PER_OP = 16
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Flash (weights, biases, requant parameters, kernel code) and RAM (state, scratch, one input step)."""
+
+    flash_bytes: int
+    ram_bytes: int
+
+
+def memory_estimate(model: GRUModel, scheme: str) -> MemoryEstimate:
+    """Bytes a streaming C build needs: int8 weights, int32 biases; activations 1 byte (int8) or 2 (16x8)."""
+    if scheme not in ACTIVATION_BYTES:
+        raise BadInputError(f"unknown scheme {scheme!r}; use one of {', '.join(ACTIVATION_BYTES)}")
+    act = ACTIVATION_BYTES[scheme]
+    flash = KERNEL_CODE_BYTES
+    ram = model.input_size * act  # one input step; the sequence streams in
+    for layer in model.layers:
+        ops = step_ops(layer.linear_before_reset)
+        for d in layer.directions:
+            H = d.hidden_size
+            flash += d.W.size + d.R.size + 4 * (d.Wb.size + d.Rb.size) + REQUANT_BYTES_PER_OP * len(ops)
+            # The state (h and h_new) plus every intermediate tensor of one step, H values each.
+            ram += H * act * (2 + len({op.output for op in ops} - {"h_new"}))
+    if model.head is not None:
+        flash += model.head.W.size + 4 * model.head.b.size + REQUANT_BYTES_PER_OP
+        ram += model.head.out_features * 4  # int32 logits
+    return MemoryEstimate(int(flash), int(ram))
+
+
+# --- checks --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """One budget line: ``value`` against ``limit`` (None: reported, not checked)."""
+
+    name: str
+    value: float
+    limit: float | None
+    unit: str
+    passed: bool
+    estimate: bool
+    note: str = ""
+
+    @property
+    def margin(self) -> float | None:
+        """How far under (positive) or over (negative) the limit the value is, in ``unit``."""
+        return None if self.limit is None else self.limit - self.value
+
+
+def latency_ms(target: Target, instructions: int) -> float:
+    """Estimated milliseconds for ``instructions`` on ``target``."""
+    return instructions * target.cycles_per_instruction / target.clock_hz * 1e3
+
+
+def check_budget(
+    target: Target,
+    flash_bytes: int,
+    ram_bytes: int,
+    instructions_per_step: int,
+    steps: int,
+    instructions_per_sequence: int = 0,
+    max_latency_ms: float | None = None,
+    instructions_source: str = COST_MODEL_SOURCE,
+) -> list[Check]:
+    """Flash, RAM and latency of one sequence of ``steps`` steps against ``target``.
+
+    Latency = (instructions_per_step x steps + instructions_per_sequence) x cycles_per_instruction / clock,
+    checked against max_latency_ms when given. ``instructions_source`` says whether the count was measured in
+    emulation or comes from the cost model; it is copied into the latency check's note.
+    """
+    if steps < 1:
+        raise BadInputError(f"steps must be at least 1, got {steps}")
+    instructions = instructions_per_step * steps + instructions_per_sequence
+    lat = latency_ms(target, instructions)
+    cpi = f"{target.cycles_per_instruction} cycles/instruction (estimate), {target.clock_hz / 1e6:g} MHz"
+    checks = [
+        Check(f"{target.name} flash", flash_bytes, target.flash_bytes, "bytes", flash_bytes <= target.flash_bytes, True,
+              "weights, biases, requantization parameters and kernel code"),
+        Check(f"{target.name} RAM", ram_bytes, target.ram_bytes, "bytes", ram_bytes <= target.ram_bytes, True,
+              "hidden state and one step's intermediate tensors"),
+        Check(f"{target.name} latency", lat, max_latency_ms, "ms", max_latency_ms is None or lat <= max_latency_ms, True,
+              f"{instructions:,} instructions for {steps} steps from {instructions_source}; {cpi}"),
+    ]
+    return checks

@@ -1,0 +1,119 @@
+"""The grukit command line: exit codes, one-line errors, inspect output, the demo."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from grukit.cli import DATA_DIR, main
+from grukit.runtime.targets import list_targets
+
+# The same float network through two ONNX graphs (both GRU nodes): summation order only.
+ONNX_FLOAT_ATOL = 1e-4
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str) -> None:
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("inspect", "export", "deploy", "demo", "targets"):
+        assert command in out
+
+
+def test_no_command_is_exit_2(capsys):
+    assert main([]) == 2
+
+
+def test_targets_lists_every_board(capsys):
+    code, out, _ = _run(capsys, "targets")
+    assert code == 0 and [line.split()[0] for line in out.strip().splitlines()] == list_targets()
+
+
+def test_inspect_demo_model(capsys):
+    info = json.loads((DATA_DIR / "demo.json").read_text())
+    I, H, O = info["data"]["I"], info["model"]["hidden_size"], len(info["data"]["classes"])
+    # nn.GRU + nn.Linear parameter count, written from the torch layer definitions.
+    params = 3 * H * I + 3 * H * H + 2 * 3 * H + O * H + O
+    code, out, _ = _run(capsys, "inspect", str(DATA_DIR / "demo_model.onnx"))
+    assert code == 0
+    assert f"input {I} -> hidden {H}" in out and f"parameters: {params:,}" in out
+    assert f"MACs per step: {3 * H * (I + H) + O * H:,}" in out
+
+
+def test_missing_model_file_is_exit_2(capsys, tmp_path):
+    code, _, err = _run(capsys, "deploy", str(tmp_path / "nope.onnx"), "--calib", "c.npz", "--val", "v.npz",
+                        "--target", "stm32l476")
+    assert code == 2 and "nope.onnx: no such file" in err
+    _one_line_error(err)
+
+
+def test_bad_npz_is_exit_2(capsys, tmp_path):
+    (tmp_path / "calib.npz").write_bytes(b"\x00 definitely not a zip")
+    code, _, err = _run(capsys, "deploy", str(DATA_DIR / "demo_model.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                        "--val", str(DATA_DIR / "demo_val.npz"), "--target", "stm32l476", "--out", str(tmp_path / "o"))
+    assert code == 2 and "not a readable .npz" in err
+    _one_line_error(err)
+
+
+def test_unknown_target_is_exit_2(capsys, tmp_path):
+    code, _, err = _run(capsys, "deploy", str(DATA_DIR / "demo_model.onnx"), "--calib", str(DATA_DIR / "demo_calib.npz"),
+                        "--val", str(DATA_DIR / "demo_val.npz"), "--target", "esp8266", "--out", str(tmp_path))
+    assert code == 2 and "unknown target 'esp8266'" in err and "stm32l476" in err
+    _one_line_error(err)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from grukit.errors import BadInputError
+
+    with pytest.raises(BadInputError):
+        main(["deploy", str(tmp_path / "nope.onnx"), "--calib", "c", "--val", "v", "--target", "x", "--debug"])
+
+
+def test_console_process_exit_code_and_stderr(tmp_path):
+    # The real process: exit status 2 and one line, no traceback.
+    proc = subprocess.run([sys.executable, "-m", "grukit.cli", "inspect", str(tmp_path / "missing.onnx")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    _one_line_error(proc.stderr)
+
+
+def test_demo_exit_code_matches_its_report(capsys, tmp_path):
+    code, out, _ = _run(capsys, "demo", "--out", str(tmp_path))
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert code == (0 if doc["pass"] else 1)
+    assert ("PASS" if doc["pass"] else "FAIL") in out
+    info = json.loads((DATA_DIR / "demo.json").read_text())
+    assert doc["scores"]["float"] == pytest.approx(info["model"]["float_val_accuracy"], abs=1.5 / 320)
+    assert doc["targets"][0]["name"] == "stm32l476 flash"
+
+
+def test_export_writes_onnx(capsys, tmp_path):
+    import onnxruntime as ort
+
+    code, out, _ = _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path))
+    assert code == 0 and (tmp_path / "model.onnx").is_file() and (tmp_path / "model_step.onnx").is_file()
+    x = np.load(DATA_DIR / "demo_val.npz")["x"][:8]
+    def run(path):
+        session = ort.InferenceSession(str(path))
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+    np.testing.assert_allclose(run(tmp_path / "model.onnx"), run(DATA_DIR / "demo_model.onnx"), atol=ONNX_FLOAT_ATOL, rtol=0)
+
+
+def test_export_c_without_calib_is_exit_2(capsys, tmp_path):
+    code, _, err = _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path), "--c")
+    assert code == 2 and "--calib" in err

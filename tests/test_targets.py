@@ -1,0 +1,112 @@
+"""Board targets: loading, validation, and the budget arithmetic against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from grukit.errors import BadInputError
+from grukit.model import GRUDirection, GRULayer, GRUModel
+from grukit.runtime import targets
+from grukit.runtime.targets import check_budget, cost_model_instructions, list_targets, load_target
+
+# Latency is a float product; compare to the hand value at float64 rounding.
+LATENCY_RTOL = 1e-12
+
+SHIPPED = ["corstone-300", "esp32s3", "nrf52840", "rp2040", "stm32f746", "stm32h743", "stm32l476", "stm32u575"]
+
+USER_TOML = """
+name = "my-board"
+core = "cortex-m4f"
+clock_hz = 100_000_000
+flash_bytes = 65536
+ram_bytes = 16384
+cycles_per_instruction = 1.5
+cycles_per_instruction_source = "made up for the test"
+notes = ""
+"""
+
+
+def _tiny_model(I=1, H=2, lbr=1) -> GRUModel:
+    rng = np.random.default_rng(0)
+    d = GRUDirection(W=rng.standard_normal((3, H, I)), R=rng.standard_normal((3, H, H)),
+                     Wb=np.zeros((3, H)), Rb=np.zeros((3, H)))
+    return GRUModel(layers=(GRULayer(d, linear_before_reset=lbr),))
+
+
+def test_every_shipped_target_loads():
+    assert list_targets() == SHIPPED
+    for name in SHIPPED:
+        t = load_target(name)
+        assert t.name == name and t.clock_hz > 0 and t.cycles_per_instruction > 0
+
+
+def test_stm32l476_figures():
+    t = load_target("STM32L476")  # names are case-insensitive
+    assert (t.clock_hz, t.flash_bytes, t.ram_bytes, t.qemu_machine) == (80_000_000, 1 << 20, 128 * 1024, "mps2-an386")
+    assert load_target("rp2040").qemu_machine is None  # no emulated M0+ machine
+
+
+def test_unknown_target_lists_known_names():
+    with pytest.raises(BadInputError, match="unknown target 'stm32x'.*stm32l476"):
+        load_target("stm32x")
+
+
+def test_user_toml_by_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_TOML)
+    t = load_target(path)
+    assert t.name == "my-board" and t.ram_bytes == 16384 and t.qemu_machine is None
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.replace("ram_bytes = 16384", "ram_bytes = -1"), "ram_bytes must be positive"),
+        (lambda s: s.replace("ram_bytes = 16384", 'ram_bytes = "16K"'), "ram_bytes must be a int"),
+        (lambda s: s.replace('notes = ""', ""), "missing target field.*notes"),
+        (lambda s: s + 'flash_wait_states = 4\n', "unknown target field.*flash_wait_states"),
+        (lambda s: s + 'qemu_machine = "virt"\n', "qemu_machine 'virt'"),
+        (lambda s: s + "name = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_user_toml_is_refused(tmp_path, edit, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(USER_TOML))
+    with pytest.raises(BadInputError, match=message):
+        load_target(path)
+
+
+def test_missing_toml_path():
+    with pytest.raises(BadInputError, match="no such target file"):
+        load_target("/nonexistent/board.toml")
+
+
+def test_budget_arithmetic_by_hand(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_TOML)
+    t = load_target(path)
+    checks = check_budget(t, flash_bytes=70000, ram_bytes=1000, instructions_per_step=1000, steps=50,
+                          instructions_per_sequence=500, max_latency_ms=0.75)
+    flash, ram, latency = checks
+    # 50 * 1000 + 500 = 50,500 instructions * 1.5 cycles / 100 MHz = 0.7575 ms
+    assert latency.value == pytest.approx(0.7575, rel=LATENCY_RTOL)
+    assert not latency.passed and latency.margin == pytest.approx(-0.0075, rel=1e-9)
+    assert "50,500 instructions" in latency.note and latency.estimate
+    assert not flash.passed and flash.margin == 65536 - 70000
+    assert ram.passed and ram.margin == 16384 - 1000
+    assert check_budget(t, 1, 1, 1000, 50, 500, max_latency_ms=0.76)[2].passed
+
+
+def test_cost_model_by_hand():
+    # I=1, H=2, linear_before_reset=1, no head: 3H(I+H) = 18 MACs; 6 FC ops x H = 12 outputs;
+    # 7 ADD/SUB/MUL x H = 14 elements; 3 LOGISTIC/TANH x H = 6 elements.
+    expected = 18 * targets.INSTRUCTIONS_PER_MAC + 12 * targets.INSTRUCTIONS_PER_FC_OUTPUT \
+        + 14 * targets.INSTRUCTIONS_PER_ELEMENTWISE + 6 * targets.INSTRUCTIONS_PER_ACTIVATION
+    model = _tiny_model()
+    assert model.macs_per_step() == 18
+    count = cost_model_instructions(model)
+    assert count.per_step == int(np.ceil(expected)) and count.per_sequence == 0
+
+
+def test_cost_model_grows_with_macs():
+    small, big = cost_model_instructions(_tiny_model(H=4)), cost_model_instructions(_tiny_model(H=8))
+    assert big.per_step > small.per_step
