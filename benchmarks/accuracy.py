@@ -1,0 +1,149 @@
+"""Accuracy of the integer GRU against float, on real recorded data and on the demo task.
+
+    .venv/bin/python benchmarks/accuracy.py [--quick]
+
+For each task a small PyTorch GRU is trained (seeded, CPU), loaded with grukit, calibrated on the training
+split, quantized with int8 and 16x8, and scored on the held-out split by the float reference and the
+integer runtime. Targets (issue 3): classification int8 within 0.5 points of float top-1, 16x8 within 0.1;
+regression / per-step MSE int8 <= 1.3x float, 16x8 <= 1.05x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import realdata  # noqa: E402
+
+import grukit  # noqa: E402
+
+TARGETS = {("accuracy", "int8"): 0.5, ("accuracy", "16x8"): 0.1, ("mse", "int8"): 1.3, ("mse", "16x8"): 1.05}
+
+
+class Net(nn.Module):
+    def __init__(self, I, H, O, layers=1, per_step=False):
+        super().__init__()
+        self.per_step = per_step
+        self.gru = nn.GRU(I, H, num_layers=layers, batch_first=True)
+        self.fc = nn.Linear(H, O)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out if self.per_step else out[:, -1])
+
+
+@dataclass
+class Task:
+    name: str
+    kind: str  # "accuracy" or "mse"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    hidden: int
+    layers: int = 1
+    epochs: int = 200
+    per_step: bool = False
+
+
+def standardize(x_tr, x_te):
+    mu = x_tr.mean(axis=(0, 1), keepdims=True)
+    sd = x_tr.std(axis=(0, 1), keepdims=True) + 1e-6
+    return ((x_tr - mu) / sd).astype(np.float32), ((x_te - mu) / sd).astype(np.float32)
+
+
+def forecasting(x_tr, x_te):
+    """Per-step next-sample prediction: input x[:, :-1], target x[:, 1:]."""
+    x_tr, x_te = standardize(x_tr, x_te)
+    return x_tr[:, :-1], x_tr[:, 1:], x_te[:, :-1], x_te[:, 1:]
+
+
+def tasks(quick: bool) -> list[Task]:
+    out = []
+    xa, ya, xb, yb, _ = realdata.japanese_vowels()
+    xa, xb = standardize(xa, xb)
+    out.append(Task("JapaneseVowels (9 speakers, 12 LPC, T=25)", "accuracy", xa, ya, xb, yb, hidden=32))
+    xa, ya, xb, yb, _ = realdata.basic_motions()
+    xa, xb = standardize(xa, xb)
+    out.append(Task("BasicMotions (watch accel+gyro, 4 activities, T=100)", "accuracy", xa, ya, xb, yb, hidden=32))
+    xa, _, xb, _, _ = realdata.basic_motions()
+    out.append(Task("BasicMotions next-step forecast (6 ch, per step)", "mse", *forecasting(xa, xb), hidden=32,
+                    per_step=True))
+    xa, _, xb, _, _ = realdata.gun_point()
+    out.append(Task("GunPoint next-step forecast (per step, T=149)", "mse", *forecasting(xa, xb), hidden=16,
+                    per_step=True, layers=2))
+    if quick:
+        for t in out:
+            t.epochs = 40
+    return out
+
+
+def train(task: Task, seed: int = 0) -> Net:
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    O = int(task.y_train.max()) + 1 if task.kind == "accuracy" else task.y_train.shape[-1]
+    net = Net(task.x_train.shape[-1], task.hidden, O, task.layers, task.per_step)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = torch.from_numpy(task.x_train)
+    y = torch.from_numpy(task.y_train)
+    loss_fn = nn.CrossEntropyLoss() if task.kind == "accuracy" else nn.MSELoss()
+    for _ in range(task.epochs):
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def score(kind: str, pred: np.ndarray, y: np.ndarray) -> float:
+    if kind == "accuracy":
+        return float(100.0 * np.mean(pred.argmax(-1) == y))
+    return float(np.mean((pred - y) ** 2))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer training epochs (smoke run)")
+    ap.add_argument("--observer", default="minmax")
+    args = ap.parse_args(argv)
+    rows, ok = [], True
+    for task in tasks(args.quick):
+        t0 = time.perf_counter()
+        model = grukit.load(train(task))
+        f = score(task.kind, model.predict(task.x_test), task.y_test)
+        row = [task.name, task.kind, f]
+        for scheme in ("int8", "16x8"):
+            q = grukit.quantize(model, task.x_train, scheme=scheme, observer=args.observer)
+            s = score(task.kind, q.predict(task.x_test), task.y_test)
+            if task.kind == "accuracy":
+                drop = f - s
+                passed = drop <= TARGETS[("accuracy", scheme)]
+                row += [s, f"{drop:+.2f} pt", passed]
+            else:
+                ratio = s / f
+                passed = ratio <= TARGETS[("mse", scheme)]
+                row += [s, f"{ratio:.3f}x", passed]
+            ok &= passed
+        rows.append(row)
+        print(f"  {task.name}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print("| task | metric | float | int8 | int8 vs float | 16x8 | 16x8 vs float |")
+    print("|---|---|---|---|---|---|---|")
+    for name, kind, f, s8, d8, p8, s16, d16, p16 in rows:
+        fmt = (lambda v: f"{v:.2f}%") if kind == "accuracy" else (lambda v: f"{v:.5f}")
+        mark = lambda p: "" if p else " FAIL"
+        print(f"| {name} | {'top-1' if kind == 'accuracy' else 'MSE'} | {fmt(f)} | {fmt(s8)} | {d8}{mark(p8)} | "
+              f"{fmt(s16)} | {d16}{mark(p16)} |")
+    print("targets: int8 <= 0.5 pt drop / <= 1.3x MSE; 16x8 <= 0.1 pt / <= 1.05x:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
