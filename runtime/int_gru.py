@@ -17,6 +17,7 @@ import numpy as np
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, input_side_ops, recurrent_ops
 from grukit.runtime import ops_int as K
 from grukit.runtime.float_gru import as_batch
+from grukit.runtime.int_gru_plan import LayerPlan
 
 _KERNELS = {
     (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
@@ -45,23 +46,48 @@ def run_op(op: Op, layer, env: dict[str, np.ndarray]) -> np.ndarray:
     return kernel(*(env[name] for name in op.inputs), params)
 
 
+def layer_forward_int_reference(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) -> np.ndarray:
+    """The specification: one layer over x_q [N, T, I], op by op, step by step; every state [N, T, H]."""
+    N, T, I = x_q.shape
+    h = np.zeros((N, layer.hidden_size), layer.qparams["h"].np_dtype) if h0_q is None else h0_q
+    states = np.empty((N, T, layer.hidden_size), layer.qparams["h"].np_dtype)
+    for t in range(T):
+        env = {"x": x_q[:, t], "h": h}
+        for op in layer.ops:
+            env[op.output] = run_op(op, layer, env)
+        h = states[:, t] = env["h_new"]
+    return states
+
+
+def _plans(layer) -> tuple[LayerPlan, LayerPlan]:
+    # Built once per layer (tables and stacked weights), cached on the frozen layer object.
+    plans = layer.__dict__.get("_plans")
+    if plans is None:
+        plans = (LayerPlan(layer, input_side_ops(layer.linear_before_reset)),
+                 LayerPlan(layer, recurrent_ops(layer.linear_before_reset)))
+        object.__setattr__(layer, "_plans", plans)
+    return plans
+
+
 def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) -> np.ndarray:
-    """Run one quantized layer over x_q [N, T, I] (its input dtype); returns every state [N, T, H]."""
+    """Run one quantized layer over x_q [N, T, I] (its input dtype); returns every state [N, T, H].
+
+    Computes exactly what ``layer_forward_int_reference`` computes, through the compiled plan of
+    ``grukit.runtime.int_gru_plan``.
+    """
     N, T, I = x_q.shape
     H = layer.hidden_size
     dtype = layer.qparams["h"].np_dtype
+    input_plan, recurrent_plan = _plans(layer)
     # The input-side products do not depend on the state: run them for all steps in one batch.
-    flat = {"x": x_q.reshape(N * T, I)}
-    pre = {op.output: run_op(op, layer, flat).reshape(N, T, H) for op in input_side_ops(layer.linear_before_reset)}
+    pre = input_plan.run({"x": x_q.reshape(N * T, I)})
+    pre = {name: v.reshape(N, T, H) for name, v in pre.items() if name != "x"}
     h = np.zeros((N, H), dtype) if h0_q is None else np.asarray(h0_q).astype(dtype, copy=False)
     states = np.empty((N, T, H), dtype)
-    rec = recurrent_ops(layer.linear_before_reset)
     for t in range(T):
         env = {name: v[:, t] for name, v in pre.items()}
         env["h"] = h
-        for op in rec:
-            env[op.output] = run_op(op, layer, env)
-        h = env["h_new"]
+        h = recurrent_plan.run(env)["h_new"]
         states[:, t] = h
     return states
 

@@ -137,3 +137,88 @@ def test_every_observer_quantizes(observer):
     assert q.report.observer == observer
     assert np.isfinite(q.predict(x)).all()
     assert set(q.report.saturated) == set(q.report.quantized)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+@pytest.mark.parametrize("seed, layers, lbr, per_step", [
+    (10, 1, 1, False),       # PyTorch variant
+    (11, 1, 0, False),       # ONNX-default variant: MUL before the hidden FC
+    (12, 3, [0, 1, 0], True),  # stacked, mixed, every step
+])
+def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, lbr, per_step):
+    from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
+
+    model = random_model(seed=seed, layers=layers, lbr=lbr, per_step=per_step, scale=3.0)
+    x = random_inputs(seed, N=16, T=12, scale=2.0)
+    q = grukit.quantize(model, x[:4], scheme=scheme)  # calibrate on a subset: the rest saturates some tensors
+    seq = q.quantize_input(x)
+    for k, layer in enumerate(q.layers):
+        fast = layer_forward_int(layer, seq)
+        spec = layer_forward_int_reference(layer, seq)
+        assert_equal_first_mismatch(fast, spec, f"layer {k} states")
+        seq = spec
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    acc=st.lists(st.integers(-(1 << 31) + 1, (1 << 31) - 1), min_size=1, max_size=32),
+    multiplier=st.integers(1 << 30, (1 << 31) - 1),
+    shift=st.integers(-31, 7),
+)
+def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, multiplier, shift):
+    from grukit.runtime import ops_int as K
+    from grukit.runtime.int_gru_plan import requantize_bounded
+
+    acc = np.array(acc, np.int64)
+    acc = acc >> max(shift, 0)  # the precondition: no wrap in the left shift
+    # Ties of the final rounding, both signs: accumulators that land exactly halfway.
+    acc = np.concatenate([acc, -acc, acc | 1])
+    acc = np.clip(acc, -((1 << 31) - 1) >> max(shift, 0), ((1 << 31) - 1) >> max(shift, 0))
+    got = requantize_bounded(acc, np.int64(multiplier), np.int64(shift))
+    expected = K.multiply_by_quantized_multiplier(acc, multiplier, shift)
+    assert_equal_first_mismatch(got, expected, f"multiplier {multiplier}, shift {shift}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    acc=st.lists(st.integers(-(1 << 21) + 1, (1 << 21) - 1), min_size=1, max_size=32),
+    multiplier=st.integers(1 << 30, (1 << 31) - 1),
+    shift=st.integers(-31, 7),
+)
+def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, multiplier, shift):
+    from grukit.runtime import ops_int as K
+    from grukit.runtime.int_gru_plan import FloatRequant
+
+    acc = np.array(acc, np.int64) >> max(shift, 0)
+    acc = np.concatenate([acc, -acc, acc | 1, [0, 1, -1]])
+    m, sh = np.array([multiplier], np.int64), np.array([shift], np.int64)
+    if not FloatRequant.exact_for(np.abs(acc).max(keepdims=True), m, sh):
+        return  # outside the proven-exact domain the plan does not use it
+    got = FloatRequant(m, sh)(acc.astype(np.float64)).astype(np.int64)
+    assert_equal_first_mismatch(got, K.multiply_by_quantized_multiplier(acc, multiplier, shift), "float requant")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    acc=st.lists(st.integers(-(1 << 35), 1 << 35), min_size=1, max_size=32),
+    multiplier=st.integers(1 << 30, (1 << 31) - 1),
+    shift=st.integers(-31, 7),
+)
+def test_float_requantization_64bit_equals_the_kernel(acc, multiplier, shift):
+    from grukit.runtime import ops_int as K
+    from grukit.runtime.int_gru_plan import _Float64Requant
+
+    acc = np.concatenate([np.array(acc, np.int64), [0, -1, 1]])
+    m = np.array([multiplier], np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    if int(np.abs(acc).max()) * int(reduced[0]) >= 1 << 52:
+        return
+    unwrapped = (acc * reduced + (1 << (14 - shift))) >> (15 - shift)
+    if np.abs(unwrapped).max() >= 1 << 31:
+        return  # would wrap in the int32 cast: the plan keeps the integer path there
+    expected = K.multiply_by_quantized_multiplier_i64(acc, m, np.int64(shift))
+    got = _Float64Requant(reduced, 15 - np.int64(shift))(acc.astype(np.float64)).astype(np.int64)
+    assert_equal_first_mismatch(got, expected, "64-bit float requant")

@@ -543,6 +543,18 @@ def test_tanh_s16_is_exactly_odd_for_power_of_two_scales(scale):
     assert_exact(tanh(-x), -tanh(x).astype(np.int64), "tanh(-x) = -tanh(x)")
 
 
+@pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
+def test_activation_s8_lookup_equals_direct_computation(op, rng):
+    q = Q8(0.0371, -7)
+    params = (P.prepare_logistic(q, P.logistic_output_qparams("int8")) if op == "LOGISTIC"
+              else P.prepare_tanh(q, P.tanh_output_qparams("int8")))
+    x = rng.integers(-128, 128, (7, 33)).astype(np.int8)
+    kernel, direct = (K.logistic_s8, K.logistic_s8_direct) if op == "LOGISTIC" else (K.tanh_s8, K.tanh_s8_direct)
+    got = kernel(x, params)
+    assert got.dtype == np.int8 and got.shape == x.shape
+    assert_exact(got, direct(x, params), f"{op} lookup vs direct")
+
+
 def test_activation_kernels_reject_mismatched_params():
     p = P.prepare_tanh(Q8(0.05), P.tanh_output_qparams("int8"))
     with pytest.raises(ValueError, match="LOGISTIC"):

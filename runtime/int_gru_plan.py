@@ -1,0 +1,305 @@
+"""A compiled plan of one quantized layer: the same integers as the op-by-op walk, in far fewer NumPy calls.
+
+The op-by-op walk (``int_gru.run_op`` over ``quantize.graph.step_ops``) is the specification; this plan is
+how the runtime runs it fast enough for whole validation sets. Each transformation keeps every integer:
+
+- FULLY_CONNECTED ops reading the same tensor become one matmul over the stacked weight rows, with the
+  per-channel requantization applied column by column (it is per channel already).
+- int8 elementwise ops: an op's output depends only on its int8 inputs, so it is a table over all 256 (unary)
+  or 65,536 (binary) input values, filled by running the specification kernel itself on every input. A unary
+  op (LOGISTIC, TANH) whose input is consumed only by it is folded into the table of the op producing it.
+- int16 ADD / SUB: each input's rescaled term depends only on that input: two 65,536-entry tables, then the
+  output rescale of their sum or difference (the kernel's own arithmetic). int16 LOGISTIC / TANH: one
+  65,536-entry table each. int16 MUL: the kernel's arithmetic with the bounded requantization.
+- Requantization in float64 where it is provably exact (``FloatRequant``), in int64 otherwise.
+
+``tests/test_int_gru.py`` checks the plan against the op-by-op walk, element for element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
+from grukit.runtime import ops_int as K
+
+UNARY = (LOGISTIC, TANH)
+BINARY = (ADD, SUB, MUL)
+_UNARY_KERNELS = {(LOGISTIC, "int8"): K.logistic_s8, (TANH, "int8"): K.tanh_s8,
+                  (LOGISTIC, "int16"): K.logistic_s16, (TANH, "int16"): K.tanh_s16}
+_BINARY_KERNELS = {(ADD, "int8"): K.add_s8, (SUB, "int8"): K.sub_s8, (MUL, "int8"): K.mul_s8,
+                   (ADD, "int16"): K.add_s16, (SUB, "int16"): K.sub_s16, (MUL, "int16"): K.mul_s16}
+_UINT = {"int8": np.uint8, "int16": np.uint16}
+
+
+def _all_values(dtype: str) -> np.ndarray:
+    """Every value of the type, ordered by its unsigned bit pattern (so x.view(uint) indexes the table)."""
+    u = _UINT[dtype]
+    return np.arange(np.iinfo(u).max + 1, dtype=np.int64).astype(u).view(np.dtype(dtype))
+
+
+def requantize_bounded(acc_i64: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier (int32, double rounding) for accumulators known not to overflow.
+
+    Precondition, proved by the caller when the plan is built: |acc << max(shift, 0)| < 2^31, so the
+    left shift does not wrap and the doubling high mul cannot meet its one saturating case (INT32_MIN
+    squared; multipliers are positive). Then SaturatingRoundingDoublingHighMul is floor((a m + 2^30) / 2^31)
+    and RoundingDivideByPOT by e > 0 is floor((t + 2^(e-1) - [t < 0]) / 2^e): half away from zero.
+    """
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    t = ((acc_i64 << left) * multiplier + (1 << 30)) >> 31
+    half = (np.int64(1) << right) >> 1
+    return (t + half - ((t < 0) & (right > 0))) >> right
+
+
+class FloatRequant:
+    """MultiplyByQuantizedMultiplier (int32, double rounding) per column, in float64, exactly.
+
+    With acc' = acc << max(shift, 0) and r = max(-shift, 0), TFLite computes
+        t = floor((acc' m + 2^30) / 2^31)                      (SaturatingRoundingDoublingHighMul)
+        y = t                                   if r = 0
+        y = floor((t + 2^(r-1) - [t < 0]) / 2^r)               (RoundingDivideByPOT, ties away from 0)
+    and since floor((floor(u) + c) / n) = floor((u + c) / n) for integers c and n > 0, both roundings are
+    one:  y = floor(acc' * m / 2^(31+r) + c),  c = (2^30 + 2^31 (2^(r-1) - [t < 0])) / 2^(31+r),
+    with [t < 0] exactly when acc' m < -2^30. Every quantity is a multiple of 2^-(31+r); when
+    |acc' m| < 2^52 (checked per column when the plan is built) the product, the sum and the floor are exact
+    in float64, whose mantissa holds 53 bits.
+    """
+
+    EXACT_BOUND = 1 << 52
+
+    def __init__(self, multiplier: np.ndarray, shift: np.ndarray):
+        left = np.maximum(shift, 0)
+        right = np.maximum(-shift, 0)
+        denom = np.ldexp(1.0, -(31 + right))
+        self.scale = (multiplier << left).astype(np.float64) * denom  # exact: m << left < 2^38
+        self.negative_below = -np.ldexp(1.0, 30) * denom  # acc' m < -2^30, in units of the scaled value
+        half = np.where(right > 0, np.ldexp(1.0, right - 1), 0.0)
+        self.c_positive = (np.ldexp(1.0, 30) + np.ldexp(1.0, 31) * half) * denom
+        self.negative_step = np.where(right > 0, np.ldexp(1.0, 31) * denom, 0.0)
+
+    @staticmethod
+    def exact_for(max_abs_acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> bool:
+        wide = [int(a) << int(max(s, 0)) for a, s in zip(max_abs_acc, shift)]
+        return all(a < (1 << 31) and a * int(m) < FloatRequant.EXACT_BOUND for a, m in zip(wide, multiplier))
+
+    def __call__(self, acc_f64: np.ndarray) -> np.ndarray:
+        """acc (integers held in float64) -> requantized integers held in float64."""
+        v = acc_f64 * self.scale
+        negative = v < self.negative_below
+        v += self.c_positive
+        np.subtract(v, self.negative_step, out=v, where=negative)
+        return np.floor(v, out=v)
+
+
+class _Float64Requant:
+    """TFLite's 64-bit MultiplyByQuantizedMultiplier as floor(acc * r / 2^s + 1/2), exact while |acc r| < 2^52."""
+
+    def __init__(self, reduced: np.ndarray, total_shift: np.ndarray):
+        self.scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
+
+    def __call__(self, acc_f64: np.ndarray) -> np.ndarray:
+        v = acc_f64 * self.scale
+        v += 0.5
+        return np.floor(v, out=v)
+
+
+class FCGroup:
+    """FULLY_CONNECTED ops sharing one input: one matmul, per-column requantization, outputs split."""
+
+    def __init__(self, layer, ops: list[Op]):
+        self.outputs = [op.output for op in ops]
+        params = [layer.prepared[name] for name in self.outputs]
+        fcs = [layer.fcs[name] for name in self.outputs]
+        self.dtype = params[0].dtype
+        self.input_zero_point = params[0].input_zero_point
+        w = np.concatenate([fc.w_q for fc in fcs]).astype(np.int64)  # [O, K]
+        self.w_t = np.ascontiguousarray(w.astype(np.float64).T)
+        self.bias = np.concatenate([
+            fc.bias_q.astype(np.int64) if fc.bias_q is not None else np.zeros(fc.w_q.shape[0], np.int64)
+            for fc in fcs])
+        self.multiplier = np.concatenate([p.output_multiplier for p in params])
+        self.shift = np.concatenate([p.output_shift for p in params])
+        self.out_zero_point = np.concatenate([np.full(fc.w_q.shape[0], p.output_zero_point, np.int64)
+                                              for fc, p in zip(fcs, params)])
+        self.qmin, self.qmax = params[0].qmin, params[0].qmax
+        self.np_dtype = params[0].np_dtype
+        self.splits = np.cumsum([fc.w_q.shape[0] for fc in fcs])[:-1]
+        assert self.w_t.shape[0] <= K.MAX_K[self.dtype]  # the exact-float64 bound of ops_int.dot_exact_i64
+        # The largest |accumulator| any input can produce, per channel.
+        max_acc = K.MAX_ABS_X_OFFSET[self.dtype] * np.abs(w).sum(axis=1) + np.abs(self.bias)
+        self.bias_f64 = self.bias.astype(np.float64)
+        self.out_zero_point_f64 = self.out_zero_point.astype(np.float64)
+        self.float_requant = None
+        if self.dtype == "int8":
+            self.bounded = bool(np.all(max_acc << np.maximum(self.shift, 0) < (1 << 31)))
+            if FloatRequant.exact_for(max_acc, self.multiplier, self.shift):
+                self.float_requant = FloatRequant(self.multiplier, self.shift)
+        else:
+            # The 64-bit requantization, with its per-channel constants precomputed; the final int64 ->
+            # int32 cast can only wrap if some channel's largest result reaches 2^31.
+            self.reduced = np.where(self.multiplier < 0x7FFF0000, (self.multiplier + (1 << 15)) >> 16, 0x7FFF)
+            self.total_shift = 15 - self.shift
+            self.rounding = np.int64(1) << (self.total_shift - 1)
+            assert np.all(max_acc < K.ACC64_BOUND)
+            self.bounded = bool(np.all((max_acc * self.reduced + self.rounding) >> self.total_shift < (1 << 31)))
+            # (acc r + 2^(s-1)) >> s = floor(acc r / 2^s + 1/2): exact in float64 while |acc r| < 2^52.
+            if self.bounded and np.all(max_acc * self.reduced < FloatRequant.EXACT_BOUND):
+                self.float_requant = _Float64Requant(self.reduced, self.total_shift)
+
+    def __call__(self, x_q: np.ndarray) -> list[np.ndarray]:
+        # Same arithmetic as ops_int.fully_connected_s8 / _s16, for all stacked channels at once.
+        acc_f = (x_q.astype(np.float64) - self.input_zero_point) @ self.w_t
+        if self.float_requant is not None:
+            acc_f += self.bias_f64  # integers below 2^31: exact
+            y = self.float_requant(acc_f)
+            y += self.out_zero_point_f64
+            np.clip(y, self.qmin, self.qmax, out=y)
+            return np.split(y.astype(self.np_dtype), self.splits, axis=-1)
+        acc = acc_f.astype(np.int64) + self.bias
+        if self.dtype == "int8":
+            if self.bounded:
+                y = requantize_bounded(acc, self.multiplier, self.shift)
+            else:
+                y = K.multiply_by_quantized_multiplier(K.wrap_int32(acc), self.multiplier, self.shift)
+        else:
+            y = (acc * self.reduced + self.rounding) >> self.total_shift
+            if not self.bounded:
+                y = K.wrap_int32(y)
+        y = np.clip(y + self.out_zero_point, self.qmin, self.qmax).astype(self.np_dtype)
+        return np.split(y, self.splits, axis=-1)
+
+
+class Table2D:
+    """An int8 binary op (optionally followed by a unary op) as a 256 x 256 table."""
+
+    def __init__(self, layer, op: Op, unary: Op | None):
+        v = _all_values("int8")
+        a, b = np.meshgrid(v, v, indexing="ij")
+        out = _BINARY_KERNELS[(op.kind, "int8")](a, b, layer.prepared[op.output])
+        if unary is not None:
+            out = _UNARY_KERNELS[(unary.kind, "int8")](out, layer.prepared[unary.output])
+        self.table = out.ravel()
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        idx = a.view(np.uint8).astype(np.uint16)
+        idx <<= 8
+        idx |= b.view(np.uint8)
+        return np.take(self.table, idx)
+
+
+class Table1D:
+    """A unary op over every value of its input type."""
+
+    def __init__(self, layer, op: Op, dtype: str):
+        self.table = _UNARY_KERNELS[(op.kind, dtype)](_all_values(dtype), layer.prepared[op.output])
+        self.uint = _UINT[dtype]
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        return np.take(self.table, a.view(self.uint))
+
+
+class AddSub16:
+    """int16 ADD / SUB: each input's rescaled term from a table, then the kernel's output rescale."""
+
+    def __init__(self, layer, op: Op):
+        p = self.params = layer.prepared[op.output]
+        v = _all_values("int16").astype(np.int64)
+        # The input halves of ops_int._add_or_sub, evaluated for every int16 input.
+        self.term1 = K._rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1)
+        self.term2 = K._rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2)
+        self.sign = 1 if op.kind == ADD else -1
+        self.out_multiplier = np.int64(p.output.multiplier)
+        self.out_shift = np.int64(p.output.shift)
+        assert p.output.shift <= 0 and np.abs(self.term1).max() + np.abs(self.term2).max() < (1 << 31)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        p = self.params
+        t1 = np.take(self.term1, a.view(np.uint16))
+        t2 = np.take(self.term2, b.view(np.uint16))
+        raw = t1 + t2 if self.sign > 0 else t1 - t2
+        # |term| <= 2^30 * 1/2 (Prepare's input rescales are <= 1/2), so |raw| < 2^31: requantize_bounded's
+        # precondition; its shift is <= 0, the SmallerThanOneExp form.
+        y = requantize_bounded(raw, self.out_multiplier, self.out_shift) + p.output_zero_point
+        return np.clip(y, p.qmin, p.qmax).astype(np.int16)
+
+
+class Mul16:
+    """int16 MUL: (a - zp1)(b - zp2), |product| <= 2^30, requantized with requantize_bounded."""
+
+    def __init__(self, layer, op: Op):
+        p = self.params = layer.prepared[op.output]
+        self.multiplier = np.int64(p.output.multiplier)
+        self.shift = np.int64(p.output.shift)
+
+    @staticmethod
+    def applies(layer, op: Op) -> bool:
+        p = layer.prepared[op.output]
+        return (1 << 30) << max(p.output.shift, 0) < (1 << 31)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        p = self.params
+        product = (a.astype(np.int64) - p.input1_zero_point) * (b.astype(np.int64) - p.input2_zero_point)
+        y = requantize_bounded(product, self.multiplier, self.shift) + p.output_zero_point
+        return np.clip(y, p.qmin, p.qmax).astype(np.int16)
+
+
+class Kernel:
+    """Fallback: the specification kernel itself."""
+
+    def __init__(self, layer, op: Op, dtype: str):
+        self.fn = _BINARY_KERNELS[(op.kind, dtype)]
+        self.params = layer.prepared[op.output]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return self.fn(a, b, self.params)
+
+
+class LayerPlan:
+    """Compiled steps for a sequence of ops: each step is (callable, input names, output names)."""
+
+    def __init__(self, layer, ops: tuple[Op, ...]):
+        dtype = layer.qparams["h"].dtype
+        consumers: dict[str, int] = {}
+        for op in ops:
+            for name in op.inputs:
+                consumers[name] = consumers.get(name, 0) + 1
+        self.steps = []
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op.kind == FULLY_CONNECTED:
+                group = [op]
+                while i + len(group) < len(ops) and ops[i + len(group)].kind == FULLY_CONNECTED \
+                        and ops[i + len(group)].inputs == op.inputs:
+                    group.append(ops[i + len(group)])
+                self.steps.append((FCGroup(layer, group), op.inputs, tuple(g.output for g in group)))
+                i += len(group)
+                continue
+            nxt = ops[i + 1] if i + 1 < len(ops) else None
+            fuse = (dtype == "int8" and op.kind in BINARY and nxt is not None and nxt.kind in UNARY
+                    and nxt.inputs == (op.output,) and consumers.get(op.output, 0) == 1)
+            if op.kind in UNARY:
+                self.steps.append((_single(Table1D(layer, op, dtype)), op.inputs, (op.output,)))
+            elif dtype == "int8":
+                table = Table2D(layer, op, nxt if fuse else None)
+                self.steps.append((_single(table), op.inputs, ((nxt if fuse else op).output,)))
+                i += 1 if fuse else 0
+            elif op.kind in (ADD, SUB):
+                self.steps.append((_single(AddSub16(layer, op)), op.inputs, (op.output,)))
+            elif Mul16.applies(layer, op):
+                self.steps.append((_single(Mul16(layer, op)), op.inputs, (op.output,)))
+            else:
+                self.steps.append((_single(Kernel(layer, op, dtype)), op.inputs, (op.output,)))
+            i += 1
+
+    def run(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for fn, inputs, outputs in self.steps:
+            results = fn(*(env[name] for name in inputs))
+            env.update(zip(outputs, results))
+        return env
+
+
+def _single(fn):
+    return lambda *args: (fn(*args),)
