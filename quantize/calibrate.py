@@ -2,8 +2,10 @@
 
 Whole sequences go through the float reference and every tensor of the integer graph
 (``grukit.quantize.graph``) is observed at every step: a GRU's hidden state drifts over long sequences, and
-ranges taken from the first steps only would saturate later. Tensors are keyed ``(layer, name)``; the model
-input is ``(0, "x")`` and the head output ``(len(layers), "head_out")``.
+ranges taken from the first steps only would saturate later. Tensors are keyed ``(layer, name)``; each layer's
+input is ``(layer, "x")``, its previous state ``(layer, "h_prev")``, the head's input and output
+``(len(layers), "head_in" / "head_out")``. For the inputs of fully connected ops (GRAM_TENSORS) the observer
+also accumulates the Gram matrix X^T X, which the output-aware weight rounding uses.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from grukit.quantize.observers import RangeObserver
 from grukit.runtime.float_gru import as_batch, model_forward
 
 CALIB_BATCH = 256  # sequences per float forward pass
+GRAM_TENSORS = ("x", "h_prev", "r_h", "head_in")  # inputs of fully connected ops
 
 TensorKey = tuple[int, str]
 Progress = Callable[[int, int], None]  # progress(done, total) in sequences
@@ -35,12 +38,11 @@ def calibrate(
     def observe(layer: int, name: str, value: np.ndarray) -> None:
         key = (layer, name)
         if key not in observers:
-            observers[key] = RangeObserver(seed=len(observers))
+            observers[key] = RangeObserver(seed=len(observers), track_gram=name in GRAM_TENSORS)
         observers[key].update(value)
 
     for start in range(0, x.shape[0], CALIB_BATCH):
         batch = x[start : start + CALIB_BATCH]
-        observe(0, "x", batch)
         model_forward(model, batch, observe)
         if progress is not None:
             progress(min(start + CALIB_BATCH, x.shape[0]), x.shape[0])
@@ -62,7 +64,5 @@ def count_saturation(
             counts[key][1] += value.size
 
     for start in range(0, x.shape[0], CALIB_BATCH):
-        batch = x[start : start + CALIB_BATCH]
-        observe(0, "x", batch)
-        model_forward(model, batch, observe)
+        model_forward(model, x[start : start + CALIB_BATCH], observe)
     return {key: (c[0], c[1]) for key, c in counts.items()}

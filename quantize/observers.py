@@ -27,7 +27,8 @@ MSE_BINS = 4096
 class RangeObserver:
     """Accumulates one tensor's values across calls; ``range(kind, levels)`` proposes an interval."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, track_gram: bool = False):
+        self.gram = None if not track_gram else 0.0  # sum of x x^T over rows of the last axis
         self.min = np.inf
         self.max = -np.inf
         self.count = 0
@@ -35,9 +36,13 @@ class RangeObserver:
         self._rng = np.random.default_rng(seed)
 
     def update(self, values: np.ndarray) -> None:
-        v = np.asarray(values, np.float32).ravel()
-        if v.size == 0:
+        values = np.asarray(values, np.float32)
+        if values.size == 0:
             return
+        if self.gram is not None:
+            rows = values.reshape(-1, values.shape[-1]).astype(np.float64)
+            self.gram = self.gram + rows.T @ rows
+        v = values.ravel()
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
         self.count += v.size

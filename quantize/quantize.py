@@ -34,6 +34,7 @@ from grukit.quantize.calibrate import TensorKey, calibrate, count_saturation
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, step_ops
 from grukit.quantize.observers import OBSERVERS, RangeObserver
 from grukit.quantize.qparams import INT_RANGE, QParams
+from grukit.quantize.rounding import round_weights_to_inputs
 from grukit.runtime.float_gru import split_biases
 
 SCHEMES = {"int8": "int8", "16x8": "int16"}  # scheme -> activation dtype
@@ -111,8 +112,16 @@ def _qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QP
     return QParams(scale, zp, dtype)
 
 
-def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: str) -> QuantizedFC:
+WEIGHT_ROUNDINGS = ("output", "nearest")
+# Which calibration tensor feeds each fully connected input (for its Gram matrix).
+_FC_INPUT_TENSOR = {"x": "x", "h": "h_prev", "r_h": "r_h"}
+
+
+def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: str, gram=None) -> QuantizedFC:
     w_q, w_scales = P.quantize_weights_per_channel(W)
+    if gram is not None:
+        # Same scales; integers chosen for the inputs this product really sees (quantize/rounding.py).
+        w_q = round_weights_to_inputs(W, w_scales, gram)
     bias_q = None if b is None else P.quantize_bias(b, input_q.scale, w_scales, BIAS_DTYPE[scheme])
     return QuantizedFC(w_q=w_q, w_scales=w_scales, bias_q=bias_q)
 
@@ -142,12 +151,20 @@ def quantize_model(
     observer: str = "minmax",
     observers: dict[TensorKey, RangeObserver] | None = None,
     progress=None,
+    weight_rounding: str = "output",
 ):
-    """Calibrate on calib_x [N, T, I] and return a QuantizedGRUModel (see grukit.runtime.int_gru)."""
+    """Calibrate on calib_x [N, T, I] and return a QuantizedGRUModel (see grukit.runtime.int_gru).
+
+    observer: how activation ranges are chosen (minmax, percentile, mse; the state always uses minmax).
+    weight_rounding: "output" rounds each weight matrix to minimise its product's error on the calibration
+    inputs (quantize/rounding.py); "nearest" rounds every weight to its nearest integer.
+    """
     from grukit.runtime.int_gru import QuantizedGRUModel
 
     if scheme not in SCHEMES:
         raise BadInputError(f"unknown scheme {scheme!r}; use one of {tuple(SCHEMES)}")
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise BadInputError(f"unknown weight rounding {weight_rounding!r}; use one of {WEIGHT_ROUNDINGS}")
     if observer not in OBSERVERS:
         raise BadInputError(f"unknown observer {observer!r}; use one of {OBSERVERS}")
     if model.bidirectional:
@@ -160,6 +177,11 @@ def quantize_model(
     levels = INT_RANGE[act][1] - INT_RANGE[act][0]
     observed = {key: (obs.min, obs.max) for key, obs in observers.items()}
     quantized: dict[TensorKey, tuple[float, float]] = {}
+
+    def gram(layer: int, name: str):
+        if weight_rounding == "nearest":
+            return None
+        return observers[(layer, name)].gram
 
     layers = []
     prev_state_q = None
@@ -205,7 +227,8 @@ def quantize_model(
             if op.kind == FULLY_CONNECTED:
                 W = (d.W if op.weight == "W" else d.R)[op.gate]
                 b = None if op.bias is None else biases[op.bias][op.gate]
-                fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme)
+                fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme,
+                                                   gram(li, _FC_INPUT_TENSOR[op.inputs[0]]))
             prepared[op.output] = _prepare(op, qp, fc)
         layers.append(
             QuantizedLayer(layer.linear_before_reset, layer.input_size, layer.hidden_size, qp, fcs, prepared)
@@ -218,7 +241,7 @@ def quantize_model(
         lo, hi = observers[hk].range(observer, levels, False)
         out_q = _qparams_from_range(lo, hi, act, False)
         quantized[hk] = out_q.range
-        fc = _quantize_fc(model.head.W, model.head.b, prev_state_q, scheme)
+        fc = _quantize_fc(model.head.W, model.head.b, prev_state_q, scheme, gram(len(model.layers), "head_in"))
         head = QuantizedHead(
             fc=fc, input_q=prev_state_q, output_q=out_q,
             prepared=P.prepare_fully_connected(prev_state_q, fc.w_scales, out_q),

@@ -76,6 +76,7 @@ def gru_step(
     h_new = n + z_diff
     if observe is not None:
         for name, value in (
+            ("h_prev", h),
             ("gx_z", gx[:, GATE_Z]), ("gx_r", gx[:, GATE_R]), ("gx_n", gx[:, GATE_N]),
             ("gh_z", gh_z), ("gh_r", gh_r), ("gh_n", gh_n),
             ("z_pre", z_pre), ("r_pre", r_pre), ("z", z), ("r", r),
@@ -137,6 +138,8 @@ def layers_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = No
     seq = as_batch(x, model.input_size)
     for i, layer in enumerate(model.layers):
         layer_observe = None if observe is None else (lambda name, v, i=i: observe(i, name, v))
+        if observe is not None:
+            observe(i, "x", seq)
         ys = [direction_forward(layer.forward, layer.linear_before_reset, seq, observe=layer_observe)]
         if layer.reverse is not None:
             ys.append(direction_forward(layer.reverse, layer.linear_before_reset, seq, reverse=True))
@@ -153,5 +156,6 @@ def model_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = Non
     head_in = seq if model.head.per_step else seq[:, -1]
     y = head_forward(model.head, head_in)
     if observe is not None:
+        observe(len(model.layers), "head_in", head_in)
         observe(len(model.layers), "head_out", (head_in @ model.head.W.T + model.head.b))
     return y
