@@ -1,0 +1,84 @@
+"""Instructions per step of the fused C GRU on an emulated Cortex-M4 (QEMU mps2-an386), as a markdown table.
+
+For each size (I=16 with H=16, 32, 64, 128; I=40 with H=64) a random 1-layer model with a 4-output
+last-step head is quantized (int8 and 16x8), generated with export_c, built with arm-none-eabi-gcc
+-mcpu=cortex-m4 -O2 (DSP path; the int8 portable path for comparison) and run for 8 steps of random input
+(grukit.runtime.emulate). Columns:
+- instructions / step: the whole step (every op and the head), mean of 8 steps, measured by SysTick under
+  -icount (instructions, not cycles: on a real M4 loads take 1-2 cycles, branches 2-4, plus flash waits);
+- instructions / MAC: that divided by 3 H (I + H) (the head's MACs are not counted in the divisor);
+- kernel code: text bytes of grukit_gru.o (+ grukit_ops.o and grukit_tables.o, which the 16x8 path calls);
+- model flash: text + data bytes of the generated model object (arrays, tables and structs);
+- RAM: state + scratch bytes.
+Bit-exactness of these builds is what tests/test_firmware_gru.py checks.
+
+    .venv/bin/python benchmarks/bench_firmware_gru.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import grukit  # noqa: E402
+from gru_factory import random_inputs, random_model  # noqa: E402
+from grukit.export import c_export  # noqa: E402
+from grukit.runtime import emulate  # noqa: E402
+
+SIZES = [(16, 16), (16, 32), (16, 64), (16, 128), (40, 64)]
+STEPS = 8
+TARGET_INSTRUCTIONS_PER_MAC = 2.0  # at H=64, I=16, int8, DSP path
+
+
+def object_bytes(source: Path, flags: list[str], include: list[Path], out: Path) -> int:
+    """text + data bytes of one compiled object (arm-none-eabi-size)."""
+    subprocess.run(["arm-none-eabi-gcc", *flags, "-c", *[f"-I{d}" for d in include], str(source), "-o", str(out)],
+                   check=True, capture_output=True)
+    fields = subprocess.run(["arm-none-eabi-size", str(out)], check=True, capture_output=True,
+                            text=True).stdout.splitlines()[1].split()
+    return int(fields[0]) + int(fields[1])
+
+
+def main() -> None:
+    missing = emulate.missing_tools()
+    if missing:
+        raise SystemExit(f"needs Debian packages: {', '.join(missing)}")
+    include = [emulate.FIRMWARE / d for d in emulate.INCLUDE_DIRS]
+    flags = [f for f in emulate.arm_flags() if not f.startswith(("--specs", "-Wl", "-nostartfiles"))]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        kernel = {name: object_bytes(emulate.FIRMWARE / "src" / f"{name}.c", flags, include, tmp / f"{name}.o")
+                  for name in ("grukit_gru", "grukit_ops", "grukit_tables")}
+        for I, H in SIZES:
+            model = random_model(0, I=I, H=H, O=4, layers=1, lbr=1)
+            for scheme, dsp in (("int8", True), ("int8", False), ("16x8", True)):
+                q = grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
+                build = tmp / f"{I}_{H}_{scheme}_{dsp}"
+                build.mkdir()
+                per_step = emulate.run_measure_image(emulate.build_measure_image(q, build, STEPS, dsp=dsp))
+                instructions = sum(per_step) / len(per_step)
+                model_flash = object_bytes(build / "model" / "grukit_model.c", flags,
+                                           [*include, build / "model"], build / "model.o")
+                state, scratch = c_export.buffer_sizes(q)
+                code = kernel["grukit_gru"] + (0 if scheme == "int8" else kernel["grukit_ops"] + kernel["grukit_tables"])
+                macs = 3 * H * (I + H)
+                rows.append((I, H, scheme, "DSP" if dsp else "portable", instructions, instructions / macs, code,
+                             model_flash, state + scratch))
+    print("| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "
+          "model flash (B) | RAM state+scratch (B) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for I, H, scheme, path, ins, per_mac, code, flash, ram in rows:
+        print(f"| {I} | {H} | {scheme} | {path} | {ins:,.0f} | {per_mac:.2f} | {code:,} | {flash:,} | {ram:,} |")
+    target = next(r for r in rows if r[:4] == (16, 64, "int8", "DSP"))
+    verdict = "met" if target[5] <= TARGET_INSTRUCTIONS_PER_MAC else "NOT met"
+    print(f"\nTarget <= {TARGET_INSTRUCTIONS_PER_MAC} instructions/MAC at I=16, H=64 (int8, DSP): {target[5]:.2f}, "
+          f"{verdict}.")
+
+
+if __name__ == "__main__":
+    main()

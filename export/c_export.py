@@ -1,0 +1,478 @@
+"""``export_c(qmodel, out_dir)``: a quantized GRU as C constants for firmware_ref's fused kernel.
+
+Writes ``<name>.h`` / ``<name>.c`` (every weight, bias, multiplier, shift, zero point and table of the model,
+as the structs of ``firmware_ref/include/grukit_gru.h``) and an example ``main.c`` with the streaming loop.
+The files start with a banner naming grukit's version, the model and the scheme, and hold no date: the same
+model always gives the same bytes.
+
+What the generator decides for the int8 kernel (the C side only indexes and multiplies):
+- LOGISTIC / TANH outputs depend only on the int8 input: a 256-entry table per op, filled by the NumPy
+  runtime's own kernel (``grukit.runtime.ops_int``), so the C lookup is the runtime's function.
+- ADD / SUB: each input's term ((x - zp) << 20, rescaled by that input's multiplier) depends only on that
+  int8 input: a 256-entry int32 table per input, filled with ``multiply_by_quantized_multiplier``.
+- Every requantization becomes a ``grukit_requant_s32`` (one SMMULR and a rounding shift). The identity
+  holds while |x| * 2^left_shift < 2^29; the generator bounds every accumulator and term from the actual
+  weights, biases and zero points and refuses (UnsupportedModelError) a model that could exceed it.
+- Weights are stored in 4 x 4 tiles (4 rows, 4 columns, zero padded), the order the kernel reads them.
+The 16x8 scheme keeps row-major weights and TFLite-Micro's parameters as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.model import GATE_N, GATE_R, GATE_Z
+from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, step_ops
+from grukit.runtime import ops_int as K
+
+GATES = (("z", GATE_Z), ("r", GATE_R), ("n", GATE_N))
+REQUANT_BOUND = 1 << 29  # |x| * 2^left_shift must stay below this (grukit_requant_s32's contract)
+MAX_RIGHT_SHIFT = 30  # a larger right shift gives 0 on |y| < 2^29 just as 30 does, and 2^30 fits int32
+
+# The graph the C kernel hard-codes, as (kind, inputs) per output tensor: checked against step_ops so a
+# change of the graph cannot silently desynchronise the generated constants and the kernel.
+_KERNEL_GRAPH = {
+    "z_pre": (ADD, ("gx_z", "gh_z")), "r_pre": (ADD, ("gx_r", "gh_r")),
+    "z": (LOGISTIC, ("z_pre",)), "r": (LOGISTIC, ("r_pre",)), "n": (TANH, ("n_pre",)),
+    "h_minus_n": (SUB, ("h", "n")), "z_diff": (MUL, ("z", "h_minus_n")), "h_new": (ADD, ("n", "z_diff")),
+}  # fmt: skip
+_KERNEL_GRAPH_LBR = {
+    1: {"r_gh": (MUL, ("r", "gh_n")), "n_pre": (ADD, ("gx_n", "r_gh")), "gh_n": (FULLY_CONNECTED, ("h",))},
+    0: {"r_h": (MUL, ("r", "h")), "n_pre": (ADD, ("gx_n", "gh_n")), "gh_n": (FULLY_CONNECTED, ("r_h",))},
+}
+
+
+def _check_graph(lbr: int) -> dict:
+    ops = {op.output: op for op in step_ops(lbr)}
+    expected = {**_KERNEL_GRAPH, **_KERNEL_GRAPH_LBR[lbr]}
+    for g, _ in GATES:
+        expected.setdefault(f"gx_{g}", (FULLY_CONNECTED, ("x",)))
+        if g != "n":
+            expected[f"gh_{g}"] = (FULLY_CONNECTED, ("h",))
+    got = {name: (op.kind, op.inputs) for name, op in ops.items()}
+    if got != expected:
+        raise UnsupportedModelError(
+            f"the step graph (grukit.quantize.graph, linear_before_reset={lbr}) is not the one the C kernel "
+            f"implements: {sorted(set(got.items()) ^ set(expected.items()))}")
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Integer parameters in the kernel's form
+# ---------------------------------------------------------------------------------------------------------
+
+
+def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, what: str) -> tuple[int, int, int, int]:
+    """grukit_requant_s32 (multiplier, left_shift, rounding, right_shift) for TFLite's (multiplier, shift)
+    followed by + zero_point, valid for every input |x| <= abs_bound; raises UnsupportedModelError when an
+    intermediate of the kernel's evaluation could leave int32 (see the header's contract)."""
+    left = max(int(shift), 0)
+    if int(abs_bound) << left >= REQUANT_BOUND:
+        raise UnsupportedModelError(
+            f"{what}: values up to {abs_bound} shifted left by {left} reach 2^29; the C kernel's exact "
+            "requantization needs less (an unusually large bias or multiplier)")
+    e = min(max(-int(shift), 0), MAX_RIGHT_SHIFT)
+    rounding = (1 << e) + int(zero_point) * (1 << (e + 1))
+    y_bound = ((int(abs_bound) << left) * int(multiplier) >> 31) + 1
+    if 2 * y_bound + 1 + abs(rounding) >= 1 << 31:
+        raise UnsupportedModelError(
+            f"{what}: zero point {zero_point} with right shift {e} overflows the C kernel's int32 rounding "
+            "constant (an output scale far smaller than its inputs')")
+    return int(multiplier), left, rounding, e + 1
+
+
+def apply_fast_requant(x, q) -> np.ndarray:
+    """NumPy evaluation of grukit_requant_s32 on x (the kernel's formula, fed 2x), for checking the identity."""
+    m, ls, rounding, rs = q
+    y = (((2 * np.asarray(x, np.int64)) << ls) * m + (1 << 31)) >> 32
+    return (2 * y + (y >> 63) + rounding) >> rs
+
+
+def _offset_range(zero_point: int) -> int:
+    """max |x - zp| over int8 x."""
+    return max(127 - zero_point, zero_point + 128)
+
+
+def _tiles(w: np.ndarray) -> np.ndarray:
+    """int8 [O, K] -> [ceil(O/4)][2 ceil(K/8)][4][4] flattened, zero padded (the kernel reads 8 columns
+    per iteration)."""
+    o, k = w.shape
+    padded = np.zeros((-(-o // 4) * 4, -(-k // 8) * 8), np.int8)
+    padded[:o, :k] = w
+    ro, ko = padded.shape
+    return padded.reshape(ro // 4, 4, ko // 4, 4).transpose(0, 2, 1, 3).ravel()
+
+
+def _pack_words(w_bytes: np.ndarray) -> np.ndarray:
+    """int8 bytes -> int32 words, 4 per word, the first byte in bits 0-7 (arithmetic, endian-free)."""
+    b = (np.asarray(w_bytes, np.int64).reshape(-1, 4) & 0xFF) << np.array([0, 8, 16, 24])
+    words = b.sum(axis=1)
+    return np.where(words >= 1 << 31, words - (1 << 32), words)
+
+
+def _pad4(values: np.ndarray, fill) -> list:
+    values = list(values)
+    return values + [fill] * (-len(values) % 4)
+
+
+_INT8_INPUTS = np.arange(-128, 128).astype(np.int8)
+
+
+def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
+    shifted = (_INT8_INPUTS.astype(np.int64) - zero_point) << left_shift
+    return K.multiply_by_quantized_multiplier(shifted, requant.multiplier, requant.shift)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# C text
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _CFile:
+    """Accumulates named constant arrays and struct initializers of one generated .c file."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.chunks: list[str] = []
+        self.flash_bytes = 0
+
+    def requants(self, name: str, requants: list) -> str:
+        """A grukit_requant_s32 array, one {multiplier, left_shift, round, right_shift} per row."""
+        sym = f"{self.prefix}_{name}"
+        body = ",\n    ".join(_requant_init(q) for q in requants)
+        self.chunks.append(f"static const grukit_requant_s32 {sym}[{len(requants)}] = {{\n    {body}\n}};\n")
+        self.flash_bytes += 16 * len(requants)
+        return sym
+
+    def array(self, name: str, ctype: str, values, per_line: int = 16, align: bool = False) -> str:
+        values = [int(v) for v in np.asarray(values).ravel()]
+        sym = f"{self.prefix}_{name}"
+        fmt = _LITERAL[ctype]
+        body = ",\n    ".join(", ".join(fmt(v) for v in values[i:i + per_line])
+                              for i in range(0, len(values), per_line))
+        attr = " GRUKIT_ALIGN4" if align else ""
+        self.chunks.append(f"static const {ctype} {sym}[{len(values)}]{attr} = {{\n    {body}\n}};\n")
+        self.flash_bytes += len(values) * _SIZE[ctype]
+        return sym
+
+
+def _i32_literal(v: int) -> str:
+    return "INT32_MIN" if v == -(1 << 31) else str(v)
+
+
+def _i64_literal(v: int) -> str:
+    return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
+
+
+_LITERAL = {"int8_t": str, "int16_t": str, "int32_t": _i32_literal, "int64_t": _i64_literal}
+_SIZE = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+
+
+def _requant_init(q) -> str:
+    return "{" + ", ".join(str(v) for v in q) + "}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# int8
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fc_s8(cf: _CFile, tag: str, fc, params) -> str:
+    w = np.asarray(fc.w_q, np.int8)
+    rows, depth = w.shape
+    bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+    reach = _offset_range(params.input_zero_point)
+    bounds = np.abs(bias) + reach * np.abs(w.astype(np.int64)).sum(axis=1)
+    zp = params.output_zero_point
+    requants = [fast_requant(m, s, zp, b, f"{tag} row {o}")
+                for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+    any_left_shift = int(any(q[1] for q in requants))
+    w_sym = cf.array(f"{tag}_weights", "int32_t", _pack_words(_tiles(w)), per_line=8)
+    b_sym = cf.array(f"{tag}_bias2", "int32_t", _pad4(2 * bias, 0), per_line=8)
+    q_sym = cf.requants(f"{tag}_requant", _pad4(requants, (0, 0, 1, 1)))
+    return (f"{{{rows}, {depth}, {w_sym}, {b_sym}, {q_sym}, {-params.input_zero_point}, {any_left_shift}}}")
+
+
+def _add_s8(cf: _CFile, tag: str, p) -> str:
+    t1 = _add_term_table(p.input1_zero_point, p.left_shift, p.input1)
+    t2 = _add_term_table(p.input2_zero_point, p.left_shift, p.input2)
+    sym1 = cf.array(f"{tag}_term1x2", "int32_t", 2 * t1, per_line=8)
+    sym2 = cf.array(f"{tag}_term2x2", "int32_t", 2 * t2, per_line=8)
+    bound = int(np.abs(t1).max() + np.abs(t2).max())
+    q = fast_requant(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{tag} output")
+    if q[1] != 0:
+        raise UnsupportedModelError(f"{tag}: an ADD/SUB output rescale must have shift <= 0, got {p.output}")
+    return f"{{{sym1} + 128, {sym2} + 128, {_requant_init(q)}}}"
+
+
+def _mul_s8(tag: str, p) -> str:
+    bound = _offset_range(p.input1_zero_point) * _offset_range(p.input2_zero_point)
+    q = fast_requant(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{tag} output")
+    return f"{{{-p.input1_zero_point}, {-p.input2_zero_point}, {_requant_init(q)}}}"
+
+
+def _activation_table(cf: _CFile, tag: str, kind: str, p) -> str:
+    kernel = K.logistic_s8 if kind == LOGISTIC else K.tanh_s8
+    return cf.array(f"{tag}_table", "int8_t", kernel(_INT8_INPUTS, p)) + " + 128"
+
+
+def _layer_s8(cf: _CFile, li: int, layer) -> str:
+    _check_graph(layer.linear_before_reset)
+    pre, fcs = layer.prepared, layer.fcs
+    tag = f"l{li}"
+    x_fc = [_fc_s8(cf, f"{tag}_gx_{g}", fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES]
+    h_fc = [_fc_s8(cf, f"{tag}_gh_{g}", fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g, _ in GATES]
+    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
+    fields = [
+        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
+        "{" + ", ".join(x_fc) + "}", "{" + ", ".join(h_fc) + "}",
+        _add_s8(cf, f"{tag}_z_pre", pre["z_pre"]), _add_s8(cf, f"{tag}_r_pre", pre["r_pre"]),
+        _add_s8(cf, f"{tag}_n_pre", pre["n_pre"]), _add_s8(cf, f"{tag}_h_minus_n", pre["h_minus_n"]),
+        _add_s8(cf, f"{tag}_h_new", pre["h_new"]),
+        _mul_s8(f"{tag}_{r_mul}", pre[r_mul]), _mul_s8(f"{tag}_z_diff", pre["z_diff"]),
+        _activation_table(cf, f"{tag}_z", LOGISTIC, pre["z"]),
+        _activation_table(cf, f"{tag}_r", LOGISTIC, pre["r"]),
+        _activation_table(cf, f"{tag}_n", TANH, pre["n"]),
+    ]
+    return "{\n        " + ",\n        ".join(fields) + "\n    }"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 16x8
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fc_s16(cf: _CFile, tag: str, fc, params) -> str:
+    w = np.asarray(fc.w_q, np.int8)
+    rows, depth = w.shape
+    w_sym = cf.array(f"{tag}_weights", "int8_t", w, align=True)
+    b_sym = "NULL" if fc.bias_q is None else cf.array(f"{tag}_bias", "int64_t", fc.bias_q, per_line=4)
+    m_sym = cf.array(f"{tag}_multiplier", "int32_t", params.output_multiplier, per_line=8)
+    s_sym = cf.array(f"{tag}_shift", "int32_t", params.output_shift)
+    fc_params = f"{{{-params.input_zero_point}, {params.output_zero_point}, {params.qmin}, {params.qmax}}}"
+    return f"{{{rows}, {depth}, {w_sym}, {b_sym}, {m_sym}, {s_sym}, {fc_params}}}"
+
+
+def _add_s16(p) -> str:
+    values = (-p.input1_zero_point, -p.input2_zero_point, p.output_zero_point, p.left_shift,
+              p.input1.multiplier, p.input1.shift, p.input2.multiplier, p.input2.shift,
+              p.output.multiplier, p.output.shift, p.qmin, p.qmax)
+    return "{" + ", ".join(map(str, values)) + "}"
+
+
+def _mul_s16(p) -> str:
+    values = (-p.input1_zero_point, -p.input2_zero_point, p.output_zero_point, p.output.multiplier,
+              p.output.shift, p.qmin, p.qmax)
+    return "{" + ", ".join(map(str, values)) + "}"
+
+
+def _layer_s16(cf: _CFile, li: int, layer) -> str:
+    _check_graph(layer.linear_before_reset)
+    pre, fcs = layer.prepared, layer.fcs
+    tag = f"l{li}"
+    x_fc = [_fc_s16(cf, f"{tag}_gx_{g}", fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES]
+    h_fc = [_fc_s16(cf, f"{tag}_gh_{g}", fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g, _ in GATES]
+    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
+    act = lambda p: f"{{{p.input_multiplier}, {p.input_left_shift}}}"
+    fields = [
+        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
+        "{" + ", ".join(x_fc) + "}", "{" + ", ".join(h_fc) + "}",
+        _add_s16(pre["z_pre"]), _add_s16(pre["r_pre"]), _add_s16(pre["n_pre"]),
+        _add_s16(pre["h_minus_n"]), _add_s16(pre["h_new"]),
+        _mul_s16(pre[r_mul]), _mul_s16(pre["z_diff"]),
+        act(pre["z"]), act(pre["r"]), act(pre["n"]),
+    ]
+    return "{\n        " + ",\n        ".join(fields) + "\n    }"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sizes (the same formulas as grukit_gru.c; the tests check the C functions return these)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _round4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+def _round8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def buffer_sizes(qmodel) -> tuple[int, int]:
+    """(state bytes, scratch bytes) the C model needs."""
+    width = 1 if qmodel.scheme == "int8" else 2
+    state = width * sum(layer.hidden_size for layer in qmodel.layers)
+    top = qmodel.layers[-1].hidden_size
+    if qmodel.scheme == "int8":
+        scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 8 * _round4(l.hidden_size)
+                   for l in qmodel.layers]
+        if qmodel.head is not None:
+            scratch.append(2 * _round8(top) + _round4(qmodel.head.fc.w_q.shape[0]))
+    else:
+        scratch = [16 * _round4(l.hidden_size) for l in qmodel.layers]
+        if qmodel.head is not None:
+            scratch.append(2 * _round4(qmodel.head.fc.w_q.shape[0]))
+    return state, max(scratch)
+
+
+def output_size(qmodel) -> int:
+    return qmodel.head.fc.w_q.shape[0] if qmodel.head is not None else qmodel.layers[-1].hidden_size
+
+
+# ---------------------------------------------------------------------------------------------------------
+# export_c
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _banner(qmodel, what: str) -> str:
+    from grukit import __version__
+
+    source = getattr(qmodel.float_model, "name", None) or "an unnamed model"
+    return (f"/* GENERATED by grukit {__version__} from model '{source}' (scheme {qmodel.scheme}): {what}.\n"
+            " * Do not edit; regenerate with grukit.export.c_export.export_c(). */\n")
+
+
+def _generate_model(qmodel, name: str) -> tuple[str, str, int]:
+    s8 = qmodel.scheme == "int8"
+    suffix = "s8" if s8 else "s16"
+    cf = _CFile(name)
+    layer_inits = [(_layer_s8 if s8 else _layer_s16)(cf, li, layer) for li, layer in enumerate(qmodel.layers)]
+    head_init = "NULL"
+    if qmodel.head is not None:
+        head = (_fc_s8 if s8 else _fc_s16)(cf, "head", qmodel.head.fc, qmodel.head.prepared)
+        cf.chunks.append(f"static const grukit_fc_{suffix} {name}_head = {head};\n")
+        head_init = f"&{name}_head"
+    cf.chunks.append(
+        f"static const grukit_gru_layer_{suffix} {name}_layers[{len(layer_inits)}] = {{\n    "
+        + ",\n    ".join(layer_inits) + "\n};\n")
+    per_step = int(bool(qmodel.per_step))
+    cf.chunks.append(f"const grukit_model_{suffix} {name} = {{{len(layer_inits)}, {name}_layers, {head_init}, "
+                     f"{per_step}}};\n")
+    return suffix, "\n".join(cf.chunks), cf.flash_bytes
+
+
+def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
+    up = name.upper()
+    state, scratch = buffer_sizes(qmodel)
+    in_q, out_q = qmodel.input_q, qmodel.output_q
+    ctype = "int8_t" if suffix == "s8" else "int16_t"
+    act = qmodel.head.activation if qmodel.head is not None else "linear"
+    lines = [
+        f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stdint.h>", "", '#include "grukit_gru.h"', "",
+        f"#define {up}_SCHEME_{suffix.upper()} 1",
+        f"#define {up}_NUM_LAYERS {len(qmodel.layers)}",
+        f"#define {up}_INPUT_SIZE {qmodel.layers[0].input_size}",
+        f"#define {up}_OUTPUT_SIZE {output_size(qmodel)}",
+        f"#define {up}_PER_STEP {int(bool(qmodel.per_step))} /* 1: y every step; 0: y after the last step */",
+        f"#define {up}_STATE_BYTES {state}",
+        f"#define {up}_SCRATCH_BYTES {scratch}",
+        f"#define {up}_SCRATCH_WORDS {scratch // 4}",
+        f"#define {up}_CONSTANT_BYTES {flash_bytes} /* weights, biases, parameters and tables */",
+        "",
+        "/* Input quantization (floats only at the model's edge): x_q = clamp(round_half_away(x / SCALE) + ZP). */",
+        f"#define {up}_INPUT_SCALE {in_q.scale!r}f",
+        f"#define {up}_INPUT_ZERO_POINT {in_q.zero_point}",
+        f"/* Output: y = SCALE * (y_q - ZP), then the head's float activation ({act}). */",
+        f"#define {up}_OUTPUT_SCALE {out_q.scale!r}f",
+        f"#define {up}_OUTPUT_ZERO_POINT {out_q.zero_point}",
+        "",
+        f"typedef {ctype} {name}_value_t; /* the type of x, y and the state */",
+        f"extern const grukit_model_{suffix} {name};",
+        "", f"#endif /* {up}_H */", "",
+    ]
+    return "\n".join(lines)
+
+
+def _example_main(qmodel, name: str, suffix: str) -> str:
+    up = name.upper()
+    lo, hi = (-128, 127) if suffix == "s8" else (-32768, 32767)
+    return f"""#include <stdint.h>
+#include <stdio.h>
+
+#include "{name}.h"
+
+/* The caller owns every byte the model uses: static, sized by the generated header. */
+static {name}_value_t g_state[{up}_STATE_BYTES / sizeof({name}_value_t)];
+static int32_t g_scratch[{up}_SCRATCH_WORDS];
+
+/* Float -> model input at the edge: round half away from zero, then saturate (as grukit's QParams). */
+static {name}_value_t quantize_input(float x)
+{{
+    const float scaled = x / {up}_INPUT_SCALE;
+    const float rounded = scaled >= 0.0f ? scaled + 0.5f : scaled - 0.5f; /* truncated below */
+    long q = (long)rounded + {up}_INPUT_ZERO_POINT;
+    q = q < {lo} ? {lo} : (q > {hi} ? {hi} : q);
+    return ({name}_value_t)q;
+}}
+
+/* Stands in for a sensor: a deterministic ramp in [-1, 1]. */
+static float read_sample(int32_t t, int32_t i) {{ return (float)((t * 7 + i * 3) % 11 - 5) / 5.0f; }}
+
+#ifndef EXAMPLE_STEPS
+#define EXAMPLE_STEPS 20
+#endif
+
+int main(void)
+{{
+    {name}_value_t x_q[{up}_INPUT_SIZE];
+    {name}_value_t y_q[{up}_OUTPUT_SIZE];
+    if (grukit_model_{suffix}_init(&{name}, g_state, (int32_t)sizeof g_state, (int32_t)sizeof g_scratch) !=
+        GRUKIT_OK) {{
+        return 1;
+    }}
+    grukit_model_{suffix}_reset(&{name}, g_state); /* at the start of every independent sequence */
+    for (int32_t t = 0; t < EXAMPLE_STEPS; ++t) {{
+        for (int32_t i = 0; i < {up}_INPUT_SIZE; ++i) {{
+            x_q[i] = quantize_input(read_sample(t, i));
+        }}
+        /* A last-step model only needs y after the final sample: pass NULL before it to skip the head. */
+        const int want_y = {up}_PER_STEP || t == EXAMPLE_STEPS - 1;
+        grukit_model_{suffix}_step(&{name}, g_state, g_scratch, x_q, want_y ? y_q : NULL);
+        if (want_y) {{
+            printf("y %ld", (long)t);
+            for (int32_t o = 0; o < {up}_OUTPUT_SIZE; ++o) {{
+                printf(" %d", (int)y_q[o]); /* dequantize: {up}_OUTPUT_SCALE * (y_q - {up}_OUTPUT_ZERO_POINT) */
+            }}
+            printf("\\n");
+        }}
+    }}
+    return 0;
+}}
+"""
+
+
+def example_input(qmodel, steps: int = 20) -> np.ndarray:
+    """The float samples the generated main.c feeds (its read_sample), [1, steps, I]."""
+    I = qmodel.layers[0].input_size
+    t, i = np.meshgrid(np.arange(steps), np.arange(I), indexing="ij")
+    return (((t * 7 + i * 3) % 11 - 5) / np.float32(5.0)).astype(np.float32)[None]
+
+
+def export_c(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
+    """Write ``<name>.h``, ``<name>.c`` and an example ``main.c`` into out_dir; returns their paths.
+
+    qmodel: a QuantizedGRUModel (``grukit.quantize``), scheme "int8" (fused _s8 kernel) or "16x8" (_s16).
+    Compile the .c with firmware_ref/src/grukit_gru.c, grukit_ops.c, grukit_tables.c and
+    -I firmware_ref/include -I firmware_ref/src.
+    """
+    if not name.isidentifier():
+        raise BadInputError(f"name {name!r} must be a C identifier")
+    if qmodel.scheme not in ("int8", "16x8"):
+        raise UnsupportedModelError(f"scheme {qmodel.scheme!r} has no C kernel")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix, body, flash_bytes = _generate_model(qmodel, name)
+    h_path, c_path, main_path = out / f"{name}.h", out / f"{name}.c", out / "main.c"
+    h_path.write_text(_banner(qmodel, "model constants, declarations") + _header(qmodel, name, suffix, flash_bytes))
+    c_path.write_text(_banner(qmodel, "model constants") + "#include <stddef.h>\n#include <stdint.h>\n\n"
+                      f'#include "{name}.h"\n\n' + body)
+    main_path.write_text(_banner(qmodel, "example streaming loop") + _example_main(qmodel, name, suffix))
+    return [h_path, c_path, main_path]
+
+
+def constant_bytes(qmodel) -> int:
+    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded)."""
+    return _generate_model(qmodel, "m")[2]

@@ -1,0 +1,202 @@
+"""The fused C GRU step (firmware_ref/src/grukit_gru.c + a model from export_c) against the NumPy runtime.
+
+For each model the generated constants are compiled with firmware_ref/test/gru_driver.c, which streams
+golden input sequences through grukit_model_*_step and prints every layer's state and the output after every
+step. The expectation comes from the NumPy integer runtime (QuantizedGRUModel.run_int for the states, its
+stream() for the per-step head outputs); every integer must match, and a failure names the first
+mismatch (sequence, step, layer, index, got, expected). Builds: host cc strict, host cc with UBSan + ASan,
+and arm-none-eabi-gcc for QEMU's Cortex-M4 (DSP and portable paths).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import firmware_build as fb
+import grukit
+from grukit.export import c_export
+from grukit.runtime import ops_int as K
+from gru_factory import random_inputs, random_model
+
+GRU_DRIVER = fb.FIRMWARE / "test" / "gru_driver.c"
+GRU_SOURCE = fb.FIRMWARE / "src" / "grukit_gru.c"
+DATA = Path(grukit.__file__).resolve().parent / "data"
+CALIB_N, CALIB_T = 16, 20
+GOLDEN_N, GOLDEN_T = 3, 12
+
+
+# (name, seed, scheme, linear_before_reset, layers, I, H, O, per_step, head): one line per case's purpose.
+RANDOM_MODELS = [
+    ("s8_lbr1_small", 0, "int8", 1, 1, 4, 16, 3, False, True),  # the common case
+    ("s8_lbr0_odd", 1, "int8", 0, 1, 5, 13, 3, True, True),  # sizes not multiples of 4, per-step head
+    ("s8_lbr1_2layers", 2, "int8", 1, 2, 3, 32, 5, False, True),  # stacked layers
+    ("s8_lbr0_3layers", 3, "int8", 0, 3, 7, 9, 2, True, True),  # three layers, lbr 0 everywhere
+    ("s8_mixed_nohead", 4, "int8", [1, 0], 2, 6, 20, 0, True, False),  # mixed variants, no head
+    ("s8_h128", 5, "int8", 1, 1, 16, 128, 4, False, True),  # the largest size
+    ("s16_lbr1_small", 6, "16x8", 1, 1, 4, 16, 3, False, True),
+    ("s16_lbr0_odd", 7, "16x8", 0, 2, 5, 13, 3, True, True),  # stacked, odd, per-step
+    ("s16_mixed_3layers", 8, "16x8", [0, 1, 0], 3, 3, 10, 2, False, True),
+    ("s16_h128_nohead", 9, "16x8", 0, 1, 16, 128, 0, True, False),  # the largest size, no head
+]
+SANITIZED = {"s8_lbr0_odd", "s8_mixed_nohead", "s16_lbr0_odd", "s16_mixed_3layers"}
+
+
+class Case:
+    """A quantized model, its golden integer inputs and the NumPy runtime's expected outputs."""
+
+    def __init__(self, name: str, qmodel, x_q: np.ndarray):
+        self.name, self.qmodel, self.x_q = name, qmodel, x_q
+        self.states = [np.asarray(s, np.int64) for s in qmodel.run_int(x_q)[1]]  # each [N, T, H]
+        self.ys = self._stream_outputs()
+
+    def _stream_outputs(self) -> np.ndarray:
+        """The output after every step [N, T, O], by the NumPy runtime's streaming runner."""
+        n, t, _ = self.x_q.shape
+        stream = self.qmodel.stream(n)
+        ys = np.stack([np.asarray(stream.step(self.x_q[:, k]), np.int64) for k in range(t)], axis=1)
+        last = np.asarray(self.qmodel.predict_int(self.x_q), np.int64)
+        fb.assert_same(f"{self.name}: stream vs run_int output", ys if self.qmodel.per_step else ys[:, -1], last)
+        return ys
+
+
+def make_case(name, seed, scheme, lbr, layers, I, H, O, per_step, head) -> Case:
+    model = random_model(seed, I=I, H=H, O=max(O, 1), layers=layers, lbr=lbr, per_step=per_step, head=head)
+    qmodel = grukit.quantize(model, random_inputs(seed, N=CALIB_N, T=CALIB_T, I=I), scheme=scheme)
+    # Golden inputs 1.5x wider than calibration: some saturate the input quantization and the gates.
+    x = random_inputs(seed + 500, N=GOLDEN_N, T=GOLDEN_T, I=I, scale=1.5)
+    return Case(name, qmodel, qmodel.quantize_input(x))
+
+
+def demo_case(scheme: str) -> Case:
+    model = grukit.load(str(DATA / "demo_model.onnx"))
+    qmodel = grukit.quantize(model, np.load(DATA / "demo_calib.npz")["x"], scheme=scheme)
+    x_val = np.load(DATA / "demo_val.npz")["x"][:4]
+    return Case(f"demo_{scheme}", qmodel, qmodel.quantize_input(x_val))
+
+
+def golden_stream(case: Case) -> fb.GoldenStream:
+    n, t, _ = case.x_q.shape
+    stream = fb.GoldenStream()
+    stream.word(n)
+    stream.word(t)
+    stream.words_of(case.x_q)
+    stream.cases = n * (t + 1)  # the driver's result lines: one per step plus one replay per sequence
+    return stream
+
+
+def check(case: Case, stdout: str) -> None:
+    """Every state and output line of the driver equals the NumPy runtime's; names the first mismatch."""
+    n, t, _ = case.x_q.shape
+    results = fb.parse_results(stdout, n * (t + 1))
+    sizes = [s.shape[-1] for s in case.states]
+    index = 0
+    for seq in range(n):
+        for step in range(t):
+            line = results[index]
+            offset = 0
+            for layer, size in enumerate(sizes):
+                fb.assert_same(f"{case.name}: sequence {seq} step {step} layer {layer} state",
+                               line[offset:offset + size], case.states[layer][seq, step])
+                offset += size
+            fb.assert_same(f"{case.name}: sequence {seq} step {step} output y", line[offset:], case.ys[seq, step])
+            index += 1
+        fb.assert_same(f"{case.name}: sequence {seq} output after save/restore and replay", results[index],
+                       case.ys[seq, t - 1])
+        index += 1
+
+
+def export(case: Case, build_dir: Path) -> tuple[Path, dict]:
+    out = build_dir / case.name
+    c_export.export_c(case.qmodel, out)
+    return out / "grukit_model.c", {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"'}
+
+
+def run_on_host(case: Case, build_dir: Path, sanitize: bool) -> None:
+    model_c, defines = export(case, build_dir)
+    exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], build_dir / f"{case.name}_{sanitize}", sanitize=sanitize,
+                        defines=defines)
+    golden = golden_stream(case).write_text(build_dir / f"{case.name}.golden.txt")
+    check(case, fb.run_host(exe, golden))
+
+
+# ---------------------------------------------------------------- host
+
+
+@pytest.mark.parametrize("spec", RANDOM_MODELS, ids=[m[0] for m in RANDOM_MODELS])
+def test_random_model_host_matches_numpy(spec, tmp_path):
+    run_on_host(make_case(*spec), tmp_path, sanitize=False)
+
+
+@pytest.mark.parametrize("spec", [m for m in RANDOM_MODELS if m[0] in SANITIZED],
+                         ids=[m[0] for m in RANDOM_MODELS if m[0] in SANITIZED])
+def test_random_model_sanitized_matches_numpy(spec, tmp_path):
+    if not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
+        pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
+    run_on_host(make_case(*spec), tmp_path, sanitize=True)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_demo_model_host_matches_numpy(scheme, tmp_path):
+    run_on_host(demo_case(scheme), tmp_path, sanitize=False)
+
+
+def test_example_main_streams_like_numpy(tmp_path):
+    """The generated main.c compiles strictly and prints the NumPy runtime's outputs for its samples."""
+    case = make_case(*RANDOM_MODELS[1])  # per-step head: one y line per step
+    paths = c_export.export_c(case.qmodel, tmp_path / "gen")
+    exe = fb.build_host([GRU_SOURCE, paths[1], paths[2]], tmp_path / "example")
+    lines = [line.split() for line in fb.run_host(exe).splitlines() if line.startswith("y ")]
+    got = np.array([[int(v) for v in line[2:]] for line in lines])
+    x_q = case.qmodel.quantize_input(c_export.example_input(case.qmodel))
+    fb.assert_same("example main.c outputs", got, case.qmodel.predict_int(x_q)[0])
+
+
+def test_generated_files_are_reproducible_and_labelled(tmp_path):
+    case = make_case(*RANDOM_MODELS[0])
+    first = [p.read_bytes() for p in c_export.export_c(case.qmodel, tmp_path / "a")]
+    second = [p.read_bytes() for p in c_export.export_c(case.qmodel, tmp_path / "b")]
+    assert first == second
+    banner = first[1].decode().splitlines()[0]
+    assert f"grukit {grukit.__version__}" in banner and "random0" in banner and "int8" in banner
+
+
+def test_fast_requant_equals_tflite_requantization():
+    """The kernel's one-SMMULR requantization equals MultiplyByQuantizedMultiplier inside its bound."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        multiplier = int(rng.integers(1 << 30, 1 << 31)) if rng.random() > 0.05 else 0
+        shift = int(rng.integers(-33, 8))
+        shift = max(shift, -31)
+        left = max(shift, 0)
+        bound = (c_export.REQUANT_BOUND >> left) - 1
+        x = np.concatenate([rng.integers(-bound, bound + 1, 2000), [-bound, bound, 0, 1, -1]])
+        # Ties: values whose SRDHM result lands exactly halfway for the right shift.
+        zero_point = int(rng.integers(-128, 128)) if -20 <= shift < -1 else 0  # zp needs room below 2^31
+        q = c_export.fast_requant(multiplier, shift, zero_point, bound, "test")
+        fb.assert_same(f"fast requant m={multiplier} shift={shift} zp={zero_point}", c_export.apply_fast_requant(x, q),
+                       K.multiply_by_quantized_multiplier(x, multiplier, shift) + zero_point)
+
+
+def test_unbounded_requantization_is_refused():
+    with pytest.raises(grukit.UnsupportedModelError, match="2\\^29"):
+        c_export.fast_requant(1 << 30, 3, 0, 1 << 27, "fc row 0")
+
+
+# ---------------------------------------------------------------- emulated Cortex-M4
+
+ARM_MODELS = [RANDOM_MODELS[1], RANDOM_MODELS[2], RANDOM_MODELS[7]]
+
+
+@pytest.mark.parametrize("spec,dsp", [(ARM_MODELS[0], True), (ARM_MODELS[0], False), (ARM_MODELS[1], True),
+                                      (ARM_MODELS[2], True)],
+                         ids=["s8_lbr0_odd-dsp", "s8_lbr0_odd-portable", "s8_lbr1_2layers-dsp", "s16_lbr0_odd-dsp"])
+def test_cortex_m4_matches_numpy(spec, dsp, tmp_path):
+    fb.require_arm_tools()
+    case = make_case(*spec)
+    model_c, defines = export(case, tmp_path)
+    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines)
+    check(case, fb.run_qemu(elf))
