@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# Pinned: 2.13.0 is the CPU wheel here; an unpinned torch pulls the multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	# Real UCR/UEA recordings for tests and benchmarks: only the data files of aeon's wheel are read,
+	# so it is installed without its (large) dependency tree and never imported.
+	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +34,9 @@ test: $(STAMP) firmware-tools
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP) firmware-tools
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/bench_firmware_gru.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

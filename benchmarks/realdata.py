@@ -6,7 +6,7 @@ and nothing of it is needed). ``make test`` / ``make bench`` install it.
 
 Datasets used:
 - BasicMotions: smart-watch 3-D accelerometer + 3-D gyroscope, 10 Hz, T=100, 4 activities (UEA).
-- JapaneseVowels (equal-length version): 12 LPC cepstrum coefficients of uttered vowels, T=29, 9 speakers.
+- JapaneseVowels (equal-length version): 12 LPC cepstrum coefficients of uttered vowels, T=25, 9 speakers.
 - GunPoint: one hand-position coordinate over T=150 frames, 2 classes (UCR).
 """
 

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from grukit.export.self_check import require_agreement
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
 from grukit.model import Dense, GRUModel
 
-# Tolerance of the load-time self check (float32 GRU vs float32 GRU, different summation order).
-SELF_CHECK_ATOL = 1e-4
 # Sizes used for dynamic (named) input dims during the walk and the self check; distinct from each other
 # and from typical hidden sizes so a Reshape that mixes axes cannot match by coincidence.
 FREE_BATCH, FREE_TIME = 3, 7
@@ -464,10 +463,5 @@ def _self_check(path: Path, walk: _Walk, model: GRUModel) -> None:
     if core == ["T", "N", "F"]:
         got = got.transpose(1, 0, 2)
     ours = model.predict(x_ntf)
-    if got.shape != ours.shape or not np.allclose(got, ours, atol=SELF_CHECK_ATOL, rtol=0):
-        diff = f", max difference {np.max(np.abs(got - ours)):.3g}" if got.shape == ours.shape else ""
-        raise UnsupportedModelError(
-            f"{path}: {checker} and grukit disagree on this graph (output {got.shape} vs {ours.shape}{diff}); "
-            "grukit cannot represent what it computes"
-        )
+    require_agreement(got, ours, f"{path}: {checker}", "what this graph computes")
     model.meta["self_check"] = checker

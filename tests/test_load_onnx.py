@@ -11,31 +11,13 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
+from torch_modules import EveryStep, LastStep
+
 import grukit
 from grukit.errors import UnsupportedModelError
 
 # float32 GRU vs float32 GRU (onnxruntime's kernel) with a different summation order.
 FLOAT_ATOL = 1e-5
-
-
-class LastStep(nn.Module):
-    def __init__(self, I, H, O, num_layers=1, batch_first=True, bias=True, bidirectional=False):
-        super().__init__()
-        self.batch_first = batch_first
-        self.gru = nn.GRU(I, H, num_layers=num_layers, batch_first=batch_first, bias=bias,
-                          bidirectional=bidirectional)
-        self.fc = nn.Linear(H * (2 if bidirectional else 1), O)
-
-    def forward(self, x):
-        out, _ = self.gru(x)
-        return self.fc(out[:, -1] if self.batch_first else out[-1])
-
-
-class EveryStep(LastStep):
-    def forward(self, x):
-        out, _ = self.gru(x)
-        y = self.fc(out)
-        return y if self.batch_first else y.transpose(0, 1)
 
 
 def _ort(path, x):

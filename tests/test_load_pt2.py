@@ -5,36 +5,14 @@ import pytest
 import torch
 from torch import nn
 
+from torch_modules import EveryStep, FinalState, LastStep
+
 import grukit
 from grukit.errors import UnsupportedModelError
 
 # float32 GRU vs float32 GRU with a different summation order.
 FLOAT_ATOL = 1e-5
 N, T, I = 3, 11, 4
-
-
-class LastStep(nn.Module):
-    def __init__(self, num_layers=1, batch_first=True, bias=True, bidirectional=False, H=10, O=2):
-        super().__init__()
-        self.batch_first = batch_first
-        self.gru = nn.GRU(I, H, num_layers=num_layers, batch_first=batch_first, bias=bias,
-                          bidirectional=bidirectional)
-        self.fc = nn.Linear(H * (2 if bidirectional else 1), O)
-
-    def forward(self, x):
-        out, _ = self.gru(x)
-        return self.fc(out[:, -1] if self.batch_first else out[-1])
-
-
-class EveryStep(LastStep):
-    def forward(self, x):
-        return self.fc(self.gru(x)[0])
-
-
-class FinalState(LastStep):
-    def forward(self, x):
-        _, h = self.gru(x)
-        return torch.sigmoid(self.fc(h[-1]))
 
 
 class FirstStep(LastStep):
@@ -60,7 +38,7 @@ def _save(module, path, batch_first=True):
 )
 def test_pt2_matches_exported_module(tmp_path, cls, num_layers, batch_first, bias, bidirectional):
     torch.manual_seed(0)
-    module = cls(num_layers, batch_first, bias, bidirectional)
+    module = cls(I, 10, 2, num_layers, batch_first, bias, bidirectional)
     path = _save(module, tmp_path / "model.pt2", batch_first)
     model = grukit.load(path)
     assert len(model.layers) == num_layers and model.bidirectional == bidirectional
@@ -74,7 +52,7 @@ def test_pt2_matches_exported_module(tmp_path, cls, num_layers, batch_first, bia
 
 def test_head_on_first_step_is_refused(tmp_path):
     torch.manual_seed(0)
-    path = _save(FirstStep(), tmp_path / "model.pt2")
+    path = _save(FirstStep(I, 10, 2), tmp_path / "model.pt2")
     with pytest.raises(UnsupportedModelError, match="index 0 of the T axis"):
         grukit.load(path)
 
@@ -85,6 +63,6 @@ def test_unknown_op_is_refused_by_name(tmp_path):
             return torch.relu(super().forward(x))
 
     torch.manual_seed(0)
-    path = _save(Relu(), tmp_path / "model.pt2")
+    path = _save(Relu(I, 10, 2), tmp_path / "model.pt2")
     with pytest.raises(UnsupportedModelError, match="relu"):
         grukit.load(path)

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from test_load_torch import EveryStep, LastStep
+from torch_modules import EveryStep, LastStep
 
 import grukit
 from grukit.errors import BadInputError, UnsupportedModelError
