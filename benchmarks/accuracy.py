@@ -40,6 +40,9 @@ class Net(nn.Module):
         return self.fc(out if self.per_step else out[:, -1])
 
 
+DATA = Path(__file__).resolve().parent.parent / "grukit" / "data"
+
+
 @dataclass
 class Task:
     name: str
@@ -52,6 +55,7 @@ class Task:
     layers: int = 1
     epochs: int = 200
     per_step: bool = False
+    model_file: Path | None = None  # a trained model shipped in the repo instead of training one
 
 
 def standardize(x_tr, x_te):
@@ -67,7 +71,10 @@ def forecasting(x_tr, x_te):
 
 
 def tasks(quick: bool) -> list[Task]:
-    out = []
+    calib = np.load(DATA / "demo_calib.npz")["x"]
+    val = np.load(DATA / "demo_val.npz")
+    out = [Task("demo: accelerometer gestures (5 classes, T=50; 320 val sequences)", "accuracy", calib, None,
+                val["x"], val["y"], hidden=32, model_file=DATA / "demo_model.onnx")]
     xa, ya, xb, yb, _ = realdata.japanese_vowels()
     xa, xb = standardize(xa, xb)
     out.append(Task("JapaneseVowels (9 speakers, 12 LPC, T=25)", "accuracy", xa, ya, xb, yb, hidden=32))
@@ -82,7 +89,7 @@ def tasks(quick: bool) -> list[Task]:
                     per_step=True, layers=2))
     if quick:
         for t in out:
-            t.epochs = 40
+            t.epochs = 40  # (the demo model is shipped trained)
     return out
 
 
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
     rows, ok = [], True
     for task in tasks(args.quick):
         t0 = time.perf_counter()
-        model = grukit.load(train(task))
+        model = grukit.load(task.model_file if task.model_file else train(task))
         f = score(task.kind, model.predict(task.x_test), task.y_test)
         row = [task.name, task.kind, f]
         for scheme in ("int8", "16x8"):

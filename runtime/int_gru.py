@@ -10,6 +10,8 @@ Shapes: integer sequences are [N, T, I]; states [N, H]; outputs [N, O] (last-ste
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,9 @@ from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH
 from grukit.runtime import ops_int as K
 from grukit.runtime.float_gru import as_batch
 from grukit.runtime.int_gru_plan import LayerPlan
+
+DEFAULT_THREADS = min(2, os.cpu_count() or 1)
+MIN_CHUNK = 32  # sequences per thread below which splitting costs more than it gains
 
 _KERNELS = {
     (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
@@ -131,13 +136,25 @@ class QuantizedGRUModel:
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return self.input_q.quantize(as_batch(x, self.float_model.input_size))
 
-    def run_int(self, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I]."""
+    def run_int(self, x_q: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I].
+
+        threads: batch chunks run in parallel (default: up to 2, one per core); NumPy releases the GIL in
+        its array loops, and sequences are independent, so the result does not depend on it.
+        """
         x_q = np.asarray(x_q)
         if x_q.ndim == 2:
             x_q = x_q[None]
         if x_q.dtype != self.input_q.np_dtype:
             raise TypeError(f"integer input must be {self.input_q.dtype}, got {x_q.dtype}")
+        threads = min(threads or DEFAULT_THREADS, max(1, x_q.shape[0] // MIN_CHUNK))
+        if threads > 1:
+            chunks = np.array_split(x_q, threads)
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(lambda c: self.run_int(c, threads=1), chunks))
+            y = np.concatenate([p[0] for p in parts])
+            states = [np.concatenate([p[1][k] for p in parts]) for k in range(len(self.layers))]
+            return y, states
         states = []
         seq = x_q
         for layer in self.layers:
