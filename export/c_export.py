@@ -10,10 +10,12 @@ What the generator decides for the int8 kernel (the C side only indexes and mult
   runtime's own kernel (``grukit.runtime.ops_int``), so the C lookup is the runtime's function.
 - ADD / SUB: each input's term ((x - zp) << 20, rescaled by that input's multiplier) depends only on that
   int8 input: a 256-entry int32 table per input, filled with ``multiply_by_quantized_multiplier``.
-- Every requantization becomes a ``grukit_requant_s32`` (one SMMULR and a rounding shift). The identity
+- Every requantization becomes a ``grukit_requant_s32`` (SMMLAR, an add of the sign, a shift). The identity
   holds while |x| * 2^left_shift < 2^29; the generator bounds every accumulator and term from the actual
   weights, biases and zero points and refuses (UnsupportedModelError) a model that could exceed it.
-- Weights are stored in 4 x 4 tiles (4 rows, 4 columns, zero padded), the order the kernel reads them.
+- The three gates' products are stacked into one product per input (x, h), each gate padded to 4 rows.
+- Weights are packed two rows per halfword (256 wA + wB, exact for symmetric int8) in 4-row blocks, the
+  order the kernel reads them; the packed accumulator 256 accA + accB is bounded below 2^31 the same way.
 The 16x8 scheme keeps row-major weights and TFLite-Micro's parameters as they are.
 """
 
@@ -66,29 +68,34 @@ def _check_graph(lbr: int) -> dict:
 
 
 def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, what: str) -> tuple[int, int, int, int]:
-    """grukit_requant_s32 (multiplier, left_shift, rounding, right_shift) for TFLite's (multiplier, shift)
+    """grukit_requant_s32 (multiplier, rounding, right_shift, left_shift) for TFLite's (multiplier, shift)
     followed by + zero_point, valid for every input |x| <= abs_bound; raises UnsupportedModelError when an
-    intermediate of the kernel's evaluation could leave int32 (see the header's contract)."""
+    intermediate of the kernel's evaluation could leave int32 (see the header's contract).
+
+    The right shift e is lowered to bit_length(y_bound) + 1 when larger: every |y| <= y_bound then rounds
+    to 0 under both shifts, and the rounding constant zp * 2^e stays small."""
     left = max(int(shift), 0)
     if int(abs_bound) << left >= REQUANT_BOUND:
         raise UnsupportedModelError(
             f"{what}: values up to {abs_bound} shifted left by {left} reach 2^29; the C kernel's exact "
             "requantization needs less (an unusually large bias or multiplier)")
-    e = min(max(-int(shift), 0), MAX_RIGHT_SHIFT)
-    rounding = (1 << e) + int(zero_point) * (1 << (e + 1))
-    y_bound = ((int(abs_bound) << left) * int(multiplier) >> 31) + 1
-    if 2 * y_bound + 1 + abs(rounding) >= 1 << 31:
+    y_bound = ((int(abs_bound) << left) * int(multiplier) >> 31) + 1  # bounds |SRDHM(x * 2^left, m)|
+    e = min(max(-int(shift), 0), MAX_RIGHT_SHIFT, y_bound.bit_length() + 1)
+    rounding = (1 << (e - 1)) + int(zero_point) * (1 << e) if e > 0 else int(zero_point)
+    if y_bound + 1 + abs(rounding) >= 1 << 31:
         raise UnsupportedModelError(
             f"{what}: zero point {zero_point} with right shift {e} overflows the C kernel's int32 rounding "
             "constant (an output scale far smaller than its inputs')")
-    return int(multiplier), left, rounding, e + 1
+    return int(multiplier), rounding, e, left
 
 
 def apply_fast_requant(x, q) -> np.ndarray:
-    """NumPy evaluation of grukit_requant_s32 on x (the kernel's formula, fed 2x), for checking the identity."""
-    m, ls, rounding, rs = q
-    y = (((2 * np.asarray(x, np.int64)) << ls) * m + (1 << 31)) >> 32
-    return (2 * y + (y >> 63) + rounding) >> rs
+    """NumPy evaluation of the kernel's requantization on x (fed doubled, as the kernel does), for checking
+    the identity: requant_fast_s32 when right_shift >= 1, requant_general_s32 in every case."""
+    m, rounding, e, ls = q
+    shifted = (2 * np.asarray(x, np.int64)) << ls
+    y = ((shifted * m + (1 << 31)) >> 32) + rounding
+    return (y + (shifted >> 63 if e > 0 else 0)) >> e
 
 
 def _offset_range(zero_point: int) -> int:
@@ -96,21 +103,18 @@ def _offset_range(zero_point: int) -> int:
     return max(127 - zero_point, zero_point + 128)
 
 
-def _tiles(w: np.ndarray) -> np.ndarray:
-    """int8 [O, K] -> [ceil(O/4)][2 ceil(K/8)][4][4] flattened, zero padded (the kernel reads 8 columns
-    per iteration)."""
-    o, k = w.shape
-    padded = np.zeros((-(-o // 4) * 4, -(-k // 8) * 8), np.int8)
-    padded[:o, :k] = w
-    ro, ko = padded.shape
-    return padded.reshape(ro // 4, 4, ko // 4, 4).transpose(0, 2, 1, 3).ravel()
-
-
-def _pack_words(w_bytes: np.ndarray) -> np.ndarray:
-    """int8 bytes -> int32 words, 4 per word, the first byte in bits 0-7 (arithmetic, endian-free)."""
-    b = (np.asarray(w_bytes, np.int64).reshape(-1, 4) & 0xFF) << np.array([0, 8, 16, 24])
-    words = b.sum(axis=1)
-    return np.where(words >= 1 << 31, words - (1 << 32), words)
+def _packed_pairs(w: np.ndarray) -> np.ndarray:
+    """int8 [O4, K] (O4 a multiple of 4) -> int32 words in grukit_fc_s8's layout: rows paired (B = 2p,
+    A = 2p + 1), column k of a pair the int16 256 wA[k] + wB[k], two columns per word (the first in bits
+    0-15), ordered [block of 4 rows][4-column group][pair][2 words]; the depth zero padded to 8."""
+    o4, k = w.shape
+    padded = np.zeros((o4, -(-k // 8) * 8), np.int64)
+    padded[:, :k] = w
+    halves = (256 * padded[1::2] + padded[0::2]) & 0xFFFF  # [pairs, K8]; exact int16 since |w| <= 127
+    words = halves[:, 0::2] | (halves[:, 1::2] << 16)  # [pairs, K8 / 2]
+    blocks, groups = o4 // 4, words.shape[1] // 2
+    ordered = words.reshape(blocks, 2, groups, 2).transpose(0, 2, 1, 3).ravel()
+    return np.where(ordered >= 1 << 31, ordered - (1 << 32), ordered)
 
 
 def _pad4(values: np.ndarray, fill) -> list:
@@ -180,20 +184,58 @@ def _requant_init(q) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _fc_s8(cf: _CFile, tag: str, fc, params) -> str:
-    w = np.asarray(fc.w_q, np.int8)
-    rows, depth = w.shape
-    bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
-    reach = _offset_range(params.input_zero_point)
-    bounds = np.abs(bias) + reach * np.abs(w.astype(np.int64)).sum(axis=1)
-    zp = params.output_zero_point
-    requants = [fast_requant(m, s, zp, b, f"{tag} row {o}")
-                for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
-    any_left_shift = int(any(q[1] for q in requants))
-    w_sym = cf.array(f"{tag}_weights", "int32_t", _pack_words(_tiles(w)), per_line=8)
-    b_sym = cf.array(f"{tag}_bias2", "int32_t", _pad4(2 * bias, 0), per_line=8)
-    q_sym = cf.requants(f"{tag}_requant", _pad4(requants, (0, 0, 1, 1)))
-    return (f"{{{rows}, {depth}, {w_sym}, {b_sym}, {q_sym}, {-params.input_zero_point}, {any_left_shift}}}")
+PACKED_BOUND = 1 << 31  # |256 * accA + accB| must fit int32 (grukit_fc_s8)
+
+
+def _fc_s8(cf: _CFile, tag: str, parts: list) -> str:
+    """One grukit_fc_s8 stacking the (fc, prepared params) parts, each padded to a multiple of 4 rows."""
+    offsets = {int(params.input_zero_point) for _, params in parts}
+    if len(offsets) != 1:
+        raise UnsupportedModelError(f"{tag}: stacked gate products with different input zero points {offsets}")
+    zp_in = offsets.pop()
+    reach = _offset_range(zp_in)
+    weights, biases, requants = [], [], []
+    depth = None
+    for fc, params in parts:
+        w = np.asarray(fc.w_q, np.int8)
+        rows, depth = w.shape
+        if (w == -128).any():
+            raise UnsupportedModelError(f"{tag}: weight -128 (the C kernel packs symmetric weights in [-127, 127])")
+        bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+        bounds = np.abs(bias) + reach * np.abs(w.astype(np.int64)).sum(axis=1)
+        zp = params.output_zero_point
+        start = len(biases)
+        requants += [fast_requant(m, s, zp, b, f"{tag} row {start + o}")
+                     for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+        pad = -rows % 4
+        weights.append(np.concatenate([w.astype(np.int64), np.zeros((pad, depth), np.int64)]))
+        biases += [*bias.tolist(), *[0] * pad]
+        requants += [(0, 0, 1, 0)] * pad  # a padding row's output is 0
+    w_all = np.concatenate(weights)
+    bias2 = 2 * np.asarray(biases, np.int64)
+    doubled = bias2 + 2 * reach * np.abs(w_all).sum(axis=1)  # bounds |2 (bias + dot)| per row
+    packed = 256 * doubled[1::2] + doubled[0::2]
+    if (packed >= PACKED_BOUND).any():
+        row = 2 * int(np.argmax(packed >= PACKED_BOUND)) + 1
+        raise UnsupportedModelError(
+            f"{tag} row {row}: |bias| + |x - zp| * sum |w| up to {int(doubled[row]) // 2} is too large for the C "
+            "kernel's packed products (needs 256 x that, doubled, below 2^31)")
+    start = np.stack([256 * bias2[1::2] + bias2[0::2], bias2[0::2]], axis=1).ravel()
+    general = int(any(q[3] or q[2] == 0 for q in requants))
+    w_sym = cf.array(f"{tag}_weights", "int32_t", _packed_pairs(w_all), per_line=8)
+    b_sym = cf.array(f"{tag}_bias_start", "int32_t", start, per_line=8)
+    q_sym = cf.requants(f"{tag}_requant", requants)
+    rows = len(biases) - pad  # the last part's padding is the kernel's round_up4
+    return f"{{{rows}, {depth}, {w_sym}, {b_sym}, {q_sym}, {-zp_in}, {general}}}"
+
+
+_NO_FC_S8 = "{0, 0, NULL, NULL, NULL, 0, 0}"
+
+
+def _check_fast(q, what: str) -> None:
+    if q[2] == 0:
+        raise UnsupportedModelError(f"{what}: right shift 0 (an output scale at least half the input's); the "
+                                    "C kernel's element-wise requantization needs a right shift")
 
 
 def _add_s8(cf: _CFile, tag: str, p) -> str:
@@ -203,15 +245,18 @@ def _add_s8(cf: _CFile, tag: str, p) -> str:
     sym2 = cf.array(f"{tag}_term2x2", "int32_t", 2 * t2, per_line=8)
     bound = int(np.abs(t1).max() + np.abs(t2).max())
     q = fast_requant(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{tag} output")
-    if q[1] != 0:
+    if q[3] != 0:
         raise UnsupportedModelError(f"{tag}: an ADD/SUB output rescale must have shift <= 0, got {p.output}")
+    _check_fast(q, f"{tag} output")
     return f"{{{sym1} + 128, {sym2} + 128, {_requant_init(q)}}}"
 
 
 def _mul_s8(tag: str, p) -> str:
     bound = _offset_range(p.input1_zero_point) * _offset_range(p.input2_zero_point)
     q = fast_requant(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{tag} output")
-    return f"{{{-p.input1_zero_point}, {-p.input2_zero_point}, {_requant_init(q)}}}"
+    _check_fast(q, f"{tag} output")
+    scale = 2 << q[3]  # the doubling and the left shift, folded into the first factor
+    return f"{{{scale}, {-p.input1_zero_point * scale}, {-p.input2_zero_point}, {_requant_init(q)}}}"
 
 
 def _activation_table(cf: _CFile, tag: str, kind: str, p) -> str:
@@ -223,12 +268,14 @@ def _layer_s8(cf: _CFile, li: int, layer) -> str:
     _check_graph(layer.linear_before_reset)
     pre, fcs = layer.prepared, layer.fcs
     tag = f"l{li}"
-    x_fc = [_fc_s8(cf, f"{tag}_gx_{g}", fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES]
-    h_fc = [_fc_s8(cf, f"{tag}_gh_{g}", fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g, _ in GATES]
-    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
+    lbr = layer.linear_before_reset
+    x_fc = _fc_s8(cf, f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
+    h_gates = [g for g, _ in GATES if lbr or g != "n"]  # lbr 0: gh_n's input is r * h, a product of its own
+    h_fc = _fc_s8(cf, f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
+    hn_fc = _NO_FC_S8 if lbr else _fc_s8(cf, f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    r_mul = "r_gh" if lbr else "r_h"
     fields = [
-        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
-        "{" + ", ".join(x_fc) + "}", "{" + ", ".join(h_fc) + "}",
+        str(layer.input_size), str(layer.hidden_size), str(lbr), x_fc, h_fc, hn_fc,
         _add_s8(cf, f"{tag}_z_pre", pre["z_pre"]), _add_s8(cf, f"{tag}_r_pre", pre["r_pre"]),
         _add_s8(cf, f"{tag}_n_pre", pre["n_pre"]), _add_s8(cf, f"{tag}_h_minus_n", pre["h_minus_n"]),
         _add_s8(cf, f"{tag}_h_new", pre["h_new"]),
@@ -342,7 +389,8 @@ def _generate_model(qmodel, name: str) -> tuple[str, str, int]:
     layer_inits = [(_layer_s8 if s8 else _layer_s16)(cf, li, layer) for li, layer in enumerate(qmodel.layers)]
     head_init = "NULL"
     if qmodel.head is not None:
-        head = (_fc_s8 if s8 else _fc_s16)(cf, "head", qmodel.head.fc, qmodel.head.prepared)
+        head = (_fc_s8(cf, "head", [(qmodel.head.fc, qmodel.head.prepared)]) if s8
+                else _fc_s16(cf, "head", qmodel.head.fc, qmodel.head.prepared))
         cf.chunks.append(f"static const grukit_fc_{suffix} {name}_head = {head};\n")
         head_init = f"&{name}_head"
     cf.chunks.append(

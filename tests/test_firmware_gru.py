@@ -5,11 +5,13 @@ golden input sequences through grukit_model_*_step and prints every layer's stat
 step. The expectation comes from the NumPy integer runtime (QuantizedGRUModel.run_int for the states, its
 stream() for the per-step head outputs); every integer must match, and a failure names the first
 mismatch (sequence, step, layer, index, got, expected). Builds: host cc strict, host cc with UBSan + ASan,
-and arm-none-eabi-gcc for QEMU's Cortex-M4 (DSP and portable paths).
+and arm-none-eabi-gcc for QEMU's Cortex-M4 (DSP and portable paths) and Cortex-M7; run_c_host (the package API)
+against run_int on validation-sized batches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ import pytest
 import firmware_build as fb
 import grukit
 from grukit.export import c_export
+from grukit.runtime import emulate
+from grukit.quantize.qparams import Requant
 from grukit.runtime import ops_int as K
 from gru_factory import random_inputs, random_model
 
@@ -185,18 +189,92 @@ def test_unbounded_requantization_is_refused():
         c_export.fast_requant(1 << 30, 3, 0, 1 << 27, "fc row 0")
 
 
-# ---------------------------------------------------------------- emulated Cortex-M4
+# ---------------------------------------------------------------- run_c_host (the package API)
+
+# (spec from RANDOM_MODELS, N, T): validation-sized batches through grukit.runtime.emulate.run_c_host.
+HOST_RUN_MODELS = [
+    (RANDOM_MODELS[2], 40, 30),  # int8, two layers, last-step head
+    (RANDOM_MODELS[4], 20, 25),  # int8, mixed variants, per-step, no head
+    (RANDOM_MODELS[7], 40, 30),  # 16x8, two layers, per-step head
+]
+
+
+@pytest.mark.parametrize("spec,n,t", HOST_RUN_MODELS, ids=[m[0][0] for m in HOST_RUN_MODELS])
+def test_run_c_host_equals_run_int(spec, n, t):
+    fb.require_host_cc()
+    case = make_case(*spec)
+    x = random_inputs(spec[1] + 900, N=n, T=t, I=spec[5], scale=1.5)
+    x_q = case.qmodel.quantize_input(x)
+    y_q, states = emulate.run_c_host(case.qmodel, x_q)
+    y_ref, states_ref = case.qmodel.run_int(x_q)
+    assert y_q.dtype == y_ref.dtype and y_q.shape == y_ref.shape, (y_q.dtype, y_q.shape, y_ref.dtype, y_ref.shape)
+    fb.assert_same(f"{case.name}: run_c_host y", y_q, y_ref)
+    assert len(states) == len(states_ref)
+    for layer, (got, expected) in enumerate(zip(states, states_ref)):
+        assert got.shape == expected.shape and got.dtype == expected.dtype, (layer, got.shape, expected.shape)
+        fb.assert_same(f"{case.name}: run_c_host layer {layer} states", got, expected)
+
+
+def test_general_requantization_rows_match_numpy():
+    """Rows with a left shift and with right shift 0 take the C kernel's general requantization path, which
+    calibrated models rarely need: the head's first rows get such scales (the NumPy runtime uses them too),
+    and one-hot weights so that their outputs do not all saturate."""
+    fb.require_host_cc()
+    case = make_case(*RANDOM_MODELS[1])
+    head = case.qmodel.head
+    w_q = np.array(head.fc.w_q)
+    bias_q = np.array(head.fc.bias_q)
+    w_q[:3] = 0
+    w_q[[0, 1, 2], [0, 1, 2]] = (1, -1, 1)
+    bias_q[:3] = (3, -5, 0)
+    requants = list(head.prepared.output_requants)
+    requants[0] = Requant(1_500_000_000, 1)  # x 1.4: a left shift
+    requants[1] = Requant(1_234_567_890, 0)  # x 0.57: no rounding after SRDHM
+    requants[2] = Requant(1 << 30, 0)  # x 0.5 exactly: every odd input is a tie of SRDHM
+    fc = dataclasses.replace(head.fc, w_q=w_q, bias_q=bias_q)
+    prepared = dataclasses.replace(head.prepared, output_requants=tuple(requants))
+    qmodel = dataclasses.replace(case.qmodel, head=dataclasses.replace(head, fc=fc, prepared=prepared))
+    x_q = qmodel.quantize_input(random_inputs(77, N=20, T=8, I=5, scale=1.5))
+    y_q, _ = emulate.run_c_host(qmodel, x_q)
+    y_ref = qmodel.run_int(x_q)[0]
+    assert all(len(np.unique(y_ref[..., o])) > 20 for o in range(3)), "the test rows should not saturate"
+    fb.assert_same("general requantization rows", y_q, y_ref)
+
+
+def test_run_c_host_refuses_wrong_input():
+    fb.require_host_cc()
+    case = make_case(*RANDOM_MODELS[0])
+    with pytest.raises(grukit.BadInputError, match="int8"):
+        emulate.run_c_host(case.qmodel, case.x_q.astype(np.int16))
+    with pytest.raises(grukit.BadInputError, match="\\[N, T, 4\\]"):
+        emulate.run_c_host(case.qmodel, case.x_q[:, :, :3])
+
+
+def test_firmware_dir_override_must_hold_the_sources(tmp_path, monkeypatch):
+    assert (emulate.firmware_dir() / "src" / "grukit_gru.c").is_file()
+    monkeypatch.setenv(emulate.FIRMWARE_ENV, str(tmp_path))
+    with pytest.raises(grukit.BadInputError, match="GRUKIT_FIRMWARE_DIR"):
+        emulate.firmware_dir()
+
+
+# ---------------------------------------------------------------- emulated Cortex-M4 and M7
 
 ARM_MODELS = [RANDOM_MODELS[1], RANDOM_MODELS[2], RANDOM_MODELS[7]]
 
 
-@pytest.mark.parametrize("spec,dsp", [(ARM_MODELS[0], True), (ARM_MODELS[0], False), (ARM_MODELS[1], True),
-                                      (ARM_MODELS[2], True)],
-                         ids=["s8_lbr0_odd-dsp", "s8_lbr0_odd-portable", "s8_lbr1_2layers-dsp", "s16_lbr0_odd-dsp"])
-def test_cortex_m4_matches_numpy(spec, dsp, tmp_path):
-    fb.require_arm_tools()
+@pytest.mark.parametrize("spec,dsp,machine", [
+    (ARM_MODELS[0], True, "mps2-an386"),
+    (ARM_MODELS[0], False, "mps2-an386"),
+    (ARM_MODELS[1], True, "mps2-an386"),
+    (ARM_MODELS[2], True, "mps2-an386"),
+    (ARM_MODELS[1], True, "mps2-an500"),  # Cortex-M7
+    # mps2-an505 (M33) and mps3-an547 (M55) need their own memory maps: firmware_ref/arm has none yet.
+], ids=["s8_lbr0_odd-dsp", "s8_lbr0_odd-portable", "s8_lbr1_2layers-dsp", "s16_lbr0_odd-dsp", "s8_lbr1_2layers-m7"])
+def test_cortex_m_matches_numpy(spec, dsp, machine, tmp_path):
+    fb.require_arm_tools(machine)
     case = make_case(*spec)
     model_c, defines = export(case, tmp_path)
     golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines)
-    check(case, fb.run_qemu(elf))
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines,
+                       machine=machine)
+    check(case, fb.run_qemu(elf, machine=machine))

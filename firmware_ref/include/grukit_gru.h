@@ -10,9 +10,10 @@
  *
  * Two schemes, named by their activation width:
  *   _s8  (scheme "int8"): int8 activations and state, int8 weights, int32 biases. Fused kernel: one input
- *        widening shared by the three gate products, 4-row x 4-column weight tiles, a cheap exact
- *        requantization, and 256-entry tables for LOGISTIC / TANH outputs and ADD / SUB input terms
- *        (all computed by the NumPy runtime's own primitives when the model is generated).
+ *        widening shared by the three stacked gate products, two weight rows packed per halfword (three
+ *        instructions per four MACs), a three-instruction exact requantization, and 256-entry tables for
+ *        LOGISTIC / TANH outputs and ADD / SUB input terms (all computed by the NumPy runtime's own
+ *        primitives when the model is generated).
  *   _s16 (scheme "16x8"): int16 activations and state, int8 weights, int64 biases; runs the op sequence
  *        with the grukit_ops.h primitives.
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the _s8 products use
@@ -55,35 +56,44 @@ extern "C" {
 /**
  * A requantization with output zero point, out = x * multiplier * 2^(shift - 31) + zp (TFLite's double
  * rounding, as grukit_multiply_by_quantized_multiplier, then + zp), in the form the fused kernel evaluates
- * with one SMMULR. It takes the DOUBLED input x2 = 2x (the kernel's products and tables carry the factor 2):
- *     y   = round_half_up(x2 * 2^left_shift * multiplier / 2^32)          (SMMULR = SRDHM(x * 2^left_shift, m))
- *     out = (2 * y + (y < 0 ? -1 : 0) + rounding) >> right_shift           (RoundingDivideByPOT(y, e) + zp)
- * with rounding = 2^e + zp * 2^(e + 1), right_shift = e + 1: adding zp * 2^(e + 1) before the floor shift
- * adds exactly zp after it. The generator derives the fields from (multiplier, shift, zp) and checks,
- * from the real weights, biases and tables, that no intermediate leaves int32.
- * Contract: |x| * 2^left_shift < 2^29 and |2y| + 1 + |rounding| < 2^31.
+ * with one SMMLAR. It takes the DOUBLED input x2 = 2x (the kernel's products and tables carry the factor 2):
+ *     Y   = round_half_up(x2 * 2^left_shift * multiplier / 2^32) + rounding     (SMMLAR; SMMULR is SRDHM)
+ *     out = (Y + (x2 < 0 ? -1 : 0)) >> right_shift                               (RoundingDivideByPOT + zp)
+ * with e = right_shift, rounding = 2^(e - 1) + zp * 2^e (e >= 1) or zp (e = 0, where the sign term is
+ * not added). RoundingDivideByPOT rounds half away from zero by the sign of the SRDHM result y; x2 has the
+ * same sign whenever y != 0, and for y = 0 both signs give zp. The generator derives the fields from
+ * (multiplier, shift, zp) and checks, from the real weights, biases and tables, that no intermediate
+ * leaves int32. Contract: |x| * 2^left_shift < 2^29 and |y| + 1 + |rounding| < 2^31; right_shift >= 1
+ * wherever a kernel uses the fast form (element-wise ops, fully connected without general_requant).
  */
 typedef struct {
     int32_t multiplier;  /**< 0 or [2^30, 2^31 - 1]. */
+    int32_t rounding;    /**< 2^(e - 1) + zp * 2^e, or zp when e = 0. */
+    int32_t right_shift; /**< e = min(max(-shift, 0), 30), lowered where a smaller e gives the same results. */
     int32_t left_shift;  /**< max(shift, 0), in [0, 28]. */
-    int32_t rounding;    /**< 2^e + zp * 2^(e + 1), e = min(max(-shift, 0), 30). */
-    int32_t right_shift; /**< e + 1, in [1, 31]. */
 } grukit_requant_s32;
 
 /**
- * An int8 fully connected product (per-channel requantization), weights in 4 x 4 tiles.
+ * An int8 fully connected product (per-channel requantization), weights packed two rows per halfword.
  * out[o] = sat8(requant[o](sum_k w[o][k] * (x[k] + input_offset) + bias[o])), output zero point included.
+ *
+ * Rows go in pairs (B = row 2p, A = row 2p + 1). For one column k the halfword 256 * wA[k] + wB[k] is an
+ * exact int16 (weights are symmetric, |w| <= 127), so one SMLAD of two such halfwords with two widened
+ * inputs accumulates 256 * dotA + dotB, and SXTB16 of the same word (the low bytes are wB) accumulates
+ * dotB: three instructions per four MACs. dotA = (accP >> 8) - (accB >> 8) exactly (floors of the same
+ * dotB cancel). The generator checks |256 * dotA + dotB| < 2^31 from the weights, biases and input range.
  */
 typedef struct {
     int32_t rows;  /**< O >= 1 output channels. */
     int32_t depth; /**< K >= 1 inputs. */
-    /** int8 [ceil(O/4)][2 ceil(K/8)][4 rows][4 columns] (4 x 4 tiles; the depth zero padded to a multiple
-     *  of 8), packed 4 per int32 word (the first column in bits 0-7). */
+    /** [ceil(O/4)][ceil(K/8) * 2][2 pairs][2 words]: for 4 rows and 4 columns, pair 0's words (columns
+     *  0-1, 2-3) then pair 1's; each word holds the halfwords of two columns (the first in bits 0-15). */
     const int32_t *weights;
-    const int32_t *bias2;               /**< int32 [4 * ceil(O/4)]: 2 x bias (0 without bias and in padding). */
+    /** int32 [2 * ceil(O/4) * 2]: per pair the accumulator starts, 256 * 2 biasA + 2 biasB and 2 biasB. */
+    const int32_t *bias_start;
     const grukit_requant_s32 *requant; /**< [4 * ceil(O/4)], padding rows hold a valid dummy. */
     int32_t input_offset;               /**< -(input zero point), [-127, 128]. */
-    int32_t any_left_shift;             /**< 0 if every row's requant.left_shift is 0 (skips the shift). */
+    int32_t general_requant;            /**< 1 if some row has left_shift > 0 or right_shift 0. */
 } grukit_fc_s8;
 
 /**
@@ -94,14 +104,20 @@ typedef struct {
 typedef struct {
     const int32_t *input1_term2; /**< int32 [256] table + 128: indexed by the int8 input, [-128, 127]. */
     const int32_t *input2_term2; /**< as input1_term2; every |entry| < 2^29. */
-    grukit_requant_s32 output;   /**< the sum's rescale and output zero point (left_shift 0). */
+    grukit_requant_s32 output;   /**< the sum's rescale and output zero point (left_shift 0, right_shift >= 1). */
 } grukit_add_table_s8;
 
-/** An int8 MUL: out = sat8(output((a + input1_offset) * (b + input2_offset))). */
+/**
+ * An int8 MUL: out = sat8(output((a + input1_offset) * (b + input2_offset))), evaluated as
+ * (a * input1_scale + input1_offset_scaled) * (b + input2_offset) with input1_scale = 2^(1 + left_shift):
+ * the doubling and the output's left shift folded into one multiply-accumulate.
+ */
 typedef struct {
-    int32_t input1_offset;     /**< -(input1 zero point). */
-    int32_t input2_offset;     /**< -(input2 zero point). */
-    grukit_requant_s32 output; /**< the product's rescale and output zero point. */
+    int32_t input1_scale;         /**< 2^(1 + output.left_shift). */
+    int32_t input1_offset_scaled; /**< -(input1 zero point) * input1_scale. */
+    int32_t input2_offset;        /**< -(input2 zero point). */
+    grukit_requant_s32 output;    /**< the product's rescale and output zero point (its left shift is applied
+                                       through input1_scale; right_shift >= 1). */
 } grukit_mul_fast_s8;
 
 /**
@@ -114,8 +130,13 @@ typedef struct {
     int32_t input_size;          /**< I >= 1. */
     int32_t hidden_size;         /**< H >= 1. */
     int32_t linear_before_reset; /**< 0 or 1. */
-    grukit_fc_s8 x_fc[3];        /**< gx_z, gx_r, gx_n: rows of W (biases folded as in graph.py), input x. */
-    grukit_fc_s8 h_fc[3];        /**< gh_z, gh_r, gh_n: rows of R; gh_n's input is h (lbr 1) or r * h (lbr 0). */
+    /** gx_z, gx_r, gx_n stacked (rows of W, biases folded as in graph.py), gate g at rows g * H4 (H4: H
+     *  rounded up to 4, the gaps zero rows), input x. */
+    grukit_fc_s8 x_fc;
+    /** gh_z, gh_r (and gh_n when linear_before_reset is 1) stacked as x_fc, input h. */
+    grukit_fc_s8 h_fc;
+    /** linear_before_reset 0: gh_n = R_n (r * h); rows 0 and no arrays otherwise. */
+    grukit_fc_s8 hn_fc;
     grukit_add_table_s8 z_pre;         /**< ADD gx_z + gh_z. */
     grukit_add_table_s8 r_pre;         /**< ADD gx_r + gh_r. */
     grukit_add_table_s8 n_pre;         /**< ADD gx_n + r_gh (lbr 1) or gx_n + gh_n (lbr 0). */

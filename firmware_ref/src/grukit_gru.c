@@ -2,8 +2,9 @@
  * grukit_gru.c - the fused integer GRU step (contracts in grukit_gru.h).
  *
  * The _s8 kernel evaluates the op sequence of grukit/quantize/graph.py for a whole hidden vector at a time:
- *   1. the layer input is widened once to int16 (offset added) in the order the DSP multiply wants;
- *   2. the three input-side and two or three state-side gate products run as 4-row tiles over it;
+ *   1. the layer input is widened once to int16 pairs (offset added, doubled);
+ *   2. the stacked input-side and state-side gate products run as 4-row blocks over it, two weight rows
+ *      packed per halfword (grukit_fc_s8);
  *   3. one loop over the hidden units does every element-wise op, each requantized exactly.
  * Every intermediate int8 tensor is the one TFLite-Micro would produce; only the order of additions inside
  * a dot product differs, and integer addition in int32 is exact (the generator bounds every accumulator).
@@ -44,33 +45,37 @@ static inline int32_t sat_s8(int32_t x)
 #endif
 }
 
-/* x * multiplier / 2^32 rounded half up: SMMULR. */
-static inline int32_t mul_high_rounded_s32(int32_t x, int32_t multiplier)
+/* acc + x * multiplier / 2^32 rounded half up: SMMLAR (the accumulator enters the high word exactly). */
+static inline int32_t mul_high_rounded_acc_s32(int32_t x, int32_t multiplier, int32_t acc)
 {
 #if GRUKIT_GRU_DSP
     int32_t r;
-    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(x), "r"(multiplier));
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(multiplier), "r"(acc));
     return r;
 #else
-    return (int32_t)(((int64_t)x * multiplier + (INT64_C(1) << 31)) >> 32);
+    return acc + (int32_t)(((int64_t)x * multiplier + (INT64_C(1) << 31)) >> 32);
 #endif
 }
 
 /*
- * TFLite's double-rounding requantization plus zero point, on a doubled input (see grukit_requant_s32):
- * SaturatingRoundingDoublingHighMul(x, m) is SMMULR(2x, m) because 2x still fits (|x| < 2^29) and m >= 0
- * rules out the one saturating case; RoundingDivideByPOT(y, e) rounds half away from zero, which is
- * floor((2y + 2^e - [y < 0]) / 2^(e + 1)) for every e >= 0; zp * 2^(e + 1) inside the floor adds zp.
+ * TFLite's double-rounding requantization plus zero point, on a doubled input x2 (see grukit_requant_s32),
+ * for right_shift >= 1: SaturatingRoundingDoublingHighMul(x, m) is SMMULR(2x, m) because 2x still fits
+ * (|x| < 2^29) and m >= 0 rules out the one saturating case; RoundingDivideByPOT(y, e) + zp is
+ * floor((y + 2^(e-1) + zp 2^e - [y < 0]) / 2^e), and [x2 < 0] may stand for [y < 0] (see the header).
+ * Three instructions: SMMLAR, ADD with ASR #31, ASR.
  */
-static inline int32_t requant_doubled_s32(int32_t x2, grukit_requant_s32 q)
+static inline int32_t requant_fast_s32(int32_t x2, int32_t multiplier, int32_t rounding, int32_t right_shift)
 {
-    const int32_t y = mul_high_rounded_s32(x2, q.multiplier);
-    return (y * 2 + (y >> 31) + q.rounding) >> q.right_shift; /* bounded by the generator: no overflow */
+    const int32_t y = mul_high_rounded_acc_s32(x2, multiplier, rounding); /* bounded: no overflow */
+    return (y + (x2 >> 31)) >> right_shift;
 }
 
-static inline int32_t requant_doubled_shifted_s32(int32_t x2, grukit_requant_s32 q)
+/* Any row: a left shift first, and right_shift 0 (no rounding, so no sign term). */
+static inline int32_t requant_general_s32(int32_t x2, const grukit_requant_s32 *q)
 {
-    return requant_doubled_s32(shl_s32(x2, q.left_shift), q);
+    const int32_t shifted = shl_s32(x2, q->left_shift);
+    const int32_t y = mul_high_rounded_acc_s32(shifted, q->multiplier, q->rounding);
+    return (y + (q->right_shift > 0 ? (shifted >> 31) : 0)) >> q->right_shift;
 }
 
 /* ---------------------------------------------------------------- int8 products */
@@ -81,185 +86,158 @@ static inline int32_t pack_s16x2(int32_t lo, int32_t hi)
 }
 
 /*
- * xw[2c], xw[2c + 1] = the 16-bit pairs (x0, x2), (x1, x3) of columns 4c .. 4c + 3, each 2 * (x + offset)
- * (the doubling feeds requant_doubled_s32; |2 (x + offset)| <= 510 fits 16 bits). The pairs are the
- * halfwords SXTB16 makes of a weight word (bytes 0 and 2, bytes 1 and 3), so one SMLAD consumes each.
- * Padding columns, up to a multiple of 8, are 0.
+ * xw[j] = the 16-bit pair (x[2j], x[2j + 1]), each 2 * (x + offset) (the doubling feeds requant_fast_s32;
+ * |2 (x + offset)| <= 510 fits 16 bits): the two columns one packed weight word holds. Padding columns,
+ * up to a multiple of 8, are 0.
  */
 static void widen_s8(const int8_t *x, int32_t n, int32_t offset, int32_t *xw)
 {
     int32_t k = 0;
-    for (; k + 4 <= n; k += 4, xw += 2) {
-        xw[0] = pack_s16x2(2 * (x[k] + offset), 2 * (x[k + 2] + offset));
-        xw[1] = pack_s16x2(2 * (x[k + 1] + offset), 2 * (x[k + 3] + offset));
+    for (; k + 2 <= n; k += 2) {
+        *xw++ = pack_s16x2(2 * (x[k] + offset), 2 * (x[k + 1] + offset));
     }
     if (k < n) {
-        int32_t tail[4] = {0, 0, 0, 0};
-        for (int32_t i = 0; k + i < n; ++i) {
-            tail[i] = 2 * (x[k + i] + offset);
-        }
-        xw[0] = pack_s16x2(tail[0], tail[2]);
-        xw[1] = pack_s16x2(tail[1], tail[3]);
-        xw += 2;
-        k += 4;
+        *xw++ = pack_s16x2(2 * (x[k] + offset), 0);
+        k += 2;
     }
-    if ((k & 4) != 0) {
-        xw[0] = 0; /* the products read whole 8-column groups */
-        xw[1] = 0;
+    for (; (k & 7) != 0; k += 2) {
+        *xw++ = 0; /* the products read whole 8-column groups */
     }
 }
 
-#if GRUKIT_GRU_DSP
-/* Bytes 1 and 3 sign-extended to halfwords (ACLE has no rotate operand for SXTB16). */
-static inline int16x2_t sxtb16_ror8(int32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
+#if !GRUKIT_GRU_DSP
+static inline int32_t low_s16(int32_t word) { return (int32_t)((uint32_t)word << 16) >> 16; }
 
-#define TILE_ROW_MAC(acc, w_word, x02, x13)                                                                 \
-    do {                                                                                                    \
-        acc = __smlad(__sxtb16(w_word), (x02), acc);                                                        \
-        acc = __smlad(sxtb16_ror8(w_word), (x13), acc);                                                     \
-    } while (0)
-#else
+static inline int32_t high_s16(int32_t word) { return word >> 16; }
+
 static inline int32_t byte_s32(int32_t word, int index)
 {
     return (int32_t)((uint32_t)word << (24 - 8 * index)) >> 24;
 }
 
-static inline int32_t low_s16(int32_t word) { return (int32_t)((uint32_t)word << 16) >> 16; }
-
-/* The portable twin of two SMLADs: w0 x0 + w2 x2 + w1 x1 + w3 x3. */
-static inline int32_t dot4_portable(int32_t w, int32_t x02, int32_t x13)
+/* The portable twin of SMLAD(w, x) and SMLAD(SXTB16(w), x) for one weight word and one input pair. */
+static inline void pair_mac_portable(int32_t w, int32_t x, int32_t *acc_packed, int32_t *acc_b)
 {
-    return byte_s32(w, 0) * low_s16(x02) + byte_s32(w, 2) * (x02 >> 16) + byte_s32(w, 1) * low_s16(x13) +
-           byte_s32(w, 3) * (x13 >> 16);
+    *acc_packed += low_s16(w) * low_s16(x) + high_s16(w) * high_s16(x);
+    *acc_b += byte_s32(w, 0) * low_s16(x) + byte_s32(w, 2) * high_s16(x);
 }
 #endif
 
-/* acc[r] = bias2[r] + sum_k w[r][k] * xw-column k, for the 4 rows of one tile row. */
-static inline void dot_tile_rows(const int32_t *w, const int32_t *xw, int32_t tiles, const int32_t *bias2,
-                                 int32_t acc[4])
+/*
+ * acc[0..3] = 2 x (bias + dot product) of the 4 rows of one block (rows B0, A0, B1, A1), from packed
+ * weights (see grukit_fc_s8) and widened inputs; groups = the depth in 8-column groups.
+ */
+static inline void dot_block_s8(const int32_t *w, const int32_t *xw, int32_t groups, const int32_t *start,
+                                int32_t acc[4])
 {
-    int32_t a0 = bias2[0], a1 = bias2[1], a2 = bias2[2], a3 = bias2[3];
-    const int32_t *const xw_end = xw + 2 * tiles;
+    int32_t p0 = start[0], b0 = start[1], p1 = start[2], b1 = start[3];
+    const int32_t *const xw_end = xw + 4 * groups;
 #if GRUKIT_GRU_DSP
-    /* Per 32 MACs (two tile columns; tiles is even, the generator pads the depth to 8): 6 LDRD, 16 SXTB16,
-     * 16 SMLAD, CMP, BNE. Written in assembly because GCC hoists all weight loads and spills accumulators.
-     * SMLAD adds modulo 2^32 like the portable sum, and the generator bounded the true sum below 2^30, so
-     * both give the same int32. */
+    /* Per 32 MACs: 6 LDRD, 8 SXTB16, 16 SMLAD, CMP, BNE. SMLAD adds modulo 2^32 like the portable sum; the
+     * generator bounded the true sums below 2^31, so both give the same int32. */
     if (xw < xw_end) {
-        int32_t x02, x13, wa, wb, t;
+        int32_t x0, x1, wa, wb;
         __asm__ volatile(
             "1:\n\t"
-            "ldrd %[x02], %[x13], [%[xw]], #8\n\t"
+            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
             "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a0], %[t], %[x02], %[a0]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a0], %[wa], %[x13], %[a0]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a1], %[t], %[x02], %[a1]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a1], %[wb], %[x13], %[a1]\n\t"
+            "smlad %[p0], %[wa], %[x0], %[p0]\n\t"
+            "sxtb16 %[wa], %[wa]\n\t"
+            "smlad %[b0], %[wa], %[x0], %[b0]\n\t"
+            "smlad %[p0], %[wb], %[x1], %[p0]\n\t"
+            "sxtb16 %[wb], %[wb]\n\t"
+            "smlad %[b0], %[wb], %[x1], %[b0]\n\t"
             "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a2], %[t], %[x02], %[a2]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a2], %[wa], %[x13], %[a2]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a3], %[t], %[x02], %[a3]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a3], %[wb], %[x13], %[a3]\n\t"
-            "ldrd %[x02], %[x13], [%[xw]], #8\n\t"
+            "smlad %[p1], %[wa], %[x0], %[p1]\n\t"
+            "sxtb16 %[wa], %[wa]\n\t"
+            "smlad %[b1], %[wa], %[x0], %[b1]\n\t"
+            "smlad %[p1], %[wb], %[x1], %[p1]\n\t"
+            "sxtb16 %[wb], %[wb]\n\t"
+            "smlad %[b1], %[wb], %[x1], %[b1]\n\t"
+            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
             "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a0], %[t], %[x02], %[a0]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a0], %[wa], %[x13], %[a0]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a1], %[t], %[x02], %[a1]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a1], %[wb], %[x13], %[a1]\n\t"
+            "smlad %[p0], %[wa], %[x0], %[p0]\n\t"
+            "sxtb16 %[wa], %[wa]\n\t"
+            "smlad %[b0], %[wa], %[x0], %[b0]\n\t"
+            "smlad %[p0], %[wb], %[x1], %[p0]\n\t"
+            "sxtb16 %[wb], %[wb]\n\t"
+            "smlad %[b0], %[wb], %[x1], %[b0]\n\t"
             "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a2], %[t], %[x02], %[a2]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a2], %[wa], %[x13], %[a2]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a3], %[t], %[x02], %[a3]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a3], %[wb], %[x13], %[a3]\n\t"
+            "smlad %[p1], %[wa], %[x0], %[p1]\n\t"
+            "sxtb16 %[wa], %[wa]\n\t"
+            "smlad %[b1], %[wa], %[x0], %[b1]\n\t"
+            "smlad %[p1], %[wb], %[x1], %[p1]\n\t"
+            "sxtb16 %[wb], %[wb]\n\t"
+            "smlad %[b1], %[wb], %[x1], %[b1]\n\t"
             "cmp %[xw], %[end]\n\t"
             "bne 1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xw] "+r"(xw), [w] "+r"(w),
-              [x02] "=&r"(x02), [x13] "=&r"(x13), [wa] "=&r"(wa), [wb] "=&r"(wb), [t] "=&r"(t)
+            : [p0] "+r"(p0), [b0] "+r"(b0), [p1] "+r"(p1), [b1] "+r"(b1), [xw] "+r"(xw), [w] "+r"(w),
+              [x0] "=&r"(x0), [x1] "=&r"(x1), [wa] "=&r"(wa), [wb] "=&r"(wb)
             : [end] "r"(xw_end)
             : "cc", "memory");
     }
 #else
-    while (xw < xw_end) {
-        a0 += dot4_portable(w[0], xw[0], xw[1]);
-        a1 += dot4_portable(w[1], xw[0], xw[1]);
-        a2 += dot4_portable(w[2], xw[0], xw[1]);
-        a3 += dot4_portable(w[3], xw[0], xw[1]);
-        xw += 2;
-        w += 4;
+    for (; xw < xw_end; xw += 2, w += 4) {
+        pair_mac_portable(w[0], xw[0], &p0, &b0);
+        pair_mac_portable(w[1], xw[1], &p0, &b0);
+        pair_mac_portable(w[2], xw[0], &p1, &b1);
+        pair_mac_portable(w[3], xw[1], &p1, &b1);
     }
 #endif
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    acc[0] = b0;
+    acc[1] = (p0 >> 8) - (b0 >> 8); /* = 2 (biasA + dotA): the floors of dotB / 256 cancel */
+    acc[2] = b1;
+    acc[3] = (p1 >> 8) - (b1 >> 8);
 }
 
 /* out[o] for every o < 4 * ceil(rows / 4) (padding rows included: the buffers are padded too). */
 static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 {
-    const int32_t tiles = round_up8(fc->depth) >> 2; /* even: see dot_tile_rows */
-    const int32_t rows = round_up4(fc->rows);
+    const int32_t groups = round_up8(fc->depth) >> 3;
+    const int8_t *const out_end = out + round_up4(fc->rows);
     const int32_t *w = fc->weights;
+    const int32_t *start = fc->bias_start;
     const grukit_requant_s32 *q = fc->requant;
-    if (fc->any_left_shift) {
-        for (int32_t o = 0; o < rows; o += 4, w += 4 * tiles) {
+    if (fc->general_requant) {
+        for (; out < out_end; out += 4, w += 8 * groups, start += 4, q += 4) {
             int32_t acc[4];
-            dot_tile_rows(w, xw, tiles, fc->bias2 + o, acc);
+            dot_block_s8(w, xw, groups, start, acc);
             for (int32_t r = 0; r < 4; ++r) {
-                out[o + r] = (int8_t)sat_s8(requant_doubled_shifted_s32(acc[r], q[o + r]));
+                out[r] = (int8_t)sat_s8(requant_general_s32(acc[r], &q[r]));
             }
         }
         return;
     }
-    for (int32_t o = 0; o < rows; o += 4, w += 4 * tiles) {
+    for (; out < out_end; out += 4, w += 8 * groups, start += 4, q += 4) {
         int32_t acc[4];
-        dot_tile_rows(w, xw, tiles, fc->bias2 + o, acc);
-        out[o] = (int8_t)sat_s8(requant_doubled_s32(acc[0], q[o]));
-        out[o + 1] = (int8_t)sat_s8(requant_doubled_s32(acc[1], q[o + 1]));
-        out[o + 2] = (int8_t)sat_s8(requant_doubled_s32(acc[2], q[o + 2]));
-        out[o + 3] = (int8_t)sat_s8(requant_doubled_s32(acc[3], q[o + 3]));
+        dot_block_s8(w, xw, groups, start, acc);
+        out[0] = (int8_t)sat_s8(requant_fast_s32(acc[0], q[0].multiplier, q[0].rounding, q[0].right_shift));
+        out[1] = (int8_t)sat_s8(requant_fast_s32(acc[1], q[1].multiplier, q[1].rounding, q[1].right_shift));
+        out[2] = (int8_t)sat_s8(requant_fast_s32(acc[2], q[2].multiplier, q[2].rounding, q[2].right_shift));
+        out[3] = (int8_t)sat_s8(requant_fast_s32(acc[3], q[3].multiplier, q[3].rounding, q[3].right_shift));
     }
 }
 
 /* ---------------------------------------------------------------- int8 element-wise ops */
 
-/* ADD / SUB outputs have shift <= 0 (TFLite requires it): no left shift. */
+/* ADD / SUB outputs have shift <= 0 (TFLite requires it) and right_shift >= 1 (the generator checks). */
 static inline int32_t add_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_t b)
 {
-    return sat_s8(requant_doubled_s32(p->input1_term2[a] + p->input2_term2[b], p->output));
+    return sat_s8(requant_fast_s32(p->input1_term2[a] + p->input2_term2[b], p->output.multiplier,
+                                   p->output.rounding, p->output.right_shift));
 }
 
 static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_t b)
 {
-    return sat_s8(requant_doubled_s32(p->input1_term2[a] - p->input2_term2[b], p->output));
+    return sat_s8(requant_fast_s32(p->input1_term2[a] - p->input2_term2[b], p->output.multiplier,
+                                   p->output.rounding, p->output.right_shift));
 }
 
 static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_t b)
 {
-    /* |product| <= 255 * 255: doubling and the bounded left shift stay far inside int32. */
-    const int32_t product2 = 2 * (a + p->input1_offset) * (b + p->input2_offset);
-    return sat_s8(requant_doubled_shifted_s32(product2, p->output));
+    /* 2^(1 + left_shift) (a - zp1) (b - zp2): bounded by the generator far inside int32. */
+    const int32_t product2 = (a * p->input1_scale + p->input1_offset_scaled) * (b + p->input2_offset);
+    return sat_s8(requant_fast_s32(product2, p->output.multiplier, p->output.rounding, p->output.right_shift));
 }
 
 /* ---------------------------------------------------------------- int8 layer step */
@@ -288,16 +266,12 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
     const grukit_mul_fast_s8 r_mul = layer->r_mul, z_mul = layer->z_mul;
     const int8_t *const z_table = layer->z_table, *const r_table = layer->r_table, *const n_table = layer->n_table;
 
-    widen_s8(x, layer->input_size, layer->x_fc[0].input_offset, xw);
-    fc_s8(&layer->x_fc[0], xw, (int8_t *)gx_z);
-    fc_s8(&layer->x_fc[1], xw, (int8_t *)gx_r);
-    fc_s8(&layer->x_fc[2], xw, (int8_t *)gx_n);
-    widen_s8(h, H, layer->h_fc[0].input_offset, xw);
-    fc_s8(&layer->h_fc[0], xw, (int8_t *)gh_z);
-    fc_s8(&layer->h_fc[1], xw, (int8_t *)gh_r);
+    widen_s8(x, layer->input_size, layer->x_fc.input_offset, xw);
+    fc_s8(&layer->x_fc, xw, gx);
+    widen_s8(h, H, layer->h_fc.input_offset, xw);
+    fc_s8(&layer->h_fc, xw, gh);
 
     if (layer->linear_before_reset) {
-        fc_s8(&layer->h_fc[2], xw, (int8_t *)gh_n);
         for (int32_t j = 0; j < H; ++j) {
             const int32_t z = z_table[add_tab_s8(&z_pre, gx_z[j], gh_z[j])];
             const int32_t r = r_table[add_tab_s8(&r_pre, gx_r[j], gh_r[j])];
@@ -315,8 +289,8 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
         const int32_t r = r_table[add_tab_s8(&r_pre, gx_r[j], gh_r[j])];
         r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);
     }
-    widen_s8(r_h, H, layer->h_fc[2].input_offset, xw);
-    fc_s8(&layer->h_fc[2], xw, (int8_t *)gh_n);
+    widen_s8(r_h, H, layer->hn_fc.input_offset, xw);
+    fc_s8(&layer->hn_fc, xw, (int8_t *)gh_n);
     for (int32_t j = 0; j < H; ++j) {
         const int32_t n = n_table[add_tab_s8(&n_pre, gx_n[j], gh_n[j])];
         const int32_t diff = sub_tab_s8(&h_minus_n, h[j], n);
