@@ -1,7 +1,7 @@
 """The ``grukit`` command line.
 
-    grukit inspect MODEL                      layers, parameters, MACs per step
-    grukit export MODEL --out DIR [--calib X.npz [--scheme int8|16x8]] [--c]
+    grukit inspect MODEL                      layers, parameters, MACs per step (MODEL may be a grukit .tflite)
+    grukit export MODEL --out DIR [--calib X.npz [--scheme int8|16x8] [--c]] [--steps T]
     grukit deploy MODEL --calib X.npz --val V.npz --target BOARD [...]
     grukit demo [--out DIR] [--target BOARD]  deploy the embedded gesture demo
     grukit targets                            the boards grukit knows
@@ -34,14 +34,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="show the traceback of an error")
 
     s = sub.add_parser("inspect", parents=[debug], help="show a model's layers, parameters and MACs per step")
-    s.add_argument("model", help="model file (.onnx, .pt2, .keras)")
+    s.add_argument("model", help="model file (.onnx, .pt2, .keras, or a .tflite written by grukit)")
 
-    s = sub.add_parser("export", parents=[debug], help="write the model as ONNX (sequence and step), and TFLite / C when quantized")
+    s = sub.add_parser("export", parents=[debug], help="write float ONNX (sequence, step) and TFLite; with --calib the QDQ ONNX and integer TFLite; --c the C sources")
     s.add_argument("model")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--calib", help=".npz with x [N, T, I]: quantize and write the integer exports")
     s.add_argument("--scheme", choices=("int8", "16x8"), default="int8")
     s.add_argument("--c", action="store_true", help="also write C sources (needs --calib)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="T of the TFLite sequence models (default: the calibration data's T; without --calib "
+                        "no float sequence .tflite unless given)")
 
     s = sub.add_parser("deploy", parents=[debug], help="quantize, export, evaluate and check a board budget; write a report")
     s.add_argument("model")
@@ -65,43 +68,97 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _describe_tflite(path: Path) -> str:
+    """What a grukit-written .tflite holds, from its grukit metadata and its output tensor's shape."""
+    from grukit.export.tflite_writer import _model_from, read_tflite_metadata
+
+    meta = read_tflite_metadata(path)
+    graph = _model_from(path).Subgraphs(0)
+    out_shape = [int(v) for v in graph.Tensors(graph.Outputs(0)).ShapeAsNumpy()]
+    kind = meta.get("kind")
+    lines = [f"{path.name}: grukit {meta.get('grukit_version')} TFLite {kind} model"
+             + (f" over T={meta['T']}" if meta.get("T") else "") + f", batch {meta.get('batch')}",
+             f"  scheme: {meta.get('scheme')}, gate order {meta.get('gate_order')}"]
+    params = macs = 0
+    for i, layer in enumerate(meta["layers"]):
+        I, H = layer["input_size"], layer["hidden_size"]
+        state = layer.get("state") or {}
+        lines.append(f"  layer {i}: GRU input {I} -> hidden {H}, {layer['gate_variant']}"
+                     + (f", state {state['dtype']} scale {state['scale']:.6g} zero point {state['zero_point']}"
+                        if state else ""))
+        # The same count as GRUModel.param_count / macs_per_step: W, R and both bias vectors per gate.
+        params += 3 * H * I + 3 * H * H + 6 * H
+        macs += 3 * H * (I + H)
+    head = meta.get("head")
+    if head is not None:
+        O, F = out_shape[-1], meta["layers"][-1]["hidden_size"]
+        where = "every step" if head["per_step"] else "last step"
+        lines.append(f"  head: Dense {F} -> {O} on {where}, activation {head['activation']} (applied after "
+                     "dequantizing, not in the file)")
+        params += O * F + O
+        macs += O * F
+    for side in ("input", "output"):
+        q = meta.get(side)
+        if q:
+            lines.append(f"  {side}: {q['dtype']} scale {q['scale']:.6g} zero point {q['zero_point']}")
+    lines += [f"  size: {path.stat().st_size:,} bytes", f"  parameters: {params:,}", f"  MACs per step: {macs:,}"]
+    return "\n".join(lines)
+
+
 def _inspect(args) -> int:
     import grukit
 
-    print(grukit.load(args.model).describe())
+    path = Path(args.model)
+    if path.suffix.lower() == ".tflite":
+        if not path.is_file():
+            raise BadInputError(f"{path}: no such file")
+        print(_describe_tflite(path))
+    else:
+        print(grukit.load(args.model).describe())
     return 0
 
 
 def _export(args) -> int:
     import grukit
-    from grukit.pipeline import load_x, resolve
+    from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
+    from grukit.export.tflite_export import export_tflite_sequence_float, export_tflite_step_float
+    from grukit.pipeline import load_x
 
-    model = grukit.load(args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.c and not args.calib:
         raise BadInputError("--c writes integer C code and needs --calib to quantize")
-    jobs = [("export_onnx_sequence", model, out / "model.onnx"), ("export_onnx_step", model, out / "model_step.onnx")]
-    if args.calib:
-        quantize, why = resolve("quantize")
-        if quantize is None:
-            raise BadInputError(f"--calib: quantization is not available in this build ({why})")
-        qmodel = quantize(model, load_x(args.calib, "calibration data", model.input_size), scheme=args.scheme)
-        jobs.append(("export_tflite", qmodel, out / f"model_{args.scheme}.tflite"))
+    model = grukit.load(args.model)
+    calib_x = load_x(args.calib, "calibration data", model.input_size) if args.calib else None
+    T = args.steps if args.steps is not None else (calib_x.shape[1] if calib_x is not None else None)
+    if T is not None and T < 1:
+        raise BadInputError(f"--steps must be at least 1, got {T}")
+    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if calib_x is not None else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [export_onnx_sequence(model, out / "model.onnx")]
+    if model.bidirectional:
+        print("bidirectional GRU: no step model (ONNX, TFLite) and no integer exports", file=sys.stderr)
+    else:
+        written.append(export_onnx_step(model, out / "model_step.onnx"))
+        written.append(export_tflite_step_float(model, out / "model_float_step.tflite"))
+        if T is not None:
+            written.append(export_tflite_sequence_float(model, out / f"model_float_seq_T{T}.tflite", T))
+    if qmodel is not None:
+        from grukit.export.onnx_qdq_export import export_onnx_qdq
+        from grukit.export.tflite_export import export_tflite_sequence, export_tflite_step
+
+        written.append(export_onnx_qdq(qmodel, out / f"model_{args.scheme}_qdq.onnx"))
+        written.append(export_tflite_step(qmodel, out / f"model_{args.scheme}_step.tflite"))
+        written.append(export_tflite_sequence(qmodel, out / f"model_{args.scheme}_seq_T{T}.tflite", T))
         if args.c:
-            jobs.append(("export_c", qmodel, out / "c"))
-    resolved = []
-    for cap, what, path in jobs:
-        fn, why = resolve(cap)
-        if fn is None:
-            # The user asked for this export explicitly, so a missing part is an error, not a silent skip;
-            # checked before anything is written so a failed command leaves no partial output.
-            raise BadInputError(f"{cap} is not available in this build ({why})")
-        resolved.append((fn, what, path))
-    for fn, what, path in resolved:
-        written = fn(what, path)
-        for p in written if isinstance(written, (list, tuple)) else [written]:
-            print(f"wrote {p} ({Path(p).stat().st_size:,} bytes)")
+            from grukit.export.c_export import export_c
+
+            written.extend(export_c(qmodel, out / "c"))
+    rows = [(str(Path(p).relative_to(out)), Path(p).stat().st_size) for p in written]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'file':{width}s}  {'bytes':>10s}")
+    for name, size in rows:
+        print(f"{name:{width}s}  {size:>10,}")
+    print(f"{len(rows)} files in {out}")
     return 0
 
 

@@ -2,10 +2,26 @@
 
     load -> float check -> calibrate -> quantize -> export -> evaluate -> check targets -> write report
 
-Each stage is timed and shown with a rich progress display. The stages that call parts of grukit written
-separately (quantization, exporters, runtime checkers) reach them through ``CAPABILITIES``, one small
-registry: a part that is not in this build makes its stage "not available in this build" in the report,
-with the reason, and never produces a number.
+Each stage is timed and shown with a rich progress display. Every stage calls the real part of grukit; the
+only things a run may go without are environmental (a framework that is not importable, no host C compiler,
+no ARM toolchain or QEMU) or follow from the model (a bidirectional GRU has no streaming form: no integer
+model, TFLite or C). Each such gap is written into the report with its reason; nothing is ever made up.
+
+Runtimes evaluated on the validation data (the report's ``scores`` keys):
+
+    framework      the source model in its own framework: onnxruntime (.onnx; ONNX's reference evaluator for
+                   a batch-major GRU, which onnxruntime lacks), torch (.pt2, nn.Module), Keras (.keras)
+    onnxruntime    the float ONNX sequence model grukit exported
+    numpy-float    grukit's float reference (the baseline every drop is measured from)
+    numpy-<scheme> the NumPy integer runtime
+    litert         the integer TFLite sequence model in LiteRT (its own kernels: compared in LSB)
+    tflite-micro   the integer TFLite sequence model in TFLite-Micro
+    c-kernel       firmware_ref's C kernel built for the host, on the generated model constants
+
+NumPy float, NumPy integer and the C kernel see every validation sequence. The TFLite interpreters run one
+sequence per call in Python and are slow, so they see the first ``interpreter_sequences(N, T)`` sequences
+(at most INTERPRETER_MAX_STEPS time steps in all); their drop is measured against NumPy float on the same
+sequences, and the report says how many sequences each runtime saw.
 
 Task and metric come from the validation labels: integer y [N] or [N, T] is classification (accuracy,
 argmax of the output; a single output is thresholded), float y [N, O] or [N, T, O] is regression (MSE,
@@ -14,85 +30,34 @@ and MAE). ``task=`` overrides.
 
 from __future__ import annotations
 
-import importlib
+import os
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from grukit.errors import BadInputError, GrukitError
 from grukit.model import GRUModel
-from grukit.report import NOT_AVAILABLE, Report, write_report
+from grukit.report import Report, write_report
 
 STAGES = ("load", "float check", "calibrate", "quantize", "export", "evaluate", "check targets", "write report")
 SCHEMES = ("int8", "16x8")
 TASKS = ("classification", "regression")
 # Allowed accuracy drop when the caller gives none: 2 points, a common acceptance bar for int8 PTQ.
 DEFAULT_MAX_ACCURACY_DROP = 0.02
-# Sequences given to a bit-exactness checker: enough to exercise every class, small enough to stay fast.
-BIT_EXACT_SEQUENCES = 32
+# Time steps (sequences x T) given to the TFLite interpreters: TFLite-Micro's Python interpreter runs about
+# 7,000 steps a second of the demo model on one core, so this keeps it to a few seconds.
+INTERPRETER_MAX_STEPS = 20_000
+BASELINE = "numpy-float"
+BIDIRECTIONAL_REASON = ("the model has a bidirectional GRU layer: a streaming device sees each sample once, so "
+                        "there is no integer model, step model, TFLite or C for it")
 
 
-# --- the registry of parts other modules provide --------------------------------------------------------
-@dataclass(frozen=True)
-class Capability:
-    """Where a part lives (``module.attr``) and the call contract the pipeline relies on."""
-
-    module: str
-    attr: str
-    contract: str
-
-
-CAPABILITIES = {
-    "calibrate": Capability("grukit.quantize.calibrate", "calibrate",
-                            "calibrate(model, calib_x) -> {(layer, tensor): observer}"),
-    "quantize": Capability("grukit.quantize.quantize", "quantize",
-                           "quantize(model, calib_x, scheme=, observers=) -> object with .predict(x); optional "
-                           ".run_int/.quantize_input/.layers[l].qparams['h'] (drift), .report.saturated"),
-    "export_onnx_sequence": Capability("grukit.export.onnx_export", "export_onnx_sequence",
-                                       "export_onnx_sequence(model, path) -> path"),
-    "export_onnx_step": Capability("grukit.export.onnx_export", "export_onnx_step",
-                                   "export_onnx_step(model, path) -> path"),
-    "export_tflite": Capability("grukit.export.tflite_export", "export_tflite",
-                                "export_tflite(qmodel, path) -> path (integer .tflite)"),
-    "export_c": Capability("grukit.export.c_export", "export_c",
-                           "export_c(qmodel, out_dir) -> [paths] (C sources)"),
-    "bit_exact_tflite_micro": Capability("grukit.runtime.tflm_check", "bit_exact_tflite_micro",
-                                         "bit_exact_tflite_micro(qmodel, tflite_path, x) -> bool"),
-}
-_overrides: dict[str, Callable | None] = {}
-
-
-def register(name: str, fn: Callable | None) -> None:
-    """Replace a capability's implementation (None: make it unavailable); for plug-ins and tests."""
-    if name not in CAPABILITIES:
-        raise KeyError(f"unknown capability {name!r}; known: {', '.join(CAPABILITIES)}")
-    _overrides[name] = fn
-
-
-def unregister(name: str) -> None:
-    """Go back to the implementation the registry names."""
-    _overrides.pop(name, None)
-
-
-def resolve(name: str) -> tuple[Callable | None, str]:
-    """(implementation, "") or (None, why it is not available in this build)."""
-    if name in _overrides:
-        fn = _overrides[name]
-        return fn, ("" if fn is not None else "disabled")
-    cap = CAPABILITIES[name]
-    try:
-        module = importlib.import_module(cap.module)
-    except ImportError as e:
-        # The part, or a module it imports, is not in this build; the reason goes into the report verbatim.
-        return None, f"{cap.module}.{cap.attr} cannot be imported ({e})"
-    fn = getattr(module, cap.attr, None)
-    if fn is None:
-        return None, f"{cap.module} has no {cap.attr}"
-    return fn, ""
+def interpreter_sequences(n: int, T: int) -> int:
+    """How many of n validation sequences of length T the TFLite interpreters run (the first ones)."""
+    return max(1, min(n, INTERPRETER_MAX_STEPS // T))
 
 
 # --- inputs --------------------------------------------------------------------------------------------
@@ -211,19 +176,148 @@ def hidden_drift(float_states: list[np.ndarray], int_states: list[np.ndarray]) -
     return out
 
 
+# --- the source model in its own framework -------------------------------------------------------------
+class FrameworkUnavailable(Exception):
+    """The source framework cannot run here (not importable, no runnable form): the reason, for the report."""
+
+
+def _from_time_major(out: np.ndarray, layout: str | None) -> np.ndarray:
+    return out.transpose(1, 0, 2) if layout == "time_major" and out.ndim == 3 else out
+
+
+def _run_onnx_source(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
+    import onnx
+
+    layout = model.meta.get("input_layout")
+    feed = x if layout != "time_major" else np.ascontiguousarray(x.transpose(1, 0, 2))
+    proto = onnx.load(str(path))
+    name = proto.graph.input[0].name
+    batch_major_gru = any(n.op_type == "GRU" and any(a.name == "layout" and a.i == 1 for a in n.attribute)
+                          for n in proto.graph.node)
+    if batch_major_gru:  # onnxruntime's CPU GRU kernel does not implement layout=1
+        from onnx.reference import ReferenceEvaluator
+
+        out, who = ReferenceEvaluator(proto).run(None, {name: feed})[0], "ONNX reference evaluator (GRU layout=1)"
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out, who = session.run(None, {name: feed})[0], "onnxruntime"
+    axes = model.meta.get("output_axes")
+    if axes and len(axes) == out.ndim:
+        # Drop the size-1 direction / unit axes of a raw GRU output, then put batch first (as the loader does).
+        keep = [i for i, (a, n) in enumerate(zip(axes, out.shape)) if not (n == 1 and a in ("D", "1", "T1"))]
+        out = out.reshape([out.shape[i] for i in keep])
+        if [axes[i] for i in keep] == ["T", "N", "F"]:
+            out = out.transpose(1, 0, 2)
+    return out, who
+
+
+def _torch_output(out) -> np.ndarray:
+    if isinstance(out, (tuple, list)):
+        out = out[0]  # nn.GRU-style (output, h_n)
+    return out.detach().cpu().numpy()
+
+
+def _run_pt2_source(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
+    import torch
+
+    ep = torch.export.load(str(path))
+    layout = model.meta.get("input_layout")
+    user_inputs = set(ep.graph_signature.user_inputs)
+    shape = next(tuple(node.meta["val"].shape) for node in ep.graph.nodes
+                 if node.op == "placeholder" and node.name in user_inputs)
+    batch_axis, time_axis = (1, 0) if layout == "time_major" else (0, 1)
+    fixed = [int(s) if isinstance(s, int) else None for s in shape]
+    if fixed[time_axis] is not None and fixed[time_axis] != x.shape[1]:
+        raise FrameworkUnavailable(f"the exported program fixes T={fixed[time_axis]}; the validation data has "
+                                   f"T={x.shape[1]}")
+    chunk = fixed[batch_axis] or x.shape[0]
+    module = ep.module()
+    outs = []
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk]
+        n = part.shape[0]
+        if n < chunk:  # a program exported with a fixed batch: pad the last chunk, keep the real rows
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
+        feed = part if layout != "time_major" else np.ascontiguousarray(part.transpose(1, 0, 2))
+        with torch.no_grad():
+            out = _from_time_major(_torch_output(module(torch.from_numpy(feed))), layout)
+        outs.append(out[:n])
+    return np.concatenate(outs), f"torch {torch.__version__} (torch.export program)"
+
+
+def _run_keras_source(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
+    if "keras" not in sys.modules and "KERAS_BACKEND" not in os.environ:
+        # Keras 3 defaults to TensorFlow, which grukit never needs; torch is grukit's framework dependency.
+        os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        import keras
+    except ImportError as e:
+        raise FrameworkUnavailable(f"Keras is not importable ({e})") from None
+    net = keras.saving.load_model(str(path), compile=False)
+    out = np.asarray(net.predict(x, verbose=0, batch_size=256))
+    return out, f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
+
+
+def _run_torch_module(module, x: np.ndarray) -> tuple[np.ndarray, str]:
+    import torch
+    from torch import nn
+
+    grus = [m for m in module.modules() if isinstance(m, nn.GRU)]
+    layout = "batch_first" if grus and grus[0].batch_first else "time_major"
+    feed = x if layout == "batch_first" else np.ascontiguousarray(x.transpose(1, 0, 2))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = _from_time_major(_torch_output(module(torch.from_numpy(feed))), layout)
+    finally:
+        module.train(was_training)
+    return out, f"torch {torch.__version__} (nn.Module)"
+
+
+def run_framework(source, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """(the source model's float output on x [N, T, I] in its own framework, which framework ran it).
+
+    Raises FrameworkUnavailable with the reason when it cannot run here."""
+    if isinstance(source, GRUModel):
+        raise FrameworkUnavailable("the model was given as a grukit GRUModel: there is no source framework")
+    if not isinstance(source, (str, Path)):
+        out, who = _run_torch_module(source, x)
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            out, who = _run_onnx_source(path, model, x)
+        elif suffix == ".pt2":
+            out, who = _run_pt2_source(path, model, x)
+        elif suffix == ".keras":
+            out, who = _run_keras_source(path, x)
+        else:  # grukit.load refuses every other suffix before this runs
+            raise AssertionError(f"no framework runner for {suffix}")
+    want = model.predict(x[:1]).shape[1:]
+    if out.ndim == 3 and len(want) == 1 and out.shape[2] == want[0]:
+        out = out[:, -1]  # a forward returning every step of a head-less GRU: the model's output is the last
+    if out.shape[1:] != want:
+        raise FrameworkUnavailable(f"{who} returned shape {list(out.shape)}, the model's output is "
+                                   f"{[x.shape[0], *want]}")
+    return out.astype(np.float32), who
+
+
 # --- stage bookkeeping ---------------------------------------------------------------------------------
 class _Stages:
-    """Times each stage, records its status and shows it on a rich progress display (stderr)."""
+    """Times each stage, records its status and shows it as a progress bar on stderr (rich)."""
 
     def __init__(self, show: bool):
         self.records: list[dict] = []
         self._progress = None
         if show:
             from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                      console=Console(stderr=True))
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                      TimeElapsedColumn(), console=Console(stderr=True))
 
     def __enter__(self):
         if self._progress is not None:
@@ -235,9 +329,13 @@ class _Stages:
             self._progress.stop()
 
     @contextmanager
-    def run(self, name: str):
+    def run(self, name: str, total: int = 1):
+        """Time the block; it gets a record dict (set "detail", "status") and may call record["advance"]()
+        once per unit of ``total``."""
         record = {"name": name, "seconds": 0.0, "status": "ok", "detail": ""}
-        task = None if self._progress is None else self._progress.add_task(name, total=1)
+        task = None if self._progress is None else self._progress.add_task(name, total=total)
+        record["advance"] = (lambda what="": None) if task is None else (
+            lambda what="": self._progress.update(task, advance=1, description=f"{name}: {what}" if what else name))
         start = time.perf_counter()
         try:
             yield record
@@ -245,18 +343,13 @@ class _Stages:
             record["status"] = "failed"
             raise
         finally:
+            record.pop("advance")
             record["seconds"] = time.perf_counter() - start
             self.records.append(record)
             if task is not None:
                 mark = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(record["status"], f"[yellow]{record['status']}[/]")
                 detail = f"  [dim]{record['detail']}[/]" if record["detail"] else ""
-                self._progress.update(task, completed=1, description=f"{name}: {mark}{detail}")
-
-
-def _unavailable(record: dict, report: Report, key: str, reason: str) -> None:
-    record["status"] = NOT_AVAILABLE
-    record["detail"] = reason
-    report.not_available[key] = reason
+                self._progress.update(task, completed=total, description=f"{name}: {mark}{detail}")
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
@@ -280,7 +373,12 @@ def _model_summary(model: GRUModel) -> dict:
         "layers": len(model.layers), "input_size": model.input_size,
         "hidden_size": [layer.hidden_size for layer in model.layers], "params": model.param_count(),
         "macs_per_step": model.macs_per_step(), "output_size": model.output_size, "per_step": model.per_step,
+        "bidirectional": model.bidirectional,
     }
+
+
+def _relative(path: Path, out: Path) -> str:
+    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
 
 
 # --- the pipeline --------------------------------------------------------------------------------------
@@ -291,14 +389,12 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
 
     model_source: anything ``grukit.load`` takes. calib: .npz path with 'x' or an array [N, T, I]. val: .npz
     path with 'x' and 'y' or an (x, y) pair. target: a board name, a TOML path, a Target, or a list of them.
-    max_drop: allowed drop of the metric from float to integer (accuracy fraction: 0.01 = one point; MSE:
-    absolute increase); None means DEFAULT_MAX_ACCURACY_DROP for classification and no check for
-    regression. max_latency_ms: per whole validation-length sequence on each board. Bad input raises
+    max_drop: allowed drop of the metric from float to the NumPy integer runtime (accuracy fraction: 0.01 =
+    one point; MSE: absolute increase); None means DEFAULT_MAX_ACCURACY_DROP for classification and no check
+    for regression. max_latency_ms: per whole validation-length sequence on each board. Bad input raises
     BadInputError / UnsupportedModelError before any report is written.
     """
     import grukit
-    from grukit.runtime.float_gru import layers_forward
-    from grukit.runtime.targets import check_budget, cost_model_instructions, memory_estimate
 
     if scheme not in SCHEMES:
         raise BadInputError(f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
@@ -323,134 +419,78 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
         metric = "accuracy" if task == "classification" else "mse"
         if max_drop is None and task == "classification":
             max_drop = DEFAULT_MAX_ACCURACY_DROP
+        N, T = val_x.shape[:2]
         report = Report(source=source, scheme=scheme, model=_model_summary(model), task=task, metric=metric,
-                        higher_is_better=(task == "classification"), max_drop=max_drop, class_names=class_names)
+                        higher_is_better=(task == "classification"), max_drop=max_drop, class_names=class_names,
+                        baseline=BASELINE)
+        int_runtime = f"numpy-{scheme}"
+        float_out = None
 
-        def record_scores(runtime: str, output: np.ndarray | None) -> None:
-            if output is None:
-                report.scores[runtime] = None
-                for by_runtime in report.extra_scores.values():
-                    by_runtime[runtime] = None
-                return
-            value, extras = score(task, val_y, output, model)
+        def record(runtime: str, output: np.ndarray, what: str, n: int = N, note: str = "") -> None:
+            value, extras = score(task, val_y[:n], output, model)
             report.scores[runtime] = value
             for name, v in extras.items():
                 report.extra_scores.setdefault(name, {})[runtime] = v
+            entry = {"what": what, "sequences": n, "of": N, "note": note}
+            if n < N:  # its drop is measured against the float reference on the same sequences
+                entry["baseline"] = score(task, val_y[:n], float_out[:n], model)[0]
+            report.runtimes[runtime] = entry
 
         with stages.run("float check") as rec:
             float_out = model.predict(val_x)
-            record_scores("float", float_out)
-            detail = f"float {metric} {report.scores['float']:.4f}"
-            if isinstance(model_source, (str, Path)) and Path(model_source).suffix.lower() == ".onnx":
-                try:
-                    source_out = _run_onnx(Path(model_source), val_x)
-                except Exception as e:  # the source may use a layout onnxruntime cannot take as [N, T, I]
-                    source_out = None
-                    report.not_available["source"] = f"onnxruntime could not run the source on [N, T, I] input ({e})"
-                if source_out is not None and source_out.shape == float_out.shape:
-                    record_scores("source", source_out)
-                    detail += f"; source in onnxruntime max |diff| {np.max(np.abs(source_out - float_out)):.2e}"
+            record(BASELINE, float_out, "grukit's float NumPy reference (grukit.runtime.float_gru)")
+            detail = f"numpy-float {metric} {report.scores[BASELINE]:.4f}"
+            try:
+                framework_out, who = run_framework(model_source, model, val_x)
+            except FrameworkUnavailable as e:
+                report.not_available["framework"] = str(e)
+                detail += f"; framework not run: {e}"
+            else:
+                diff = float(np.max(np.abs(framework_out - float_out)))
+                record("framework", framework_out, f"the source model in {who}",
+                       note=f"max |framework - numpy-float| = {diff:.2e}")
+                detail += f"; {who} max |diff| {diff:.2e}"
             rec["detail"] = detail
 
-        with stages.run("calibrate") as rec:
-            calibrate, why = resolve("calibrate")
-            observers = None
-            if calibrate is None:
-                _unavailable(rec, report, "calibrate", why)
-            else:
-                observers = calibrate(model, calib_x)
-                rec["detail"] = f"{calib_x.shape[0]} sequences x {calib_x.shape[1]} steps, {len(observers)} tensors"
+        qmodel = None
+        if model.bidirectional:
+            for name in ("calibrate", "quantize"):
+                with stages.run(name) as rec:
+                    rec["status"], rec["detail"] = "skipped", BIDIRECTIONAL_REASON
+            report.not_available["integer model, TFLite and C"] = BIDIRECTIONAL_REASON
+        else:
+            from grukit.quantize.calibrate import calibrate as calibrate_ranges
 
-        with stages.run("quantize") as rec:
-            quantize, why = resolve("quantize")
-            qmodel = None
-            if quantize is None:
-                _unavailable(rec, report, "quantize", why)
-            else:
-                kwargs = {} if observers is None else {"observers": observers}
-                qmodel = quantize(model, calib_x, scheme=scheme, **kwargs)
+            with stages.run("calibrate") as rec:
+                observers = calibrate_ranges(model, calib_x)
+                rec["detail"] = f"{calib_x.shape[0]} sequences x {calib_x.shape[1]} steps, {len(observers)} tensors"
+            with stages.run("quantize") as rec:
+                qmodel = grukit.quantize(model, calib_x, scheme=scheme, observers=observers)
                 rec["detail"] = scheme
 
-        with stages.run("export") as rec:
-            out.mkdir(parents=True, exist_ok=True)
-            written: list[Path] = []
-            missing = []
-            for cap, path in (("export_onnx_sequence", out / "model.onnx"), ("export_onnx_step", out / "model_step.onnx")):
-                fn, why = resolve(cap)
-                if fn is None:
-                    report.not_available[cap] = why
-                    missing.append(cap)
-                else:
-                    written.append(Path(fn(model, path)))
-            tflite_path = None
-            for cap in ("export_tflite", "export_c"):
-                fn, why = resolve(cap)
-                if qmodel is None:
-                    why = "needs the quantized model: quantize is " + NOT_AVAILABLE
-                    fn = None
-                if fn is None:
-                    report.not_available[cap] = why
-                    missing.append(cap)
-                elif cap == "export_tflite":
-                    tflite_path = Path(fn(qmodel, out / f"model_{scheme}.tflite"))
-                    written.append(tflite_path)
-                else:
-                    written.extend(Path(p) for p in fn(qmodel, out / "c"))
-            for path in written:
-                report.artifacts[str(path.relative_to(out)) if path.is_relative_to(out) else str(path)] = path.stat().st_size
-            rec["detail"] = f"{len(written)} file(s)" + (f"; {NOT_AVAILABLE}: {', '.join(missing)}" if missing else "")
+        files = _export(model, qmodel, out, T, stages)
+        for path in files.values():
+            report.artifacts[_relative(path, out)] = path.stat().st_size
 
-        with stages.run("evaluate") as rec:
-            if (out / "model.onnx").is_file() and "model.onnx" in report.artifacts:
-                record_scores("onnx", _run_onnx(out / "model.onnx", val_x))
-            else:
-                record_scores("onnx", None)
-            int_out = None if qmodel is None else qmodel.predict(val_x)
-            record_scores(scheme, int_out)
-            if int_out is None:
-                report.not_available[scheme] = "integer runtime: quantize is " + NOT_AVAILABLE
+        with stages.run("evaluate", total=7) as rec:
+            record("onnxruntime", _run_onnx(files["onnx_sequence"], val_x),
+                   f"the exported float ONNX sequence model ({_relative(files['onnx_sequence'], out)}) in onnxruntime")
+            rec["advance"]("onnxruntime")
             if task == "classification":
                 classes = max(model.output_size, 2)
-                report.confusion["float"] = confusion_matrix(val_y, predicted_labels(float_out, model), classes)
-                if int_out is not None:
-                    report.confusion[scheme] = confusion_matrix(val_y, predicted_labels(int_out, model), classes)
-            if qmodel is not None and all(hasattr(qmodel, a) for a in ("run_int", "quantize_input", "layers")):
-                _, int_states = qmodel.run_int(qmodel.quantize_input(val_x))
-                int_states = [layer.qparams["h"].dequantize(s) for layer, s in zip(qmodel.layers, int_states)]
-                report.drift = hidden_drift(layers_forward(model, val_x), int_states)
-            else:
-                report.not_available["drift"] = "needs the integer runtime's states: " + (
-                    "quantize is " + NOT_AVAILABLE if qmodel is None else "the quantized model has no run_int")
-            saturated = getattr(getattr(qmodel, "report", None), "saturated", None)
-            if saturated:
-                report.saturation = [{"tensor": f"layer{layer}/{name}", "saturated": int(s), "total": int(n)}
-                                     for (layer, name), (s, n) in sorted(saturated.items())]
-            else:
-                report.not_available["saturation"] = "calibration saturation counts: " + (
-                    "quantize is " + NOT_AVAILABLE if qmodel is None else "the quantized model reports none")
-            checker, why = resolve("bit_exact_tflite_micro")
-            if checker is None or tflite_path is None:
-                report.bit_exact["tflite-micro"] = None
-                report.not_available["bit_exact tflite-micro"] = why or "needs the .tflite export, which is " + NOT_AVAILABLE
-            else:
-                report.bit_exact["tflite-micro"] = bool(checker(qmodel, tflite_path, val_x[:BIT_EXACT_SEQUENCES]))
+                report.confusion[BASELINE] = confusion_matrix(val_y, predicted_labels(float_out, model), classes)
+            if qmodel is not None:
+                _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report, record, rec)
             rec["detail"] = ", ".join(f"{k} {_short(v)}" for k, v in report.scores.items())
 
-        with stages.run("check targets") as rec:
-            memory = memory_estimate(model, scheme)
-            count = cost_model_instructions(model)
-            for board in boards:
-                for check in check_budget(board, memory.flash_bytes, memory.ram_bytes, count.per_step, val_x.shape[1],
-                                          count.per_sequence, max_latency_ms, count.source):
-                    report.targets.append({"name": check.name, "limit": check.limit, "value": check.value,
-                                           "unit": check.unit, "pass": check.passed, "estimate": check.estimate,
-                                           "note": check.note})
+        with stages.run("check targets", total=len(boards)) as rec:
+            _check_targets(model, qmodel, files, boards, T, max_latency_ms, report, rec)
             if max_drop is not None:
-                drop = report.drop().get(scheme)
+                drop = report.drop().get(int_runtime)
                 report.targets.append({
-                    "name": f"{metric} drop ({scheme} vs float)", "limit": max_drop, "value": drop, "unit": "",
-                    "pass": None if drop is None else bool(drop <= max_drop), "estimate": False,
-                    "note": "" if drop is not None else "quantize is " + NOT_AVAILABLE,
+                    "name": f"{metric} drop ({int_runtime} vs {BASELINE})", "limit": max_drop, "value": drop,
+                    "unit": "", "pass": None if drop is None else bool(drop <= max_drop), "estimate": False,
+                    "note": f"over all {N} validation sequences" if drop is not None else BIDIRECTIONAL_REASON,
                 })
             failed = sum(t["pass"] is not True for t in report.targets)
             rec["detail"] = "all pass" if failed == 0 else f"{failed} of {len(report.targets)} not passing"
@@ -459,7 +499,165 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
         with stages.run("write report") as rec:
             paths = write_report(report, out)
             rec["detail"] = str(paths["html"])
+        report.stages = stages.records
+        write_report(report, out)  # again, so the report lists its own stage's time
     return report
+
+
+def _export(model: GRUModel, qmodel, out: Path, T: int, stages: _Stages) -> dict[str, Path]:
+    """Every export that applies: float ONNX (sequence, step), QDQ ONNX, TFLite float and integer (step,
+    sequence over T), C sources. Returns role -> path."""
+    from grukit.export.c_export import export_c
+    from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
+    from grukit.export.onnx_qdq_export import export_onnx_qdq
+    from grukit.export.tflite_export import export_tflite_all
+
+    files: dict[str, Path] = {}
+    with stages.run("export", total=5) as rec:
+        out.mkdir(parents=True, exist_ok=True)
+        files["onnx_sequence"] = Path(export_onnx_sequence(model, out / "model.onnx"))
+        rec["advance"]("ONNX sequence")
+        if not model.bidirectional:
+            files["onnx_step"] = Path(export_onnx_step(model, out / "model_step.onnx"))
+            rec["advance"]("ONNX step")
+        if qmodel is not None:
+            files["onnx_qdq"] = Path(export_onnx_qdq(qmodel, out / f"model_{qmodel.scheme}_qdq.onnx"))
+            rec["advance"]("QDQ ONNX")
+            for role, path in export_tflite_all(model, qmodel, out, T).items():
+                files[f"tflite_{role}"] = Path(path)
+            rec["advance"]("TFLite")
+            for path in export_c(qmodel, out / "c"):
+                files[f"c_{Path(path).name}"] = Path(path)
+            rec["advance"]("C")
+        rec["detail"] = f"{len(files)} files" + ("" if qmodel is not None else f"; no TFLite/C: {BIDIRECTIONAL_REASON}")
+    return files
+
+
+def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report: Report, record, rec) -> None:
+    """NumPy integer, LiteRT, TFLite-Micro and the C kernel on the validation data; drift, saturation and
+    bit-exactness against the NumPy integer runtime."""
+    from grukit.runtime import emulate
+    from grukit.runtime.float_gru import layers_forward
+    from grukit.runtime.tflm_check import (compare_tflite_micro, first_mismatch, max_lsb_difference,
+                                           run_litert_sequence, run_tflm_sequence)
+
+    scheme, task = qmodel.scheme, report.task
+    N, T = val_x.shape[:2]
+    x_q = qmodel.quantize_input(val_x)
+    y_q, int_states = qmodel.run_int(x_q)
+    record(f"numpy-{scheme}", qmodel.dequantize_output(y_q), "grukit's NumPy integer runtime (grukit.runtime.int_gru)")
+    rec["advance"](f"numpy-{scheme}")
+    if task == "classification":
+        classes = max(model.output_size, 2)
+        report.confusion[f"numpy-{scheme}"] = confusion_matrix(
+            val_y, predicted_labels(qmodel.dequantize_output(y_q), model), classes)
+    report.drift = hidden_drift(layers_forward(model, val_x),
+                                [layer.qparams["h"].dequantize(s) for layer, s in zip(qmodel.layers, int_states)])
+    q_report = qmodel.report
+    report.saturation = [
+        {"tensor": f"layer{layer}/{name}" if layer < len(qmodel.layers) else name, "saturated": int(s), "total": int(n),
+         "observed": [float(v) for v in q_report.observed.get((layer, name), (np.nan, np.nan))],
+         "quantized": [float(v) for v in q_report.quantized[(layer, name)]]}
+        for (layer, name), (s, n) in sorted(q_report.saturated.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+    rec["advance"]("drift")
+
+    k = interpreter_sequences(N, T)
+    seq_file = files[f"tflite_{scheme}_seq"]
+    subset = (f"the first {k} of {N} sequences (at most {INTERPRETER_MAX_STEPS:,} steps: a Python-driven "
+              "interpreter)") if k < N else ""
+    y_litert = run_litert_sequence(seq_file, x_q[:k])
+    record("litert", qmodel.dequantize_output(y_litert), f"{_relative(seq_file, out)} in LiteRT", n=k,
+           note=f"max |litert - numpy-{scheme}| = {max_lsb_difference(y_litert, y_q[:k])} LSB (LiteRT's own "
+                f"kernels); {subset}".rstrip("; "))
+    rec["advance"]("LiteRT")
+
+    y_tflm = run_tflm_sequence(seq_file, x_q[:k])
+    record("tflite-micro", qmodel.dequantize_output(y_tflm), f"{_relative(seq_file, out)} in TFLite-Micro", n=k,
+           note=subset)
+    seq_mismatch = first_mismatch(y_tflm, y_q[:k], "y")
+    step_check = compare_tflite_micro(qmodel, files[f"tflite_{scheme}_step"], x_q[:k])
+    mismatch = seq_mismatch or step_check.mismatch
+    where = _relative(seq_file if seq_mismatch else files[f"tflite_{scheme}_step"], out)
+    report.bit_exact["tflite-micro"] = mismatch is None
+    report.bit_exact_detail["tflite-micro"] = (
+        f"{_relative(seq_file, out)} (y) and {_relative(files[f'tflite_{scheme}_step'], out)} (y and every "
+        f"layer's state at every step) on {k} sequences: identical" if mismatch is None else f"{where}: {mismatch}")
+    rec["advance"]("TFLite-Micro")
+
+    why_not = None
+    if not emulate.toolchain_status()["host_ok"]:
+        why_not = "no host C compiler to build the kernel (install Debian package gcc)"
+    else:
+        try:
+            emulate.firmware_dir()
+        except BadInputError as e:  # an install without firmware_ref's C sources
+            why_not = str(e)
+    if why_not:
+        report.not_available["c-kernel"] = why_not
+        report.bit_exact["c-kernel"] = None
+    else:
+        y_c, states_c = emulate.run_c_host(qmodel, x_q)
+        record("c-kernel", qmodel.dequantize_output(y_c), "firmware_ref's C kernel, host build, on the generated "
+               f"model constants ({_relative(files['c_grukit_model.c'], out)})")
+        mismatch = first_mismatch(y_c, y_q, "y")
+        for layer, (got, expected) in enumerate(zip(states_c, int_states)):
+            mismatch = mismatch or first_mismatch(got, expected, f"h{layer}")
+        report.bit_exact["c-kernel"] = mismatch is None
+        report.bit_exact_detail["c-kernel"] = (f"y and every layer's state at every step on all {N} sequences: "
+                                               "identical" if mismatch is None else str(mismatch))
+    rec["advance"]("C kernel")
+
+
+def _check_targets(model, qmodel, files, boards, T, max_latency_ms, report: Report, rec) -> None:
+    """Flash, RAM and latency per board: measured where the build and the emulator allow, else the cost model."""
+    from grukit.runtime import targets as TG
+
+    built = None
+    if qmodel is not None:
+        from grukit.export.c_export import buffer_sizes, constant_bytes, output_size
+
+        built = TG.built_flash_bytes(files["c_grukit_model.c"])
+        act = TG.ACTIVATION_BYTES[qmodel.scheme]
+        state, scratch = buffer_sizes(qmodel)
+        io = act * (model.input_size + output_size(qmodel))
+        ram = TG.Figure(state + scratch + io, False,
+                        f"from the generated C: state {state:,} + scratch {scratch:,} + one input step and the "
+                        f"output {io:,} bytes (the caller's stack not counted)")
+    else:
+        memory = TG.memory_estimate(model, "int8")
+        ram = TG.Figure(memory.ram_bytes, True, "cost model (no integer model: " + BIDIRECTIONAL_REASON + ")")
+    counts: dict[str | None, object] = {}
+    for board in boards:
+        if qmodel is not None and built is not None:
+            on_core = board.core.startswith(TG.MEASURED_CORE)
+            flash = TG.Figure(built["model"] + built["kernel"], not on_core,
+                              f"measured: arm-none-eabi-size of the -O2 Cortex-M4 objects, model constants "
+                              f"{built['model']:,} + kernel code {built['kernel']:,} (every kernel of both schemes: "
+                              "the linker drops the unused ones)" + ("" if on_core else f"; an estimate for {board.core}"))
+        elif qmodel is not None:
+            c_bytes = constant_bytes(qmodel)
+            flash = TG.Figure(c_bytes + TG.KERNEL_CODE_BYTES, True,
+                              f"model constants {c_bytes:,} counted in the generated C + kernel code "
+                              f"{TG.KERNEL_CODE_BYTES:,} estimated (no ARM toolchain to build it)")
+        else:
+            flash = TG.Figure(TG.memory_estimate(model, "int8").flash_bytes, True, "cost model")
+        machine = board.qemu_machine
+        if machine not in counts:
+            counts[machine] = (TG.emulated_instructions(qmodel, machine) if qmodel is not None
+                               else "no integer model to run")
+        count = counts[machine]
+        if isinstance(count, str):
+            fallback = TG.cost_model_instructions(model)
+            count = TG.InstructionCount(fallback.per_step, fallback.per_sequence,
+                                        f"{TG.COST_MODEL_SOURCE}, not measured: {count}")
+        report.latency[board.name] = {"measured": count.measured, "instructions_per_step": count.per_step,
+                                      "source": count.source}
+        for check in TG.check_budget(board, flash, ram, count.per_step, T, count.per_sequence, max_latency_ms,
+                                     count.source):
+            report.targets.append({"name": check.name, "limit": check.limit, "value": check.value,
+                                   "unit": check.unit, "pass": check.passed, "estimate": check.estimate,
+                                   "note": check.note})
+        rec["advance"](board.name)
 
 
 def _short(v) -> str:

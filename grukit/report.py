@@ -1,39 +1,48 @@
 """The deploy report: ``report.json`` (machine-readable, versioned), ``report.md`` (for a pull request) and
 ``report.html`` (one self-contained file: plots are base64 PNGs, no network references).
 
-report.json, schema_version 1
+report.json, schema_version 2
 -----------------------------
-Every value that a stage could not produce in this build is ``null``, and the stage is listed in
-``not_available`` with the reason; no number is ever made up.
+A value a run could not produce is ``null`` and the reason is in ``not_available``; no number is made up.
+The only gaps are environmental (a framework not importable, no host C compiler, no ARM toolchain / QEMU)
+or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
 
-    schema_version   int, 1. Bumped when a key changes meaning or disappears; new keys may appear without it.
+    schema_version   int, 2. Bumped when a key changes meaning or disappears; new keys may appear without it.
     grukit_version   str
     source           str, where the model came from (path or "torch.nn.Module")
     scheme           "int8" | "16x8"
     model            {layers: int, input_size: int, hidden_size: [int per layer], params: int,
-                      macs_per_step: int, output_size: int, per_step: bool}
+                      macs_per_step: int, output_size: int, per_step: bool, bidirectional: bool}
     task             "classification" | "regression"
     metric           "accuracy" (classification, fraction in [0, 1]) | "mse" (regression)
     higher_is_better bool, true for accuracy
-    scores           {runtime -> value of `metric` on the validation data | null}. Runtimes: "float" (NumPy
-                     float reference), "source" (the original model in its own framework, when runnable),
-                     "onnx" (the exported float ONNX in onnxruntime), "<scheme>" (NumPy integer runtime),
-                     and any further runtime a checker adds (e.g. "tflite-micro").
+    baseline         "numpy-float": the runtime every drop is measured from
+    scores           {runtime -> value of `metric` on the validation sequences it saw}. Runtimes:
+                     "framework" (the source model in its own framework), "onnxruntime" (the exported float
+                     ONNX), "numpy-float", "numpy-<scheme>" (NumPy integer), "litert", "tflite-micro",
+                     "c-kernel" (firmware_ref's C, host build)
     extra_scores     {metric -> {runtime -> value}}: "mae" for regression; {} for classification
-    drop             {runtime -> how much worse than "float" | null}: float - x for accuracy, x - float for mse
-    max_drop         float | null, the allowed drop of the integer runtime
-    bit_exact        {runtime -> true | false | null}: integer outputs identical to the NumPy integer runtime
-    artifacts        {file name -> size in bytes} of the files written next to the report
-    targets          [{name, limit, value, unit, pass, estimate, note}]: one entry per check (flash, RAM,
-                     latency per board; the metric drop). limit null = reported, not checked; pass null =
-                     could not be evaluated in this build (counts as not passing)
+    runtimes         {runtime -> {what: str, sequences: int seen, of: int in the validation set, note: str,
+                      baseline: numpy-float's metric on the same sequences (only when sequences < of)}}
+    drop             {runtime -> how much worse than numpy-float on the same sequences}: float - x for
+                     accuracy, x - float for mse
+    max_drop         float | null, the allowed drop of the NumPy integer runtime
+    bit_exact        {runtime -> true | false | null}: "tflite-micro" and "c-kernel" give exactly the NumPy
+                     integer runtime's integers (output, and every layer's state at every step)
+    bit_exact_detail {runtime -> what was compared, or the first mismatch: tensor, position, got, expected}
+    artifacts        {file name (relative to the report) -> size in bytes}
+    latency          {board -> {measured: bool, instructions_per_step: float, source: str}}
+    targets          [{name, limit, value, unit, pass, estimate, note}]: per board flash, RAM, latency per step
+                     (reported, limit null) and per sequence; then the metric drop. limit null = reported,
+                     not checked; pass null = could not be evaluated (counts as not passing); estimate true =
+                     the value is an estimate, the note says from what
     pass             bool, every check passed
     confusion        {runtime -> [[count]] rows true class, columns predicted}, classification only
     drift            [{layer, mean: [T floats], max: [T floats]}]: per step |h_int - h_float| over the
-                     validation data (dequantized integer state vs float state); [] when not available
-    saturation       [{tensor: "layer<l>/<name>", saturated: int, total: int}]: calibration values outside
-                     the quantized range
-    stages           [{name, seconds, status: "ok" | "not available in this build" | "failed", detail}]
+                     validation data (dequantized integer state vs float state)
+    saturation       [{tensor: "layer<l>/<name>", saturated: int, total: int, observed: [lo, hi],
+                      quantized: [lo, hi]}]: calibration values outside the quantized range
+    stages           [{name, seconds, status: "ok" | "skipped" | "failed", detail}]
     not_available    {stage or runtime -> reason}
 """
 
@@ -48,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-NOT_AVAILABLE = "not available in this build"
+SCHEMA_VERSION = 2
+NOT_AVAILABLE = "not available"
 
 
 @dataclass
@@ -62,10 +71,14 @@ class Report:
     task: str
     metric: str
     higher_is_better: bool
+    baseline: str = "numpy-float"
     scores: dict = field(default_factory=dict)
+    runtimes: dict = field(default_factory=dict)
     extra_scores: dict = field(default_factory=dict)
     max_drop: float | None = None
     bit_exact: dict = field(default_factory=dict)
+    bit_exact_detail: dict = field(default_factory=dict)
+    latency: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
     targets: list = field(default_factory=list)
     confusion: dict = field(default_factory=dict)
@@ -76,12 +89,12 @@ class Report:
     not_available: dict = field(default_factory=dict)
 
     def drop(self) -> dict:
-        """{runtime -> drop from float}: positive means worse than the float reference."""
-        base = self.scores.get("float")
+        """{runtime -> drop from the baseline on the same sequences}: positive means worse than float."""
         out = {}
         for runtime, value in self.scores.items():
-            if runtime == "float":
+            if runtime == self.baseline:
                 continue
+            base = self.runtimes.get(runtime, {}).get("baseline", self.scores.get(self.baseline))
             if base is None or value is None:
                 out[runtime] = None
             else:
@@ -121,11 +134,11 @@ class Report:
         return {
             "schema_version": SCHEMA_VERSION,
             "grukit_version": grukit.__version__,
-            **{k: d[k] for k in ("source", "scheme", "model", "task", "metric", "higher_is_better", "scores",
-                                 "extra_scores")},
+            **{k: d[k] for k in ("source", "scheme", "model", "task", "metric", "higher_is_better", "baseline",
+                                 "scores", "extra_scores", "runtimes")},
             "drop": self.drop(),
             "max_drop": self.max_drop,
-            **{k: d[k] for k in ("bit_exact", "artifacts", "targets")},
+            **{k: d[k] for k in ("bit_exact", "bit_exact_detail", "artifacts", "latency", "targets")},
             "pass": self.passed,
             **{k: d[k] for k in ("confusion", "drift", "saturation", "stages", "not_available")},
         }
@@ -152,21 +165,37 @@ def _score_rows(r: Report) -> list[list[str]]:
     drop = r.drop()
     rows = []
     for runtime, value in r.scores.items():
-        row = [runtime, _fmt(value)]
-        row.append("" if runtime == "float" else _fmt(drop[runtime]))
-        for name, by_runtime in r.extra_scores.items():
-            row.append(_fmt(by_runtime.get(runtime)))
+        info = r.runtimes.get(runtime, {})
+        seen = f"{info['sequences']} of {info['of']}" if info else ""
+        row = [runtime, seen, _fmt(value), "" if runtime == r.baseline else _fmt(drop[runtime])]
+        row += [_fmt(by_runtime.get(runtime)) for by_runtime in r.extra_scores.values()]
+        row.append("; ".join(x for x in (info.get("what", ""), info.get("note", "")) if x))
         rows.append(row)
     return rows
 
 
 def _score_header(r: Report) -> list[str]:
-    return ["runtime", r.metric, "drop from float", *r.extra_scores]
+    return ["runtime", "sequences", r.metric, f"drop from {r.baseline}", *r.extra_scores, "what ran"]
+
+
+def _bit_exact_rows(r: Report) -> list[list[str]]:
+    return [[k, {True: "yes", False: "NO", None: NOT_AVAILABLE}[v], r.bit_exact_detail.get(k) or r.not_available.get(k, "")]
+            for k, v in r.bit_exact.items()]
+
+
+BIT_EXACT_HEADER = ["runtime", "bit-exact", "compared / first mismatch"]
+
+
+def _summary(r: Report) -> str:
+    m = r.model
+    return (f"{m['layers']} GRU layer(s), input {m['input_size']}, hidden {m['hidden_size']}, {m['params']:,} "
+            f"parameters, {m['macs_per_step']:,} MACs per step. Scheme {r.scheme}, task {r.task} ({r.metric}).")
 
 
 def _target_rows(r: Report) -> list[list[str]]:
     return [[t["name"], _fmt(t["value"], t["unit"]), _fmt(t["limit"], t["unit"]) if t["limit"] is not None else "-",
-             _verdict(t["pass"]), ("estimate. " if t["estimate"] else "") + t["note"]] for t in r.targets]
+             "reported" if t["limit"] is None else _verdict(t["pass"]),
+             ("estimate: " if t["estimate"] else "") + t["note"]] for t in r.targets]
 
 
 TARGET_HEADER = ["check", "value", "limit", "result", "note"]
@@ -179,33 +208,49 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _latency_lines(r: Report) -> list[str]:
+    return [f"{board}: {'measured' if v['measured'] else 'NOT measured'} instruction count, "
+            f"{v['instructions_per_step']:,.0f} per step, from {v['source']}. Milliseconds are estimates "
+            "(instructions x the board's estimated cycles per instruction / clock)." for board, v in r.latency.items()]
+
+
+def _saturation_rows(r: Report) -> list[list[str]]:
+    return [[s["tensor"], f"{s['saturated']:,}", f"{s['total']:,}",
+             f"{100.0 * s['saturated'] / s['total']:.3f}" if s["total"] else "-",
+             "[{:.4g}, {:.4g}]".format(*s["observed"]) if "observed" in s else "",
+             "[{:.4g}, {:.4g}]".format(*s["quantized"]) if "quantized" in s else ""] for s in r.saturation]
+
+
+SATURATION_HEADER = ["tensor", "saturated", "of", "%", "observed range", "quantized range"]
+
+
 def to_markdown(r: Report) -> str:
     """report.md: the summary a pull request shows."""
-    m = r.model
-    out = [
-        f"# grukit deploy: {'PASS' if r.passed else 'FAIL'}",
-        "",
-        f"Model `{r.source}`: {m['layers']} GRU layer(s), input {m['input_size']}, hidden {m['hidden_size']}, "
-        f"{m['params']:,} parameters, {m['macs_per_step']:,} MACs per step. Scheme **{r.scheme}**, "
-        f"task {r.task} ({r.metric}).",
-        "",
-    ]
+    out = [f"# grukit deploy: {'PASS' if r.passed else 'FAIL'}", "", f"Model `{r.source}`: {_summary(r)}", ""]
     if not r.passed:
         out += ["**Failed checks**", ""] + [f"- {line}" for line in r.failures()] + [""]
     out += ["## Scores on the validation data", "", _md_table(_score_header(r), _score_rows(r)), ""]
-    out += ["## Budget (latency, flash and RAM are estimates)", "", _md_table(TARGET_HEADER, _target_rows(r)), ""]
+    out += ["## Size, latency and memory against the target", "", _md_table(TARGET_HEADER, _target_rows(r)), ""]
+    out += [f"- {line}" for line in _latency_lines(r)] + [""]
     out += ["## Bit-exactness against the NumPy integer runtime", ""]
-    if r.bit_exact:
-        out += [_md_table(["runtime", "bit-exact"], [[k, {True: "yes", False: "NO", None: NOT_AVAILABLE}[v]]
-                                                     for k, v in r.bit_exact.items()]), ""]
-    else:
-        out += [f"No runtime to compare: {NOT_AVAILABLE}.", ""]
+    out += [_md_table(BIT_EXACT_HEADER, _bit_exact_rows(r)) if r.bit_exact else f"Nothing compared: {NOT_AVAILABLE}.", ""]
+    for runtime, matrix in r.confusion.items():
+        labels = r.class_names or [str(i) for i in range(len(matrix))]
+        out += [f"## Confusion matrix, {runtime} (rows true, columns predicted)", "",
+                _md_table(["", *labels], [[labels[i], *map(str, row)] for i, row in enumerate(matrix)]), ""]
+    if r.drift:
+        out += ["## Hidden-state drift |h_int - h_float|", "", _md_table(
+            ["layer", "mean over steps", "mean at last step", "max over steps"],
+            [[str(d["layer"]), f"{np.mean(d['mean']):.4g}", f"{d['mean'][-1]:.4g}", f"{max(d['max']):.4g}"]
+             for d in r.drift]), ""]
+    if r.saturation:
+        out += ["## Calibration saturation", "", _md_table(SATURATION_HEADER, _saturation_rows(r)), ""]
     if r.artifacts:
         out += ["## Artifacts", "", _md_table(["file", "bytes"], [[k, f"{v:,}"] for k, v in r.artifacts.items()]), ""]
     if r.not_available:
-        out += [f"## {NOT_AVAILABLE.capitalize()}", ""] + [f"- {k}: {v}" for k, v in r.not_available.items()] + [""]
-    out += ["## Stages", "", _md_table(["stage", "seconds", "status"],
-                                       [[s["name"], f"{s['seconds']:.2f}", s["status"]] for s in r.stages]), ""]
+        out += ["## Not run here", ""] + [f"- {k}: {v}" for k, v in r.not_available.items()] + [""]
+    out += ["## Stages", "", _md_table(["stage", "seconds", "status", "detail"],
+                                       [[s["name"], f"{s['seconds']:.2f}", s["status"], s["detail"]] for s in r.stages]), ""]
     return "\n".join(out)
 
 
@@ -304,42 +349,32 @@ th{background:#f3f3f3}.pass{color:#070}.fail{color:#b00}.na{color:#777;font-styl
 def to_html(r: Report) -> str:
     """report.html: one self-contained page (inline CSS, plots as data: URIs, no external references)."""
     e = html.escape
-    m = r.model
     verdict = f"<span class='{'pass' if r.passed else 'fail'}'>{'PASS' if r.passed else 'FAIL'}</span>"
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>grukit deploy report</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>grukit deploy: {verdict}</h1>",
-        f"<p>Model <code>{e(r.source)}</code>: {m['layers']} GRU layer(s), input {m['input_size']}, hidden "
-        f"{e(str(m['hidden_size']))}, {m['params']:,} parameters, {m['macs_per_step']:,} MACs per step. "
-        f"Scheme <b>{e(r.scheme)}</b>, task {e(r.task)} ({e(r.metric)}).</p>",
+        f"<p>Model <code>{e(r.source)}</code>: {e(_summary(r))}</p>",
     ]
     if not r.passed:
         parts.append("<ul>" + "".join(f"<li class='fail'>{e(line)}</li>" for line in r.failures()) + "</ul>")
+    parts += ["<h2>Size, latency and memory against the target</h2>", _html_table(TARGET_HEADER, _target_rows(r)),
+              "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _latency_lines(r)) + "</ul>",
+              _img(_plot_budget(r), "budget use")]
     parts += ["<h2>Scores per runtime</h2>", _html_table(_score_header(r), _score_rows(r))]
     if r.task == "classification":
         parts += ["<h2>Confusion matrices</h2>", _img(_plot_confusion(r), "confusion matrices")]
+    parts.append("<h2>Bit-exactness against the NumPy integer runtime</h2>")
+    parts.append(_html_table(BIT_EXACT_HEADER, _bit_exact_rows(r)) if r.bit_exact
+                 else f"<p class='na'>Nothing compared: {NOT_AVAILABLE}.</p>")
     parts += ["<h2>Hidden-state drift per step</h2>", _img(_plot_drift(r), "hidden-state drift")]
     parts.append("<h2>Calibration saturation</h2>")
-    if r.saturation:
-        parts.append(_html_table(["tensor", "saturated", "of", "%"], [
-            [s["tensor"], f"{s['saturated']:,}", f"{s['total']:,}",
-             f"{100.0 * s['saturated'] / s['total']:.3f}" if s["total"] else "-"] for s in r.saturation]))
-    else:
-        parts.append(f"<p class='na'>Saturation counts: {NOT_AVAILABLE}.</p>")
-    parts.append("<h2>Bit-exactness against the NumPy integer runtime</h2>")
-    if r.bit_exact:
-        parts.append(_html_table(["runtime", "bit-exact"], [[k, {True: "yes", False: "NO", None: NOT_AVAILABLE}[v]]
-                                                             for k, v in r.bit_exact.items()]))
-    else:
-        parts.append(f"<p class='na'>No runtime to compare: {NOT_AVAILABLE}.</p>")
-    parts += ["<h2>Size, latency and memory against the target</h2>",
-              "<p>Flash, RAM and latency are estimates; each note says where the figure comes from.</p>",
-              _html_table(TARGET_HEADER, _target_rows(r)), _img(_plot_budget(r), "budget use")]
+    parts.append(_html_table(SATURATION_HEADER, _saturation_rows(r)) if r.saturation
+                 else f"<p class='na'>Saturation counts: {NOT_AVAILABLE}.</p>")
     if r.artifacts:
         parts += ["<h2>Artifacts</h2>", _html_table(["file", "bytes"], [[k, f"{v:,}"] for k, v in r.artifacts.items()])]
     if r.not_available:
-        parts += [f"<h2>{e(NOT_AVAILABLE.capitalize())}</h2>",
+        parts += ["<h2>Not run here</h2>",
                   "<ul>" + "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in r.not_available.items()) + "</ul>"]
     parts += ["<h2>Stages</h2>", _html_table(["stage", "seconds", "status", "detail"],
                                              [[s["name"], f"{s['seconds']:.2f}", s["status"], s["detail"]]

@@ -117,9 +117,10 @@ COST_MODEL_SOURCE = "cost model (grukit.runtime.targets: instructions per MAC me
 class InstructionCount:
     """Instructions of one time step (all layers) and of the once-per-sequence part (a last-step head)."""
 
-    per_step: int
-    per_sequence: int
+    per_step: float
+    per_sequence: float
     source: str
+    measured: bool = False
 
 
 def cost_model_instructions(model: GRUModel) -> InstructionCount:
@@ -145,6 +146,25 @@ def cost_model_instructions(model: GRUModel) -> InstructionCount:
     if model.per_step:
         return InstructionCount(math.ceil(per_step + head), 0, COST_MODEL_SOURCE)
     return InstructionCount(math.ceil(per_step), math.ceil(head), COST_MODEL_SOURCE)
+
+
+def emulated_instructions(qmodel, machine: str | None) -> InstructionCount | str:
+    """Instructions of one whole step of the C kernel counted in QEMU on ``machine``
+    (``grukit.runtime.emulate.measure_step_instructions``), or a string saying why it cannot be measured
+    here (no emulated machine for the core, no bare-metal support for the machine, missing packages)."""
+    from grukit.runtime import emulate
+
+    if machine is None:
+        return "no QEMU machine emulates this core"
+    reason = emulate.emulation_unavailable_reason(machine)
+    if reason is not None:
+        return reason
+    count = emulate.measure_step_instructions(qmodel, machine)
+    if count is None:  # measure_step_instructions re-checks the tools; they went missing in between
+        return "ARM toolchain or QEMU missing"
+    source = (f"QEMU {machine} instruction count, measured (whole step, all layers and the head; a last-step "
+              "head is counted at every step, an upper bound)")
+    return InstructionCount(count, 0, source, measured=True)
 
 
 # --- memory model --------------------------------------------------------------------------------------
@@ -183,6 +203,55 @@ def memory_estimate(model: GRUModel, scheme: str) -> MemoryEstimate:
     return MemoryEstimate(int(flash), int(ram))
 
 
+# --- measured sizes ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """A byte count for the budget and where it comes from: measured (a built object, a generated header)
+    or estimated (the cost model above)."""
+
+    value: int
+    estimate: bool
+    note: str
+
+
+# The board whose build grukit can measure: firmware_ref's bare-metal support exists for this machine only.
+MEASURED_MACHINE = "mps2-an386"
+MEASURED_CORE = "cortex-m4"
+
+
+def built_flash_bytes(c_model_file: Path) -> dict[str, int] | None:
+    """Flash bytes (.text + .rodata + .data, Berkeley ``size``: text + data) of the generated model constants
+    and of firmware_ref's kernel objects, compiled with arm-none-eabi-gcc -O2 for the Cortex-M4; None when
+    the ARM toolchain is missing. Keys: "model" (the generated .c) and "kernel" (all kernel sources)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from grukit.runtime import emulate
+
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("arm-none-eabi-size") is None:
+        return None
+    c_model_file = Path(c_model_file)
+    flags = [f for f in emulate.arm_flags(MEASURED_MACHINE) if not f.startswith(("-Wl,", "--specs", "-nostartfiles"))]
+    includes = [*emulate.include_flags(), f"-I{c_model_file.parent}"]
+    groups = {"model": [c_model_file], "kernel": [emulate.firmware_dir() / s for s in emulate.KERNEL_SOURCES]}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, sources in groups.items():
+            total = 0
+            for i, src in enumerate(sources):
+                obj = Path(tmp) / f"{key}{i}.o"
+                done = subprocess.run(["arm-none-eabi-gcc", *flags, *includes, "-c", str(src), "-o", str(obj)],
+                                      capture_output=True, text=True, timeout=120)
+                if done.returncode != 0:
+                    raise RuntimeError(f"arm-none-eabi-gcc -c {src} failed:\n{done.stderr[-4000:]}")
+                size = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True, timeout=60)
+                text, data = size.stdout.splitlines()[1].split()[:2]
+                total += int(text) + int(data)
+            out[key] = total
+    return out
+
+
 # --- checks --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Check:
@@ -202,38 +271,46 @@ class Check:
         return None if self.limit is None else self.limit - self.value
 
 
-def latency_ms(target: Target, instructions: int) -> float:
+def latency_ms(target: Target, instructions: float) -> float:
     """Estimated milliseconds for ``instructions`` on ``target``."""
     return instructions * target.cycles_per_instruction / target.clock_hz * 1e3
 
 
 def check_budget(
     target: Target,
-    flash_bytes: int,
-    ram_bytes: int,
-    instructions_per_step: int,
+    flash: Figure | int,
+    ram: Figure | int,
+    instructions_per_step: float,
     steps: int,
-    instructions_per_sequence: int = 0,
+    instructions_per_sequence: float = 0,
     max_latency_ms: float | None = None,
     instructions_source: str = COST_MODEL_SOURCE,
 ) -> list[Check]:
-    """Flash, RAM and latency of one sequence of ``steps`` steps against ``target``.
+    """Flash, RAM, latency of one step and of one sequence of ``steps`` steps against ``target``.
 
     Latency = (instructions_per_step x steps + instructions_per_sequence) x cycles_per_instruction / clock,
-    checked against max_latency_ms when given. ``instructions_source`` says whether the count was measured in
-    emulation or comes from the cost model; it is copied into the latency check's note.
+    checked against max_latency_ms when given; it is always an estimate (cycles per instruction is), even
+    when the instruction count was measured in emulation. ``instructions_source`` says where the count comes
+    from and is copied into the latency notes. flash / ram: a Figure, or a plain int taken as an estimate.
     """
     if steps < 1:
         raise BadInputError(f"steps must be at least 1, got {steps}")
+    if not isinstance(flash, Figure):
+        flash = Figure(int(flash), True, "weights, biases, requantization parameters and kernel code")
+    if not isinstance(ram, Figure):
+        ram = Figure(int(ram), True, "hidden state and one step's intermediate tensors")
     instructions = instructions_per_step * steps + instructions_per_sequence
+    per_step_ms = latency_ms(target, instructions_per_step)
     lat = latency_ms(target, instructions)
     cpi = f"{target.cycles_per_instruction} cycles/instruction (estimate), {target.clock_hz / 1e6:g} MHz"
-    checks = [
-        Check(f"{target.name} flash", flash_bytes, target.flash_bytes, "bytes", flash_bytes <= target.flash_bytes, True,
-              "weights, biases, requantization parameters and kernel code"),
-        Check(f"{target.name} RAM", ram_bytes, target.ram_bytes, "bytes", ram_bytes <= target.ram_bytes, True,
-              "hidden state and one step's intermediate tensors"),
-        Check(f"{target.name} latency", lat, max_latency_ms, "ms", max_latency_ms is None or lat <= max_latency_ms, True,
-              f"{instructions:,} instructions for {steps} steps from {instructions_source}; {cpi}"),
+    return [
+        Check(f"{target.name} flash", flash.value, target.flash_bytes, "bytes", flash.value <= target.flash_bytes,
+              flash.estimate, flash.note),
+        Check(f"{target.name} RAM", ram.value, target.ram_bytes, "bytes", ram.value <= target.ram_bytes,
+              ram.estimate, ram.note),
+        Check(f"{target.name} latency per step", per_step_ms, None, "ms", True, True,
+              f"{instructions_per_step:,.0f} instructions per step from {instructions_source}; {cpi}"),
+        Check(f"{target.name} latency per sequence", lat, max_latency_ms, "ms",
+              max_latency_ms is None or lat <= max_latency_ms, True,
+              f"{instructions:,.0f} instructions for {steps} steps from {instructions_source}; {cpi}"),
     ]
-    return checks

@@ -97,21 +97,57 @@ def test_demo_exit_code_matches_its_report(capsys, tmp_path):
     assert code == (0 if doc["pass"] else 1)
     assert ("PASS" if doc["pass"] else "FAIL") in out
     info = json.loads((DATA_DIR / "demo.json").read_text())
-    assert doc["scores"]["float"] == pytest.approx(info["model"]["float_val_accuracy"], abs=1.5 / 320)
+    assert doc["scores"]["numpy-float"] == pytest.approx(info["model"]["float_val_accuracy"], abs=1.5 / 320)
     assert doc["targets"][0]["name"] == "stm32l476 flash"
+    # The demo runs every runtime on the whole validation set and the integer ones agree bit for bit.
+    assert all(r["sequences"] == r["of"] == 320 for r in doc["runtimes"].values())
+    assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}
 
 
 def test_export_writes_onnx(capsys, tmp_path):
     import onnxruntime as ort
 
     code, out, _ = _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path))
-    assert code == 0 and (tmp_path / "model.onnx").is_file() and (tmp_path / "model_step.onnx").is_file()
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_float_step.tflite", "model_step.onnx"]
     x = np.load(DATA_DIR / "demo_val.npz")["x"][:8]
     def run(path):
         session = ort.InferenceSession(str(path))
         return session.run(None, {session.get_inputs()[0].name: x})[0]
 
     np.testing.assert_allclose(run(tmp_path / "model.onnx"), run(DATA_DIR / "demo_model.onnx"), atol=ONNX_FLOAT_ATOL, rtol=0)
+
+
+def test_export_quantized_prints_every_file_and_its_size(capsys, tmp_path):
+    code, out, _ = _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path),
+                        "--calib", str(DATA_DIR / "demo_calib.npz"), "--scheme", "16x8", "--c")
+    assert code == 0
+    expected = ["model.onnx", "model_step.onnx", "model_float_step.tflite", "model_float_seq_T50.tflite",
+                "model_16x8_qdq.onnx", "model_16x8_step.tflite", "model_16x8_seq_T50.tflite",
+                "c/grukit_model.h", "c/grukit_model.c", "c/main.c"]
+    table = {line.split()[0]: line.split()[1] for line in out.strip().splitlines()[1:-1]}
+    assert list(table) == expected
+    for name, size in table.items():
+        assert int(size.replace(",", "")) == (tmp_path / name).stat().st_size
+
+
+def test_inspect_tflite_agrees_with_the_source_model(capsys, tmp_path):
+    _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path),
+         "--calib", str(DATA_DIR / "demo_calib.npz"))
+    _, source, _ = _run(capsys, "inspect", str(DATA_DIR / "demo_model.onnx"))
+    code, out, _ = _run(capsys, "inspect", str(tmp_path / "model_int8_step.tflite"))
+    assert code == 0 and "scheme: int8" in out and "step model" in out and "linear_before_reset=1" in out
+    # Counted from the file's metadata and output shape, against the count from the loaded ONNX model.
+    for key in ("parameters:", "MACs per step:"):
+        assert [line for line in out.splitlines() if key in line] == \
+            [line for line in source.splitlines() if key in line]
+
+
+def test_inspect_foreign_tflite_is_exit_2(capsys, tmp_path):
+    (tmp_path / "other.tflite").write_bytes(b"\x00" * 64)
+    code, _, err = _run(capsys, "inspect", str(tmp_path / "other.tflite"))
+    assert code == 2 and "TFL3" in err
+    _one_line_error(err)
 
 
 def test_export_c_without_calib_is_exit_2(capsys, tmp_path):

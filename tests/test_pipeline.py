@@ -7,16 +7,24 @@ import pytest
 import torch
 from torch import nn
 
+import grukit
 from grukit import pipeline
 from grukit.errors import BadInputError
 from grukit.pipeline import deploy, infer_task
-from grukit.report import NOT_AVAILABLE, SCHEMA_VERSION
+from grukit.report import SCHEMA_VERSION
+from grukit.runtime.emulate import emulation_unavailable_reason
 
 # torch's float32 GRU vs the NumPy float reference: different summation order.
 FLOAT_MSE_RTOL = 1e-4
 
+# The drop is computed from the same two NumPy outputs in the test and the pipeline; only summation order of
+# the mean may differ.
+DROP_RTOL = 1e-9
+
 SCHEMA_KEYS = {"schema_version", "model", "task", "metric", "scores", "bit_exact", "artifacts", "targets", "pass",
-               "drop", "confusion", "drift", "saturation", "stages", "not_available"}
+               "drop", "confusion", "drift", "saturation", "stages", "not_available", "runtimes", "latency",
+               "bit_exact_detail", "baseline"}
+RUNTIMES = {"framework", "onnxruntime", "numpy-float", "numpy-int8", "litert", "tflite-micro", "c-kernel"}
 
 
 class Tiny(nn.Module):
@@ -24,6 +32,17 @@ class Tiny(nn.Module):
         super().__init__()
         self.gru = nn.GRU(I, H, batch_first=True)
         self.fc = nn.Linear(H, O)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out[:, -1])
+
+
+class BiTiny(nn.Module):
+    def __init__(self, I=3, H=4, O=2):
+        super().__init__()
+        self.gru = nn.GRU(I, H, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, O)
 
     def forward(self, x):
         out, _ = self.gru(x)
@@ -44,13 +63,6 @@ def tiny():
     return module, x, y.astype(np.int64), logits
 
 
-@pytest.fixture
-def registry():
-    yield pipeline
-    for name in pipeline.CAPABILITIES:
-        pipeline.unregister(name)
-
-
 def _torch_accuracy(logits, y):
     return float(np.mean(logits.argmax(1) == y))
 
@@ -62,12 +74,22 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     assert SCHEMA_KEYS <= set(doc) and doc["schema_version"] == SCHEMA_VERSION
     assert doc["task"] == "classification" and doc["metric"] == "accuracy"
     assert doc["model"] == {"layers": 1, "input_size": 3, "hidden_size": [6], "params": 3 * 6 * 9 + 6 * 6 + 3 * 6 + 3,
-                            "macs_per_step": 3 * 6 * 9 + 3 * 6, "output_size": 3, "per_step": False}
-    assert doc["scores"]["float"] == _torch_accuracy(logits, y)
+                            "macs_per_step": 3 * 6 * 9 + 3 * 6, "output_size": 3, "per_step": False,
+                            "bidirectional": False}
+    assert doc["scores"]["numpy-float"] == _torch_accuracy(logits, y)
+    assert doc["scores"]["framework"] == _torch_accuracy(logits, y)  # torch itself ran the module
+    assert set(doc["scores"]) == RUNTIMES
+    assert all(doc["runtimes"][r]["sequences"] == len(x) for r in RUNTIMES)  # 48 x 8 steps: all of them
+    assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}, doc["bit_exact_detail"]
     assert doc["pass"] == report.passed and report.exit_code == (0 if report.passed else 1)
-    assert [t["name"] for t in doc["targets"]][:3] == ["stm32l476 flash", "stm32l476 RAM", "stm32l476 latency"]
+    assert [t["name"] for t in doc["targets"]][:4] == ["stm32l476 flash", "stm32l476 RAM", "stm32l476 latency per step",
+                                                       "stm32l476 latency per sequence"]
     for name, size in doc["artifacts"].items():
         assert (tmp_path / name).stat().st_size == size
+    for name in ("model.onnx", "model_step.onnx", "model_int8_qdq.onnx", "model_int8_step.tflite",
+                 "model_int8_seq_T8.tflite", "model_float_step.tflite", "model_float_seq_T8.tflite",
+                 "c/grukit_model.c", "c/grukit_model.h"):
+        assert name in doc["artifacts"], f"{name} not exported"
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page  # the confusion matrix at least
     for ref in ("src='http", 'src="http', "href='http", 'href="http', "url(http"):
@@ -75,54 +97,104 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     assert "# grukit deploy" in (tmp_path / "report.md").read_text()
 
 
-def test_missing_quantizer_is_reported_never_faked(tiny, tmp_path, registry):
-    module, x, y, _ = tiny
-    registry.register("quantize", None)
-    report = deploy(module, x[:16], (x, y), "stm32l476", out_dir=tmp_path, progress=False)
+def test_bidirectional_model_says_why_there_is_no_integer_model(tmp_path):
+    torch.manual_seed(2)
+    module = BiTiny()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((12, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        logits = module(torch.from_numpy(x)).numpy()
+    y = logits.argmax(1).astype(np.int64)
+    report = deploy(module, x, (x, y), "stm32l476", out_dir=tmp_path, progress=False)
     doc = json.loads((tmp_path / "report.json").read_text())
-    assert doc["scores"]["int8"] is None and doc["drop"]["int8"] is None
-    assert "quantize" in doc["not_available"]
+    assert doc["scores"]["numpy-float"] == 1.0 and doc["scores"]["onnxruntime"] == 1.0
+    assert "numpy-int8" not in doc["scores"] and doc["bit_exact"] == {}
+    assert "bidirectional" in doc["not_available"]["integer model, TFLite and C"]
+    assert not any(name.endswith((".tflite", ".c")) for name in doc["artifacts"])
     drop_check = doc["targets"][-1]
     assert drop_check["value"] is None and drop_check["pass"] is None
     assert not doc["pass"] and report.exit_code == 1  # an unchecked limit is not a pass
-    assert NOT_AVAILABLE in (tmp_path / "report.md").read_text()
-    assert NOT_AVAILABLE in (tmp_path / "report.html").read_text()
+    assert "bidirectional" in (tmp_path / "report.md").read_text()
 
 
-class HalfRight:
-    """Stand-in for a quantized model: right on the first half of the labels, wrong on the rest."""
-
-    def __init__(self, y, classes):
-        self.y, self.classes = y, classes
-
-    def predict(self, x):
-        label = self.y.copy()
-        label[len(label) // 2 :] = (label[len(label) // 2 :] + 1) % self.classes
-        return np.eye(self.classes, dtype=np.float32)[label]
-
-
-@pytest.mark.parametrize("max_drop, passes", [(0.5, True), (0.01, False)])
-def test_drop_check_against_the_limit(tiny, tmp_path, registry, max_drop, passes):
-    module, x, y, logits = tiny
-    registry.register("quantize", lambda model, calib_x, scheme, **kw: HalfRight(y, 3))
-    report = deploy(module, x[:16], (x, y), "stm32l476", max_drop=max_drop, out_dir=tmp_path, progress=False)
-    expected_drop = _torch_accuracy(logits, y) - 0.5
+@pytest.mark.parametrize("limit_factor, passes", [(10.0, True), (0.0, False)])
+def test_drop_check_against_the_limit(tmp_path, limit_factor, passes):
+    # Regression on the module's own outputs: float MSE is ~0, so the integer runtime's MSE is the drop and is
+    # certainly positive; a limit of 0 must fail, ten times the drop must pass.
+    torch.manual_seed(3)
+    module = Tiny(O=2)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((24, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        y = module(torch.from_numpy(x)).numpy()
+    model = grukit.load(module)
+    float_mse = float(np.mean((model.predict(x).astype(np.float64) - y) ** 2))
+    int_mse = float(np.mean((grukit.quantize(model, x, scheme="int8").predict(x).astype(np.float64) - y) ** 2))
+    expected_drop = int_mse - float_mse
+    assert expected_drop > 0
+    report = deploy(module, x, (x, y), "stm32l476", max_drop=limit_factor * expected_drop, out_dir=tmp_path,
+                    progress=False)
     drop_check = report.targets[-1]
-    assert drop_check["value"] == pytest.approx(expected_drop, abs=1e-12)
+    assert drop_check["name"] == "mse drop (numpy-int8 vs numpy-float)"
+    assert drop_check["value"] == pytest.approx(expected_drop, rel=DROP_RTOL)
     assert drop_check["pass"] is passes and report.passed is passes
     if not passes:
-        assert any("accuracy drop" in line and "exceeds the limit" in line for line in report.failures())
-    cm = np.array(report.confusion["int8"])
-    assert cm.sum() == len(y) and np.trace(cm) == len(y) // 2
+        assert any("mse drop" in line and "exceeds the limit" in line for line in report.failures())
+
+
+def test_interpreters_see_a_documented_subset(tiny, tmp_path, monkeypatch):
+    module, x, y, logits = tiny
+    monkeypatch.setattr(pipeline, "INTERPRETER_MAX_STEPS", 10 * 8)  # 10 sequences of T=8
+    report = deploy(module, x[:16], (x, y), "stm32l476", out_dir=tmp_path, progress=False)
+    for runtime in ("litert", "tflite-micro"):
+        info = report.runtimes[runtime]
+        assert (info["sequences"], info["of"]) == (10, 48) and "first 10 of 48" in info["note"]
+        assert info["baseline"] == _torch_accuracy(logits[:10], y[:10])  # drop against float on the same 10
+    for runtime in ("numpy-float", "numpy-int8", "c-kernel"):
+        assert report.runtimes[runtime]["sequences"] == 48
+    assert "10 sequences" in report.bit_exact_detail["tflite-micro"]
+
+
+class TimeMajor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 6)  # time-major input [T, N, I]
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(out[-1])
+
+
+def test_pt2_framework_runs_in_torch_with_its_fixed_batch(tmp_path):
+    # A torch.export program fixes its batch (4 here): 10 sequences run as 3 chunks, the last one padded.
+    torch.manual_seed(4)
+    module = TimeMajor().eval()
+    x = np.random.default_rng(4).standard_normal((10, 7, 3)).astype(np.float32)
+    as_time_major = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(1, 0, 2)))
+    with torch.no_grad():
+        logits = module(as_time_major(x)).numpy()
+    y = logits.argmax(1)
+    y[::3] = 1 - y[::3]
+    torch.export.save(torch.export.export(module, (as_time_major(x[:4]),)), str(tmp_path / "m.pt2"))
+    report = deploy(tmp_path / "m.pt2", x, (x, y), "stm32l476", out_dir=tmp_path / "out", progress=False)
+    assert "torch.export" in report.runtimes["framework"]["what"]
+    assert report.scores["framework"] == report.scores["numpy-float"] == _torch_accuracy(logits, y)
 
 
 def test_latency_limit_failure_says_by_how_much(tiny, tmp_path):
     module, x, y, _ = tiny
-    report = deploy(module, x[:16], (x, y), ["stm32l476", "stm32h743"], max_latency_ms=1e-6, out_dir=tmp_path,
+    report = deploy(module, x[:16], (x, y), ["stm32l476", "rp2040"], max_latency_ms=1e-6, out_dir=tmp_path,
                     progress=False)
     lines = [line for line in report.failures() if "latency" in line]
     assert len(lines) == 2 and all("exceeds the limit" in line for line in lines)
     assert report.exit_code == 1
+    # stm32l476 is a Cortex-M4: QEMU mps2-an386 counts its instructions where the tools are installed; the
+    # rp2040's Cortex-M0+ has no QEMU machine, so its count comes from the cost model, labelled as such.
+    assert report.latency["stm32l476"]["measured"] is (emulation_unavailable_reason("mps2-an386") is None)
+    assert report.latency["rp2040"]["measured"] is False
+    assert "cost model" in report.latency["rp2040"]["source"]
+    assert "no QEMU machine" in report.latency["rp2040"]["source"]
 
 
 def test_regression_scores_mse_and_mae(tmp_path):
@@ -135,8 +207,8 @@ def test_regression_scores_mse_and_mae(tmp_path):
         out = module(torch.from_numpy(x)).numpy().astype(np.float64)
     report = deploy(module, x, (x, y), "nrf52840", out_dir=tmp_path, progress=False)
     assert report.task == "regression" and report.metric == "mse"
-    assert report.scores["float"] == pytest.approx(np.mean((out - y) ** 2), rel=FLOAT_MSE_RTOL)
-    assert report.extra_scores["mae"]["float"] == pytest.approx(np.mean(np.abs(out - y)), rel=FLOAT_MSE_RTOL)
+    assert report.scores["numpy-float"] == pytest.approx(np.mean((out - y) ** 2), rel=FLOAT_MSE_RTOL)
+    assert report.extra_scores["mae"]["numpy-float"] == pytest.approx(np.mean(np.abs(out - y)), rel=FLOAT_MSE_RTOL)
     assert not any(t["name"].startswith("mse drop") for t in report.targets)  # no --max-drop, no check
 
 

@@ -84,16 +84,58 @@ def test_budget_arithmetic_by_hand(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text(USER_TOML)
     t = load_target(path)
-    checks = check_budget(t, flash_bytes=70000, ram_bytes=1000, instructions_per_step=1000, steps=50,
+    checks = check_budget(t, flash=70000, ram=1000, instructions_per_step=1000, steps=50,
                           instructions_per_sequence=500, max_latency_ms=0.75)
-    flash, ram, latency = checks
+    flash, ram, per_step, latency = checks
     # 50 * 1000 + 500 = 50,500 instructions * 1.5 cycles / 100 MHz = 0.7575 ms
     assert latency.value == pytest.approx(0.7575, rel=LATENCY_RTOL)
     assert not latency.passed and latency.margin == pytest.approx(-0.0075, rel=1e-9)
     assert "50,500 instructions" in latency.note and latency.estimate
-    assert not flash.passed and flash.margin == 65536 - 70000
+    # one step: 1,000 * 1.5 / 100 MHz = 0.015 ms, reported without a limit
+    assert per_step.value == pytest.approx(0.015, rel=LATENCY_RTOL) and per_step.limit is None and per_step.estimate
+    assert not flash.passed and flash.margin == 65536 - 70000 and flash.estimate  # a plain int is an estimate
     assert ram.passed and ram.margin == 16384 - 1000
-    assert check_budget(t, 1, 1, 1000, 50, 500, max_latency_ms=0.76)[2].passed
+    assert check_budget(t, 1, 1, 1000, 50, 500, max_latency_ms=0.76)[3].passed
+
+
+def test_measured_figures_keep_their_label(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_TOML)
+    flash = targets.Figure(1234, False, "measured: size of the objects")
+    checks = check_budget(load_target(path), flash, targets.Figure(99, False, "from the header"), 10, 2,
+                          instructions_source="QEMU")
+    assert (checks[0].value, checks[0].estimate, checks[0].note) == (1234, False, "measured: size of the objects")
+    assert (checks[1].value, checks[1].estimate) == (99, False)
+    assert checks[3].estimate and "from QEMU" in checks[3].note  # cycles stay an estimate
+
+
+def test_emulation_reasons_name_what_is_missing():
+    from grukit.runtime import emulate
+
+    assert targets.emulated_instructions(None, None) == "no QEMU machine emulates this core"
+    unsupported = [m for m in targets.QEMU_MACHINES if m not in emulate.MACHINES]
+    if not unsupported:
+        pytest.skip("firmware_ref supports every QEMU machine")
+    # QEMU has the machine, but firmware_ref has no bare-metal support (linker script, startup) for it; with
+    # tools missing the reason names the packages instead. Either way nothing is measured.
+    reason = targets.emulated_instructions(None, unsupported[0])
+    assert isinstance(reason, str) and (unsupported[0] in reason or "install" in reason)
+
+
+def test_built_flash_bytes_counts_the_generated_constants(tmp_path):
+    import grukit
+    from grukit.export.c_export import constant_bytes, export_c
+    from grukit.runtime.emulate import missing_tools
+
+    if missing_tools():
+        pytest.skip(f"ARM toolchain missing: {missing_tools()}")
+    model = _tiny_model(I=3, H=8)
+    qmodel = grukit.quantize(model, np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32))
+    built = targets.built_flash_bytes(export_c(qmodel, tmp_path)[1])
+    # The object holds the constant arrays grukit counts plus the model's structs (pointers, sizes): more,
+    # but not by more than a few hundred bytes for one layer.
+    assert constant_bytes(qmodel) <= built["model"] <= constant_bytes(qmodel) + 1024
+    assert built["kernel"] > 1024  # the fused kernel and the ops are real code
 
 
 def test_cost_model_by_hand():
