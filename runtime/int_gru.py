@@ -10,8 +10,6 @@ Shapes: integer sequences are [N, T, I]; states [N, H]; outputs [N, O] (last-ste
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +19,7 @@ from grukit.runtime import ops_int as K
 from grukit.runtime.float_gru import as_batch
 from grukit.runtime.int_gru_plan import LayerPlan
 
-DEFAULT_THREADS = min(2, os.cpu_count() or 1)
-MIN_CHUNK = 32  # sequences per thread below which splitting costs more than it gains
+INPUT_BLOCK_ROWS = 4096  # sequences x steps of input-side products computed together
 
 _KERNELS = {
     (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
@@ -84,16 +81,20 @@ def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) ->
     H = layer.hidden_size
     dtype = layer.qparams["h"].np_dtype
     input_plan, recurrent_plan = _plans(layer)
-    # The input-side products do not depend on the state: run them for all steps in one batch.
-    pre = input_plan.run({"x": x_q.reshape(N * T, I)})
-    pre = {name: v.reshape(N, T, H) for name, v in pre.items() if name != "x"}
     h = np.zeros((N, H), dtype) if h0_q is None else np.asarray(h0_q).astype(dtype, copy=False)
     states = np.empty((N, T, H), dtype)
-    for t in range(T):
-        env = {name: v[:, t] for name, v in pre.items()}
-        env["h"] = h
-        h = recurrent_plan.run(env)["h_new"]
-        states[:, t] = h
+    # The input-side products do not depend on the state: run them for a block of steps at once, a block
+    # small enough that their intermediates stay in cache.
+    block = max(1, INPUT_BLOCK_ROWS // max(N, 1))
+    for t0 in range(0, T, block):
+        t1 = min(T, t0 + block)
+        xs = np.ascontiguousarray(x_q[:, t0:t1].transpose(1, 0, 2)).reshape((t1 - t0) * N, I)
+        pre = {name: v.reshape(t1 - t0, N, H) for name, v in input_plan.run({"x": xs}).items() if name != "x"}
+        for t in range(t0, t1):
+            env = {name: v[t - t0] for name, v in pre.items()}
+            env["h"] = h
+            h = recurrent_plan.run(env)["h_new"]
+            states[:, t] = h
     return states
 
 
@@ -136,25 +137,13 @@ class QuantizedGRUModel:
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return self.input_q.quantize(as_batch(x, self.float_model.input_size))
 
-    def run_int(self, x_q: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I].
-
-        threads: batch chunks run in parallel (default: up to 2, one per core); NumPy releases the GIL in
-        its array loops, and sequences are independent, so the result does not depend on it.
-        """
+    def run_int(self, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I]."""
         x_q = np.asarray(x_q)
         if x_q.ndim == 2:
             x_q = x_q[None]
         if x_q.dtype != self.input_q.np_dtype:
             raise TypeError(f"integer input must be {self.input_q.dtype}, got {x_q.dtype}")
-        threads = min(threads or DEFAULT_THREADS, max(1, x_q.shape[0] // MIN_CHUNK))
-        if threads > 1:
-            chunks = np.array_split(x_q, threads)
-            with ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(lambda c: self.run_int(c, threads=1), chunks))
-            y = np.concatenate([p[0] for p in parts])
-            states = [np.concatenate([p[1][k] for p in parts]) for k in range(len(self.layers))]
-            return y, states
         states = []
         seq = x_q
         for layer in self.layers:

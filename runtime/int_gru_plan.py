@@ -30,6 +30,7 @@ _UNARY_KERNELS = {(LOGISTIC, "int8"): K.logistic_s8, (TANH, "int8"): K.tanh_s8,
 _BINARY_KERNELS = {(ADD, "int8"): K.add_s8, (SUB, "int8"): K.sub_s8, (MUL, "int8"): K.mul_s8,
                    (ADD, "int16"): K.add_s16, (SUB, "int16"): K.sub_s16, (MUL, "int16"): K.mul_s16}
 _UINT = {"int8": np.uint8, "int16": np.uint16}
+INT_MIN = {"int8": -128, "int16": -32768}
 
 
 def _all_values(dtype: str) -> np.ndarray:
@@ -127,6 +128,12 @@ class FCGroup:
         self.np_dtype = params[0].np_dtype
         self.splits = np.cumsum([fc.w_q.shape[0] for fc in fcs])[:-1]
         assert self.w_t.shape[0] <= K.MAX_K[self.dtype]  # the exact-float64 bound of ops_int.dot_exact_i64
+        # float32 BLAS is exact too when every partial sum of x . w is an integer below 2^24, float32's
+        # integer range, whatever order BLAS adds in: max |x| * max_row sum |w| < 2^24 (int8: K up to ~1000).
+        max_abs_x = -INT_MIN[self.dtype]
+        self.w_t32 = None
+        if max_abs_x * int(np.abs(w).sum(axis=1).max()) < (1 << 24):
+            self.w_t32 = np.ascontiguousarray(w.astype(np.float32).T)
         # The largest |accumulator| any input can produce, per channel.
         max_acc = K.MAX_ABS_X_OFFSET[self.dtype] * np.abs(w).sum(axis=1) + np.abs(self.bias)
         # (x - zp) . w + bias = x . w + (bias - zp * sum(w)): integers, exact; saves a pass per call.
@@ -152,7 +159,10 @@ class FCGroup:
 
     def __call__(self, x_q: np.ndarray) -> list[np.ndarray]:
         # Same arithmetic as ops_int.fully_connected_s8 / _s16, for all stacked channels at once.
-        acc_f = x_q.astype(np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
+        if self.w_t32 is not None:
+            acc_f = (x_q.astype(np.float32) @ self.w_t32).astype(np.float64)
+        else:
+            acc_f = x_q.astype(np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
         acc_f += self.bias_f64  # integers below 2^53: exact
         if self.float_requant is not None:
             y = self.float_requant(acc_f)
@@ -209,21 +219,28 @@ class AddSub16:
         p = self.params = layer.prepared[op.output]
         v = _all_values("int16").astype(np.int64)
         # The input halves of ops_int._add_or_sub, evaluated for every int16 input.
-        self.term1 = K._rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1)
-        self.term2 = K._rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2)
+        # int32: the terms are int32 values (half the cache footprint of int64 tables).
+        self.term1 = K._rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1).astype(np.int32)
+        self.term2 = K._rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2).astype(np.int32)
         self.sign = 1 if op.kind == ADD else -1
         self.out_multiplier = np.int64(p.output.multiplier)
         self.out_shift = np.int64(p.output.shift)
-        assert p.output.shift <= 0 and np.abs(self.term1).max() + np.abs(self.term2).max() < (1 << 31)
+        self.right = int(-p.output.shift)
+        self.half = (1 << self.right) >> 1
+        assert p.output.shift <= 0 and np.abs(self.term1.astype(np.int64)).max() + np.abs(self.term2.astype(np.int64)).max() < (1 << 31)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         p = self.params
-        t1 = np.take(self.term1, a.view(np.uint16))
+        t1 = np.take(self.term1, a.view(np.uint16)).astype(np.int64)
         t2 = np.take(self.term2, b.view(np.uint16))
         raw = t1 + t2 if self.sign > 0 else t1 - t2
         # |term| <= 2^30 * 1/2 (Prepare's input rescales are <= 1/2), so |raw| < 2^31: requantize_bounded's
         # precondition; its shift is <= 0, the SmallerThanOneExp form.
-        y = requantize_bounded(raw, self.out_multiplier, self.out_shift) + p.output_zero_point
+        # requantize_bounded with its scalar constants precomputed (this op runs 5 times a step).
+        t = (raw * self.out_multiplier + (1 << 30)) >> 31
+        if self.right:
+            t = (t + self.half - (t < 0)) >> self.right
+        y = t + p.output_zero_point
         return np.clip(y, p.qmin, p.qmax).astype(np.int16)
 
 
@@ -263,14 +280,18 @@ class LayerPlan:
 
     def __init__(self, layer, ops: tuple[Op, ...]):
         dtype = layer.qparams["h"].dtype
-        consumers: dict[str, int] = {}
+        consumers: dict[str, list[Op]] = {}
         for op in ops:
             for name in op.inputs:
-                consumers[name] = consumers.get(name, 0) + 1
+                consumers.setdefault(name, []).append(op)
+        folded: set[str] = set()  # unary ops computed inside the table of the op that feeds them
         self.steps = []
         i = 0
         while i < len(ops):
             op = ops[i]
+            if op.output in folded:
+                i += 1
+                continue
             if op.kind == FULLY_CONNECTED:
                 group = [op]
                 while i + len(group) < len(ops) and ops[i + len(group)].kind == FULLY_CONNECTED \
@@ -279,15 +300,17 @@ class LayerPlan:
                 self.steps.append((FCGroup(layer, group), op.inputs, tuple(g.output for g in group)))
                 i += len(group)
                 continue
-            nxt = ops[i + 1] if i + 1 < len(ops) else None
-            fuse = (dtype == "int8" and op.kind in BINARY and nxt is not None and nxt.kind in UNARY
-                    and nxt.inputs == (op.output,) and consumers.get(op.output, 0) == 1)
+            # An int8 binary op whose only consumer is a unary op becomes one table for both (the unary op
+            # runs later in graph order; computing it here is the same function of the same inputs).
+            users = consumers.get(op.output, [])
+            unary = users[0] if (dtype == "int8" and op.kind in BINARY and len(users) == 1
+                                 and users[0].kind in UNARY) else None
             if op.kind in UNARY:
                 self.steps.append((_single(Table1D(layer, op, dtype)), op.inputs, (op.output,)))
             elif dtype == "int8":
-                table = Table2D(layer, op, nxt if fuse else None)
-                self.steps.append((_single(table), op.inputs, ((nxt if fuse else op).output,)))
-                i += 1 if fuse else 0
+                self.steps.append((_single(Table2D(layer, op, unary)), op.inputs, ((unary or op).output,)))
+                if unary is not None:
+                    folded.add(unary.output)
             elif op.kind in (ADD, SUB):
                 self.steps.append((_single(AddSub16(layer, op)), op.inputs, (op.output,)))
             elif Mul16.applies(layer, op):
