@@ -162,10 +162,31 @@ def _export(args) -> int:
     return 0
 
 
+def _number(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 100):
+        return f"{int(v):,}"
+    return f"{v:.4g}"
+
+
 def _finish_deploy(report, out) -> int:
-    print(f"grukit deploy: {'PASS' if report.passed else 'FAIL'}")
+    """The terminal summary: what a CI log needs without opening the report."""
+    print(f"grukit deploy: {'PASS' if report.passed else 'FAIL'}  ({report.task}, {report.metric}, {report.scheme})")
+    width = max((len(r) for r in report.scores), default=8)
+    for runtime, value in report.scores.items():
+        exact = report.bit_exact.get(runtime)
+        mark = "" if exact is None else ("  bit-exact" if exact else "  NOT bit-exact")
+        shown = "n/a" if value is None else f"{value:.4f}"
+        print(f"  {runtime:{width}s}  {shown}{mark}")
+    for t in report.targets:
+        verdict = {True: "pass", False: "FAIL", None: "not checked"}[t["pass"]] if t["limit"] is not None else ""
+        unit = f" {t['unit']}" if t.get("unit") else ""
+        limit = "" if t["limit"] is None else f" (limit {_number(t['limit'])}{unit})"
+        est = ", estimate" if t.get("estimate") else ""
+        print(f"  {t['name']}: {_number(t['value'])}{unit}{limit}{est}  {verdict}".rstrip())
     for line in report.failures():
-        print(f"  {line}")
+        print(f"  FAILED {line}")
     print(f"report: {Path(out) / 'report.html'}  {Path(out) / 'report.md'}  {Path(out) / 'report.json'}")
     return report.exit_code
 
