@@ -19,7 +19,7 @@ from grukit.runtime import ops_int as K
 from grukit.runtime.float_gru import as_batch
 from grukit.runtime.int_gru_plan import LayerPlan
 
-INPUT_BLOCK_ROWS = 4096  # sequences x steps of input-side products computed together
+INPUT_BLOCK_ROWS = 1024  # sequences x steps of input-side products computed together (L2-sized: measured)
 
 _KERNELS = {
     (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
