@@ -55,55 +55,77 @@ def requantize_bounded(acc_i64: np.ndarray, multiplier: np.ndarray, shift: np.nd
 
 
 class FloatRequant:
-    """MultiplyByQuantizedMultiplier (int32, double rounding) per column, in float64, exactly.
+    """An int8 FULLY_CONNECTED's output stage, per column, in float64, exactly:
+    clamp(MultiplyByQuantizedMultiplier(acc + bias, m, shift) + zp) for integer products acc = x . w.
 
-    With acc' = acc << max(shift, 0) and r = max(-shift, 0), TFLite computes
-        t = floor((acc' m + 2^30) / 2^31)                      (SaturatingRoundingDoublingHighMul)
+    With a = (acc + bias) << max(shift, 0) and r = max(-shift, 0), TFLite computes
+        t = floor((a m + 2^30) / 2^31)                      (SaturatingRoundingDoublingHighMul)
         y = t                                   if r = 0
-        y = floor((t + 2^(r-1) - [t < 0]) / 2^r)               (RoundingDivideByPOT, ties away from 0)
+        y = floor((t + 2^(r-1) - [t < 0]) / 2^r)            (RoundingDivideByPOT, ties away from 0)
     and since floor((floor(u) + c) / n) = floor((u + c) / n) for integers c and n > 0, both roundings are
-    one:  y = floor(acc' * m / 2^(31+r) + c),  c = (2^30 + 2^31 (2^(r-1) - [t < 0])) / 2^(31+r),
-    with [t < 0] exactly when acc' m < -2^30. Every quantity is a multiple of 2^-(31+r); when
-    |acc' m| < 2^52 (checked per column when the plan is built) the product, the sum and the floor are exact
-    in float64, whose mantissa holds 53 bits.
+    one:  y = floor(a m / 2^(31+r) + c),  c = (2^30 + 2^31 (2^(r-1) - [t < 0])) / 2^(31+r),  where t < 0
+    exactly when a m < -2^30. Every term is a multiple of 2^-(31+r). So with S = (m << left) / 2^(31+r):
+        y = floor(acc S + B[t < 0]),   B = bias S + c (+ zp when that stays exact),
+        t < 0  <=>  acc S < -2^30 / 2^(31+r) - bias S.
+    While |a m| < 2^52 for every reachable accumulator (checked per column when the plan is built) the
+    product, the sum and the floor are exact in float64 (53-bit mantissa); the output zero point is added
+    inside B only where |a m| + 130 * 2^(31+r) < 2^53 keeps that true.
     """
 
     EXACT_BOUND = 1 << 52
 
-    def __init__(self, multiplier: np.ndarray, shift: np.ndarray):
+    def __init__(self, multiplier, shift, bias, zero_point, max_abs_acc, qmin: int, qmax: int):
         left = np.maximum(shift, 0)
         right = np.maximum(-shift, 0)
         denom = np.ldexp(1.0, -(31 + right))
         self.scale = (multiplier << left).astype(np.float64) * denom  # exact: m << left < 2^38
-        self.negative_below = -np.ldexp(1.0, 30) * denom  # acc' m < -2^30, in units of the scaled value
+        bias_scaled = bias.astype(np.float64) * self.scale  # exact: |bias m << left| < 2^52 (checked)
         half = np.where(right > 0, np.ldexp(1.0, right - 1), 0.0)
-        self.c_positive = (np.ldexp(1.0, 30) + np.ldexp(1.0, 31) * half) * denom
-        self.negative_step = np.where(right > 0, np.ldexp(1.0, 31) * denom, 0.0)
+        c_positive = (np.ldexp(1.0, 30) + np.ldexp(1.0, 31) * half) * denom
+        negative_step = np.where(right > 0, np.ldexp(1.0, 31) * denom, 0.0)
+        self.negative_below = -np.ldexp(1.0, 30) * denom - bias_scaled
+        grid = [1 << (31 + int(r)) for r in right]
+        wide = [int(a) << int(lf) for a, lf in zip(max_abs_acc, left)]
+        self.zero_point_folded = all(a * int(m) + 130 * g < (1 << 53) for a, m, g in zip(wide, multiplier, grid))
+        zp = zero_point.astype(np.float64)
+        self.b_positive = bias_scaled + c_positive + (zp if self.zero_point_folded else 0.0)
+        self.b_negative = self.b_positive - negative_step
+        self.zero_point = zp
+        self.qmin, self.qmax = qmin, qmax
 
     @staticmethod
     def exact_for(max_abs_acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> bool:
         wide = [int(a) << int(max(s, 0)) for a, s in zip(max_abs_acc, shift)]
         return all(a < (1 << 31) and a * int(m) < FloatRequant.EXACT_BOUND for a, m in zip(wide, multiplier))
 
-    def __call__(self, acc_f64: np.ndarray) -> np.ndarray:
-        """acc (integers held in float64) -> requantized integers held in float64."""
-        v = acc_f64 * self.scale
-        correction = (v < self.negative_below) * self.negative_step  # a mask product: where= is far slower
-        v += self.c_positive
-        v -= correction
-        return np.floor(v, out=v)
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        """acc: the integer products x . w (float32 or float64 holding integers) -> clamped outputs, float64."""
+        v = acc * self.scale  # a float32 acc widens exactly
+        v += np.where(v < self.negative_below, self.b_negative, self.b_positive)
+        np.floor(v, out=v)
+        if not self.zero_point_folded:
+            v += self.zero_point
+        return np.clip(v, self.qmin, self.qmax, out=v)
 
 
 class _Float64Requant:
-    """TFLite's 64-bit MultiplyByQuantizedMultiplier as floor(acc * r / 2^s + 1/2), exact while |acc r| < 2^52."""
+    """16x8: clamp(TFLite's 64-bit MultiplyByQuantizedMultiplier(acc + bias) + zp), exactly, in float64.
 
-    def __init__(self, reduced: np.ndarray, total_shift: np.ndarray):
+    (a r + 2^(s-1)) >> s = floor(a r / 2^s + 1/2) with a = acc + bias and r the 16-bit rounded multiplier;
+    exact while |a r| < 2^52 (checked when the plan is built), the bias folded in as bias r / 2^s."""
+
+    def __init__(self, reduced: np.ndarray, total_shift: np.ndarray, bias, zero_point, qmin: int, qmax: int):
         self.scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
+        self.offset = bias.astype(np.float64) * self.scale + 0.5
+        self.zero_point = zero_point.astype(np.float64)
+        self.qmin, self.qmax = qmin, qmax
 
-    def __call__(self, acc_f64: np.ndarray) -> np.ndarray:
-        v = acc_f64 * self.scale
-        v += 0.5
-        return np.floor(v, out=v)
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        v = acc * self.scale
+        v += self.offset
+        np.floor(v, out=v)
+        v += self.zero_point
+        return np.clip(v, self.qmin, self.qmax, out=v)
 
 
 class FCGroup:
@@ -144,7 +166,8 @@ class FCGroup:
         if self.dtype == "int8":
             self.bounded = bool(np.all(max_acc << np.maximum(self.shift, 0) < (1 << 31)))
             if FloatRequant.exact_for(max_acc, self.multiplier, self.shift):
-                self.float_requant = FloatRequant(self.multiplier, self.shift)
+                self.float_requant = FloatRequant(self.multiplier, self.shift, self.bias_with_offset,
+                                                  self.out_zero_point, max_acc, self.qmin, self.qmax)
         else:
             # The 64-bit requantization, with its per-channel constants precomputed; the final int64 ->
             # int32 cast can only wrap if some channel's largest result reaches 2^31.
@@ -155,20 +178,18 @@ class FCGroup:
             self.bounded = bool(np.all((max_acc * self.reduced + self.rounding) >> self.total_shift < (1 << 31)))
             # (acc r + 2^(s-1)) >> s = floor(acc r / 2^s + 1/2): exact in float64 while |acc r| < 2^52.
             if self.bounded and np.all(max_acc * self.reduced < FloatRequant.EXACT_BOUND):
-                self.float_requant = _Float64Requant(self.reduced, self.total_shift)
+                self.float_requant = _Float64Requant(self.reduced, self.total_shift, self.bias_with_offset,
+                                                     self.out_zero_point, self.qmin, self.qmax)
 
     def __call__(self, x_q: np.ndarray) -> list[np.ndarray]:
         # Same arithmetic as ops_int.fully_connected_s8 / _s16, for all stacked channels at once.
         if self.w_t32 is not None:
-            acc_f = (x_q.astype(np.float32) @ self.w_t32).astype(np.float64)
+            acc_f = x_q.astype(np.float32) @ self.w_t32  # integers below 2^24: exact in float32
         else:
             acc_f = x_q.astype(np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
-        acc_f += self.bias_f64  # integers below 2^53: exact
         if self.float_requant is not None:
-            y = self.float_requant(acc_f)
-            y += self.out_zero_point_f64
-            np.clip(y, self.qmin, self.qmax, out=y)
-            return np.split(y.astype(self.np_dtype), self.splits, axis=-1)
+            return np.split(self.float_requant(acc_f).astype(self.np_dtype), self.splits, axis=-1)
+        acc_f = acc_f.astype(np.float64) + self.bias_f64  # integers below 2^53: exact
         acc = acc_f.astype(np.int64)
         if self.dtype == "int8":
             if self.bounded:

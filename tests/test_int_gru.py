@@ -184,41 +184,51 @@ def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, mul
 
 @settings(max_examples=300, deadline=None)
 @given(
-    acc=st.lists(st.integers(-(1 << 21) + 1, (1 << 21) - 1), min_size=1, max_size=32),
+    acc=st.lists(st.integers(-(1 << 20), 1 << 20), min_size=1, max_size=32),
+    bias=st.integers(-(1 << 20), 1 << 20),
+    zero_point=st.integers(-128, 127),
     multiplier=st.integers(1 << 30, (1 << 31) - 1),
     shift=st.integers(-31, 7),
 )
-def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, multiplier, shift):
+def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, bias, zero_point, multiplier, shift):
     from grukit.runtime import ops_int as K
     from grukit.runtime.int_gru_plan import FloatRequant
 
     acc = np.array(acc, np.int64) >> max(shift, 0)
-    acc = np.concatenate([acc, -acc, acc | 1, [0, 1, -1]])
+    acc = np.concatenate([acc, -acc, acc | 1, [0, 1, -1, -bias, -bias - 1]])  # incl. a zero total
     m, sh = np.array([multiplier], np.int64), np.array([shift], np.int64)
-    if not FloatRequant.exact_for(np.abs(acc).max(keepdims=True), m, sh):
+    b, zp = np.array([bias >> max(shift, 0)], np.int64), np.array([zero_point], np.int64)
+    max_abs = np.abs(acc).max(keepdims=True) + np.abs(b)
+    if not FloatRequant.exact_for(max_abs, m, sh):
         return  # outside the proven-exact domain the plan does not use it
-    got = FloatRequant(m, sh)(acc.astype(np.float64)).astype(np.int64)
-    assert_equal_first_mismatch(got, K.multiply_by_quantized_multiplier(acc, multiplier, shift), "float requant")
+    wide = 1 << 40  # no clamping: compare the requantization itself
+    got = FloatRequant(m, sh, b, zp, max_abs, -wide, wide)(acc.astype(np.float64)).astype(np.int64)
+    expected = K.multiply_by_quantized_multiplier(acc + b, multiplier, shift) + zero_point
+    assert_equal_first_mismatch(got, expected, "float requant")
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     acc=st.lists(st.integers(-(1 << 35), 1 << 35), min_size=1, max_size=32),
+    bias=st.integers(-(1 << 30), 1 << 30),
     multiplier=st.integers(1 << 30, (1 << 31) - 1),
     shift=st.integers(-31, 7),
 )
-def test_float_requantization_64bit_equals_the_kernel(acc, multiplier, shift):
+def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shift):
     from grukit.runtime import ops_int as K
     from grukit.runtime.int_gru_plan import _Float64Requant
 
-    acc = np.concatenate([np.array(acc, np.int64), [0, -1, 1]])
+    acc = np.concatenate([np.array(acc, np.int64), [0, -1, 1, -bias]])
     m = np.array([multiplier], np.int64)
     reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
-    if int(np.abs(acc).max()) * int(reduced[0]) >= 1 << 52:
+    total = acc + bias
+    if int(np.abs(acc).max() + abs(bias)) * int(reduced[0]) >= 1 << 52:
         return
-    unwrapped = (acc * reduced + (1 << (14 - shift))) >> (15 - shift)
+    unwrapped = (total * reduced + (1 << (14 - shift))) >> (15 - shift)
     if np.abs(unwrapped).max() >= 1 << 31:
         return  # would wrap in the int32 cast: the plan keeps the integer path there
-    expected = K.multiply_by_quantized_multiplier_i64(acc, m, np.int64(shift))
-    got = _Float64Requant(reduced, 15 - np.int64(shift))(acc.astype(np.float64)).astype(np.int64)
+    expected = K.multiply_by_quantized_multiplier_i64(total, m, np.int64(shift))
+    wide = 1 << 40
+    requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -wide, wide)
+    got = requant(acc.astype(np.float64)).astype(np.int64)
     assert_equal_first_mismatch(got, expected, "64-bit float requant")
