@@ -5,7 +5,8 @@ model. Understood: a ``Sequential`` of an optional ``InputLayer``, ``GRU`` layer
 the same as grukit's; ``reset_after=True`` is ``linear_before_reset=1`` with a (2, 3H) bias = input and
 recurrent, ``reset_after=False`` is ``0`` with a (3H,) input bias), optional ``Dropout`` (a no-op at
 inference), and at most one final ``Dense`` with activation linear, softmax or sigmoid. Anything else is
-refused by name. Where Keras is importable the file is also run through Keras and compared.
+refused by name. Where Keras is importable the file is also run through Keras (``source_runtime``: the torch
+backend unless KERAS_BACKEND names another) and compared.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.export.self_check import require_agreement
 from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.export.self_check import require_agreement
+from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.model import HEAD_ACTIVATIONS, Dense, GRUDirection, GRULayer, GRUModel
 
 # Sequence length of the self check when the file does not fix one.
@@ -153,16 +155,14 @@ def _dense(cfg: dict, weights: list[np.ndarray], per_step: bool, where: str) -> 
 
 
 def _self_check(path: Path, model: GRUModel, time_steps: int | None, required: bool) -> None:
-    try:
-        import keras
-    except ImportError:
-        if required:
-            raise
-        model.meta["self_check"] = "skipped: keras is not importable"
-        return
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, time_steps or FREE_TIME, model.input_size)).astype(np.float32)
-    got = np.asarray(keras.saving.load_model(str(path), compile=False).predict(x, verbose=0))
-    ours = model.predict(x)
-    require_agreement(got, ours, f"{path}: Keras", "what the model computes")
+    try:
+        got, _ = run_source(path, model, x)
+    except FrameworkUnavailable as e:  # Keras is not importable
+        if required:
+            raise ImportError(str(e)) from e
+        model.meta["self_check"] = "skipped: keras is not importable"
+        return
+    require_agreement(got, model.predict(x), f"{path}: Keras", "what the model computes")
     model.meta["self_check"] = "keras"

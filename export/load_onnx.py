@@ -11,7 +11,9 @@ and any op grukit does not know at all, is refused by name.
 
 This covers what ``torch.onnx.export`` writes with both exporters (TorchScript: Shape/Gather/Expand plumbing
 for the zero initial state; dynamo: a zero ``initial_h`` initializer and weights in ``model.onnx.data``).
-Finally onnxruntime (ONNX's reference evaluator for layout=1, which onnxruntime lacks) runs the file and the float reference on the same random input; a mismatch is refused.
+Finally the file runs in its framework (``source_runtime``: onnxruntime, or ONNX's reference
+evaluator for layout=1, which onnxruntime lacks) and the float reference on the same random input; a
+mismatch is refused.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.export.self_check import require_agreement
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
+from grukit.export.self_check import require_agreement
+from grukit.export.source_runtime import FrameworkUnavailable, run_source, source_meta
 from grukit.model import Dense, GRUModel
 
 # Sizes used for dynamic (named) input dims during the walk and the self check; distinct from each other
@@ -65,8 +68,7 @@ def load_onnx(path, name: str | None = None, self_check: bool = True) -> GRUMode
     except _Layout:
         walk = _Walk(graph, batch_first=False)
     model = GRUModel(layers=tuple(walk.layers), head=walk.head, name=name or path.stem, source=str(path),
-                     meta={"input_layout": "batch_first" if walk.batch_first else "time_major",
-                           "output_axes": walk.output_axes})
+                     meta=source_meta(walk.batch_first, walk.output_axes))
     if self_check:
         _self_check(path, walk, model)
     return model
@@ -84,7 +86,6 @@ class _Walk:
         self.head_W = self.head_b = None
         self.head_per_step = False
         self.activation = "linear"
-        self.batchwise = False  # a GRU with layout=1
         self.values: dict[str, object] = {"": None}
         for init in graph.initializer:
             self.values[init.name] = numpy_helper.to_array(init)
@@ -176,7 +177,6 @@ class _Walk:
                                               layer.hidden_size * attrs["num_directions"] * X.sizes[axes.index("N")]):
             raise UnsupportedModelError(f"{where}: initial_h has shape {H0.shape}")
         self.layers.append(layer)
-        self.batchwise = self.batchwise or attrs["layout"] == 1
         k = len(self.layers) - 1
         T, N = X.sizes[axes.index("T")], X.sizes[axes.index("N")]
         D, H = attrs["num_directions"], layer.hidden_size
@@ -432,36 +432,15 @@ def _fold(node, ins) -> list:
     return ReferenceEvaluator(node).run(None, feeds)
 
 
-def _run_framework(path: Path, walk: "_Walk", feed: np.ndarray) -> tuple[np.ndarray, str]:
-    """The file's own output on feed: onnxruntime, or ONNX's reference evaluator for a batch-major GRU
-    (layout=1), which onnxruntime's CPU GRU kernel does not implement."""
-    if walk.batchwise:
-        import onnx
-        from onnx.reference import ReferenceEvaluator
-
-        return ReferenceEvaluator(onnx.load(str(path))).run(None, {walk.input_name: feed})[0], "onnx.reference"
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return sess.run(None, {walk.input_name: feed})[0], "onnxruntime"
-    except Exception as e:  # onnxruntime's own errors (IR version, invalid graph) have no common base class
-        raise BadInputError(f"{path}: onnxruntime cannot run it for the load-time check ({e})") from e
-
-
 def _self_check(path: Path, walk: _Walk, model: GRUModel) -> None:
     rng = np.random.default_rng(0)
     axes = walk.values[walk.input_name].axes
     x_ntf = rng.standard_normal(
         (walk.input_shape[axes.index("N")], walk.input_shape[axes.index("T")], walk.input_shape[2])
     ).astype(np.float32)
-    feed = x_ntf if walk.batch_first else x_ntf.transpose(1, 0, 2).copy()
-    got, checker = _run_framework(path, walk, feed)
-    keep = [i for i, (a, s) in enumerate(zip(walk.output_axes, got.shape)) if not (s == 1 and a in ("D", "1", "T1"))]
-    got = got.reshape([got.shape[i] for i in keep])
-    core = [walk.output_axes[i] for i in keep]
-    if core == ["T", "N", "F"]:
-        got = got.transpose(1, 0, 2)
-    ours = model.predict(x_ntf)
-    require_agreement(got, ours, f"{path}: {checker}", "what this graph computes")
-    model.meta["self_check"] = checker
+    try:
+        got, who = run_source(path, model, x_ntf)
+    except FrameworkUnavailable as e:  # onnxruntime refused the file; its own error is the cause
+        raise BadInputError(f"{path}: onnxruntime cannot run it for the load-time check ({e.__cause__})") from e
+    require_agreement(got, model.predict(x_ntf), f"{path}: {who}", "what this graph computes")
+    model.meta["self_check"] = who

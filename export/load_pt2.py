@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.export.self_check import require_agreement
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.load_torch import TORCH_TO_GRUKIT
+from grukit.export.self_check import require_agreement
+from grukit.export.source_runtime import run_source, source_meta
 from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
 
 
@@ -42,7 +43,8 @@ class _Layout(Exception):
 
 def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel:
     """Read a ``torch.export`` program holding ``aten.gru.input`` and an optional head, checked against the
-    program's own module. ``meta['input_layout']`` says whether the input is batch-first or time-major."""
+    program's own module. ``meta`` records the input layout ("batch_first"/"time_major") and the labels of
+    the program's output axes (``output_axes``), which running the program needs."""
     import torch
 
     path = Path(path)
@@ -55,7 +57,7 @@ def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel
     except _Layout:
         walk = _Walk(ep, batch_first=False)
     model = GRUModel(layers=tuple(walk.layers), head=walk.head, name=name or path.stem, source=str(path),
-                     meta={"input_layout": "batch_first" if walk.batch_first else "time_major"})
+                     meta=source_meta(walk.batch_first, walk.output_axes))
     if self_check:
         _self_check(ep, walk, model, path)
     return model
@@ -303,20 +305,9 @@ class _Walk:
 
 
 def _self_check(ep, walk: _Walk, model: GRUModel, path: Path) -> None:
-    import torch
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal(walk.input_shape).astype(np.float32)  # the shape the program was exported with
-    with torch.no_grad():
-        got = ep.module()(torch.from_numpy(x))
-    if isinstance(got, (tuple, list)):
-        got = got[0]
-    got = got.detach().cpu().numpy()
-    keep = [i for i, a in enumerate(walk.output_axes) if a != "T1"]
-    got = got.reshape([got.shape[i] for i in keep])
-    if [walk.output_axes[i] for i in keep] == ["T", "N", "F"]:
-        got = got.transpose(1, 0, 2)
     x_ntf = x if walk.batch_first else x.transpose(1, 0, 2)
-    ours = model.predict(x_ntf)
-    require_agreement(got, ours, f"{path}: the exported program", "what it computes")
+    got, _ = run_source(ep, model, x_ntf)
+    require_agreement(got, model.predict(x_ntf), f"{path}: the exported program", "what it computes")
     model.meta["self_check"] = "torch.export"

@@ -11,6 +11,7 @@ import numpy as np
 
 from grukit.errors import UnsupportedModelError
 from grukit.export.self_check import require_agreement
+from grukit.export.source_runtime import run_torch_module, source_meta, to_batch_first, to_input_layout
 from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
 
 # PyTorch stacks gates r, z, n; grukit's order is z, r, n.
@@ -46,9 +47,9 @@ def load_torch_module(module, per_step: bool | None = None, name: str | None = N
     """Read a module made of ``nn.GRU`` modules and at most one trailing ``nn.Linear``.
 
     per_step: whether the module's forward applies the Linear to every step (output [N, T, O]) or the last
-    one ([N, O]). None works it out from the module's own output shape.
+    one ([N, O]). None works it out from the module's own output shape. ``meta`` records the input layout
+    and the labels of the forward's output axes, which running the module needs.
     """
-    import torch
     from torch import nn
 
     grus = [m for m in module.modules() if isinstance(m, nn.GRU)]
@@ -80,15 +81,9 @@ def load_torch_module(module, per_step: bool | None = None, name: str | None = N
     rng = np.random.default_rng(0)
     T, N = 7, 3
     x = rng.standard_normal((N, T, layers[0].input_size)).astype(np.float32)
-    was_training = module.training
-    module.eval()
-    with torch.no_grad():
-        xt = torch.from_numpy(x if batch_first else x.transpose(1, 0, 2).copy())
-        out = module(xt)
-    module.train(was_training)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    out = out.detach().cpu().numpy()
+    raw = run_torch_module(module, to_input_layout(x, "batch_first" if batch_first else "time_major"))
+    meta = source_meta(batch_first, _output_axes(raw, N, T))
+    out = to_batch_first(raw, meta["output_axes"])
 
     head = None
     if linears:
@@ -100,9 +95,8 @@ def load_torch_module(module, per_step: bool | None = None, name: str | None = N
         head = Dense(W=W, b=b, per_step=bool(per_step))
     elif per_step is None:
         per_step = out.ndim == 3
-    if out.ndim == 3 and out.shape[:2] == (T, N):
-        out = out.transpose(1, 0, 2)  # the forward returned its sequence time-major (N != T tells which)
-    model = GRUModel(layers=tuple(layers), head=head, name=name or type(module).__name__, source="torch.nn.Module")
+    model = GRUModel(layers=tuple(layers), head=head, name=name or type(module).__name__, source="torch.nn.Module",
+                     meta=meta)
     if head is None and per_step:
         ours = _all_steps(model, x)
     else:
@@ -110,6 +104,15 @@ def load_torch_module(module, per_step: bool | None = None, name: str | None = N
     require_agreement(out, ours, f"{type(module).__name__}.forward",
                       "a forward that does more than GRU -> Linear")
     return model
+
+
+def _output_axes(out: np.ndarray, N: int, T: int) -> tuple[str, ...] | None:
+    """Labels of the forward's output axes, told apart by the check input's sizes (N != T)."""
+    if out.ndim == 2:
+        return ("N", "F")
+    if out.ndim == 3:
+        return ("T", "N", "F") if out.shape[:2] == (T, N) else ("N", "T", "F")
+    return None  # not a layout grukit produces: the self check below reports the shape
 
 
 def _all_steps(model: GRUModel, x: np.ndarray) -> np.ndarray:

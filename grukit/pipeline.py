@@ -30,8 +30,6 @@ and MAE). ``task=`` overrides.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from grukit.errors import BadInputError, GrukitError
+from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.model import GRUModel
 from grukit.report import Report, write_report
 
@@ -177,125 +176,10 @@ def hidden_drift(float_states: list[np.ndarray], int_states: list[np.ndarray]) -
 
 
 # --- the source model in its own framework -------------------------------------------------------------
-class FrameworkUnavailable(Exception):
-    """The source framework cannot run here (not importable, no runnable form): the reason, for the report."""
-
-
-def _from_time_major(out: np.ndarray, layout: str | None) -> np.ndarray:
-    return out.transpose(1, 0, 2) if layout == "time_major" and out.ndim == 3 else out
-
-
-def _run_onnx_source(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
-    import onnx
-
-    layout = model.meta.get("input_layout")
-    feed = x if layout != "time_major" else np.ascontiguousarray(x.transpose(1, 0, 2))
-    proto = onnx.load(str(path))
-    name = proto.graph.input[0].name
-    batch_major_gru = any(n.op_type == "GRU" and any(a.name == "layout" and a.i == 1 for a in n.attribute)
-                          for n in proto.graph.node)
-    if batch_major_gru:  # onnxruntime's CPU GRU kernel does not implement layout=1
-        from onnx.reference import ReferenceEvaluator
-
-        out, who = ReferenceEvaluator(proto).run(None, {name: feed})[0], "ONNX reference evaluator (GRU layout=1)"
-    else:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        out, who = session.run(None, {name: feed})[0], "onnxruntime"
-    axes = model.meta.get("output_axes")
-    if axes and len(axes) == out.ndim:
-        # Drop the size-1 direction / unit axes of a raw GRU output, then put batch first (as the loader does).
-        keep = [i for i, (a, n) in enumerate(zip(axes, out.shape)) if not (n == 1 and a in ("D", "1", "T1"))]
-        out = out.reshape([out.shape[i] for i in keep])
-        if [axes[i] for i in keep] == ["T", "N", "F"]:
-            out = out.transpose(1, 0, 2)
-    return out, who
-
-
-def _torch_output(out) -> np.ndarray:
-    if isinstance(out, (tuple, list)):
-        out = out[0]  # nn.GRU-style (output, h_n)
-    return out.detach().cpu().numpy()
-
-
-def _run_pt2_source(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
-    import torch
-
-    ep = torch.export.load(str(path))
-    layout = model.meta.get("input_layout")
-    user_inputs = set(ep.graph_signature.user_inputs)
-    shape = next(tuple(node.meta["val"].shape) for node in ep.graph.nodes
-                 if node.op == "placeholder" and node.name in user_inputs)
-    batch_axis, time_axis = (1, 0) if layout == "time_major" else (0, 1)
-    fixed = [int(s) if isinstance(s, int) else None for s in shape]
-    if fixed[time_axis] is not None and fixed[time_axis] != x.shape[1]:
-        raise FrameworkUnavailable(f"the exported program fixes T={fixed[time_axis]}; the validation data has "
-                                   f"T={x.shape[1]}")
-    chunk = fixed[batch_axis] or x.shape[0]
-    module = ep.module()
-    outs = []
-    for start in range(0, x.shape[0], chunk):
-        part = x[start:start + chunk]
-        n = part.shape[0]
-        if n < chunk:  # a program exported with a fixed batch: pad the last chunk, keep the real rows
-            part = np.concatenate([part, np.repeat(part[-1:], chunk - n, axis=0)])
-        feed = part if layout != "time_major" else np.ascontiguousarray(part.transpose(1, 0, 2))
-        with torch.no_grad():
-            out = _from_time_major(_torch_output(module(torch.from_numpy(feed))), layout)
-        outs.append(out[:n])
-    return np.concatenate(outs), f"torch {torch.__version__} (torch.export program)"
-
-
-def _run_keras_source(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
-    if "keras" not in sys.modules and "KERAS_BACKEND" not in os.environ:
-        # Keras 3 defaults to TensorFlow, which grukit never needs; torch is grukit's framework dependency.
-        os.environ["KERAS_BACKEND"] = "torch"
-    try:
-        import keras
-    except ImportError as e:
-        raise FrameworkUnavailable(f"Keras is not importable ({e})") from None
-    net = keras.saving.load_model(str(path), compile=False)
-    out = np.asarray(net.predict(x, verbose=0, batch_size=256))
-    return out, f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
-
-
-def _run_torch_module(module, x: np.ndarray) -> tuple[np.ndarray, str]:
-    import torch
-    from torch import nn
-
-    grus = [m for m in module.modules() if isinstance(m, nn.GRU)]
-    layout = "batch_first" if grus and grus[0].batch_first else "time_major"
-    feed = x if layout == "batch_first" else np.ascontiguousarray(x.transpose(1, 0, 2))
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            out = _from_time_major(_torch_output(module(torch.from_numpy(feed))), layout)
-    finally:
-        module.train(was_training)
-    return out, f"torch {torch.__version__} (nn.Module)"
-
-
 def run_framework(source, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """(the source model's float output on x [N, T, I] in its own framework, which framework ran it).
-
-    Raises FrameworkUnavailable with the reason when it cannot run here."""
-    if isinstance(source, GRUModel):
-        raise FrameworkUnavailable("the model was given as a grukit GRUModel: there is no source framework")
-    if not isinstance(source, (str, Path)):
-        out, who = _run_torch_module(source, x)
-    else:
-        path = Path(source)
-        suffix = path.suffix.lower()
-        if suffix == ".onnx":
-            out, who = _run_onnx_source(path, model, x)
-        elif suffix == ".pt2":
-            out, who = _run_pt2_source(path, model, x)
-        elif suffix == ".keras":
-            out, who = _run_keras_source(path, x)
-        else:  # grukit.load refuses every other suffix before this runs
-            raise AssertionError(f"no framework runner for {suffix}")
+    """(the source model's float output on x [N, T, I] in its own framework, which framework ran it), in the
+    model's output shape. Raises FrameworkUnavailable with the reason when it cannot run here."""
+    out, who = run_source(source, model, x)
     want = model.predict(x[:1]).shape[1:]
     if out.ndim == 3 and len(want) == 1 and out.shape[2] == want[0]:
         out = out[:, -1]  # a forward returning every step of a head-less GRU: the model's output is the last
