@@ -65,7 +65,7 @@ class FloatRequant:
     and since floor((floor(u) + c) / n) = floor((u + c) / n) for integers c and n > 0, both roundings are
     one:  y = floor(a m / 2^(31+r) + c),  c = (2^30 + 2^31 (2^(r-1) - [t < 0])) / 2^(31+r),  where t < 0
     exactly when a m < -2^30. Every term is a multiple of 2^-(31+r). So with S = (m << left) / 2^(31+r):
-        y = floor(acc S + B[t < 0]),   B = bias S + c (+ zp when that stays exact),
+        y = floor(acc S + B - [t < 0] 2^-r),   B = bias S + c[t >= 0] (+ zp when that stays exact),
         t < 0  <=>  acc S < -2^30 / 2^(31+r) - bias S.
     While |a m| < 2^52 for every reachable accumulator (checked per column when the plan is built) the
     product, the sum and the floor are exact in float64 (53-bit mantissa); the output zero point is added
@@ -89,7 +89,7 @@ class FloatRequant:
         self.zero_point_folded = all(a * int(m) + 130 * g < (1 << 53) for a, m, g in zip(wide, multiplier, grid))
         zp = zero_point.astype(np.float64)
         self.b_positive = bias_scaled + c_positive + (zp if self.zero_point_folded else 0.0)
-        self.b_negative = self.b_positive - negative_step
+        self.negative_step = negative_step
         self.zero_point = zp
         self.qmin, self.qmax = qmin, qmax
 
@@ -101,7 +101,9 @@ class FloatRequant:
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         """acc: the integer products x . w (float32 or float64 holding integers) -> clamped outputs, float64."""
         v = acc * self.scale  # a float32 acc widens exactly
-        v += np.where(v < self.negative_below, self.b_negative, self.b_positive)
+        correction = (v < self.negative_below) * self.negative_step  # measured faster than np.where here
+        v += self.b_positive
+        v -= correction
         np.floor(v, out=v)
         if not self.zero_point_folded:
             v += self.zero_point
