@@ -329,25 +329,24 @@ class LayerPlan:
             unary = users[0] if (dtype == "int8" and op.kind in BINARY and len(users) == 1
                                  and users[0].kind in UNARY) else None
             if op.kind in UNARY:
-                self.steps.append((_single(Table1D(layer, op, dtype)), op.inputs, (op.output,)))
+                self.steps.append(((Table1D(layer, op, dtype)), op.inputs, (op.output,)))
             elif dtype == "int8":
-                self.steps.append((_single(Table2D(layer, op, unary)), op.inputs, ((unary or op).output,)))
+                self.steps.append(((Table2D(layer, op, unary)), op.inputs, ((unary or op).output,)))
                 if unary is not None:
                     folded.add(unary.output)
             elif op.kind in (ADD, SUB):
-                self.steps.append((_single(AddSub16(layer, op)), op.inputs, (op.output,)))
+                self.steps.append(((AddSub16(layer, op)), op.inputs, (op.output,)))
             elif Mul16.applies(layer, op):
-                self.steps.append((_single(Mul16(layer, op)), op.inputs, (op.output,)))
+                self.steps.append(((Mul16(layer, op)), op.inputs, (op.output,)))
             else:
-                self.steps.append((_single(Kernel(layer, op, dtype)), op.inputs, (op.output,)))
+                self.steps.append(((Kernel(layer, op, dtype)), op.inputs, (op.output,)))
             i += 1
 
     def run(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for fn, inputs, outputs in self.steps:
-            results = fn(*(env[name] for name in inputs))
-            env.update(zip(outputs, results))
+            if isinstance(fn, FCGroup):  # the only step with several outputs
+                for name, value in zip(outputs, fn(*[env[name] for name in inputs])):
+                    env[name] = value
+            else:
+                env[outputs[0]] = fn(*[env[name] for name in inputs])
         return env
-
-
-def _single(fn):
-    return lambda *args: (fn(*args),)
