@@ -363,8 +363,13 @@ def quantize_weights_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         raise BadInputError("weights contain NaN or infinity")
     max_abs = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0])
     scales = np.where(max_abs > 0, max_abs / WEIGHT_QMAX, 1.0).astype(np.float32)
-    w_q = np.clip(round_half_away(w / scales.astype(np.float64)[:, None]), -WEIGHT_QMAX, WEIGHT_QMAX)
-    return w_q.astype(np.int8), scales
+    return quantize_weights_with_scales(w, scales), scales
+
+
+def quantize_weights_with_scales(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """w float [O, K] at given per-channel float32 scales [O] -> int8 [O, K]: round half away, clip to +-127."""
+    s = np.asarray(scales, np.float32).astype(np.float64)[:, None]
+    return np.clip(round_half_away(np.asarray(w, np.float64) / s), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
 
 
 def bias_scales(input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
@@ -383,8 +388,8 @@ def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray, 
     """b float [O] -> int32 or int64 [O] in the accumulator's scale double(input_scale) * double(w_scale[o]).
 
     That product of two float32 values is exact in double, so the bias adds to the accumulator with no
-    scale error. Rounded half away from zero, saturated to +-(2^31 - 1) for int32 and +-(2^47 - 1) for
-    int64 (the bound of TFLM's 64-bit requantization).
+    scale error. Rounded half away from zero. A bias beyond +-(2^31 - 1) (int32) or +-(2^47 - 1) (int64, the
+    bound of TFLM's 64-bit requantization) is refused, never saturated: choose wider weight scales for it.
     """
     dtype = np.dtype(dtype)
     if dtype not in BIAS_BOUND:
@@ -397,4 +402,11 @@ def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray, 
         raise BadInputError(f"bias has {b.size} entries but there are {w_scales.size} weight scales")
     accumulator_scale = float(np.float32(input_scale)) * w_scales
     bound = BIAS_BOUND[dtype]
-    return np.clip(round_half_away(b / accumulator_scale), -bound, bound).astype(dtype)
+    b_q = round_half_away(b / accumulator_scale)
+    over = np.nonzero(np.abs(b_q) > bound)[0]
+    if over.size:
+        o = int(over[0])
+        raise UnsupportedModelError(
+            f"bias {b[o]!r} of channel {o} needs {b_q[o]:.3g} steps of its accumulator scale "
+            f"{accumulator_scale[o]:.3g}, beyond the {dtype} bias range: widen that channel's weight scale")
+    return b_q.astype(dtype)

@@ -96,20 +96,35 @@ class QuantizationReport:
     observed: dict[TensorKey, tuple[float, float]]
     quantized: dict[TensorKey, tuple[float, float]]
     saturated: dict[TensorKey, tuple[int, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # parameter adjustments made, in words
+
+
+def _float32_at_least(x: float) -> float:
+    """The smallest float32 >= x: a scale rounded to float32 must not shrink the range it was chosen for."""
+    f = np.float32(x)
+    return float(f if float(f) >= x else np.nextafter(f, np.float32(np.inf)))
 
 
 def _qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QParams:
+    """The quantization whose grid covers [lo, hi] (widened to contain 0) with the finest step."""
     qmin, qmax = INT_RANGE[dtype]
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if symmetric or dtype == "int16":
         a = max(-lo, hi, MIN_RANGE)
-        return QParams(a / qmax, 0, dtype)
+        return QParams(_float32_at_least(a / qmax), 0, dtype)
     if hi - lo < MIN_RANGE:
         hi = lo + MIN_RANGE
-    scale = float(np.float32((hi - lo) / (qmax - qmin)))
+    scale = (hi - lo) / (qmax - qmin)
     zp = qmin - lo / scale
     zp = int(np.clip(np.sign(zp) * np.floor(abs(zp) + 0.5), qmin, qmax))  # round half away from zero
-    return QParams(scale, zp, dtype)
+    if hi > 0 and zp == qmax:
+        zp -= 1  # hi is under half a step: keep one positive code for it
+    # Rounding the zero point shifts the grid by up to half a step: widen the step so both ends stay on it.
+    if hi > 0:
+        scale = max(scale, hi / (qmax - zp))
+    if lo < 0:
+        scale = max(scale, lo / (qmin - zp))
+    return QParams(_float32_at_least(scale), zp, dtype)
 
 
 WEIGHT_ROUNDINGS = ("output", "nearest")
@@ -117,8 +132,29 @@ WEIGHT_ROUNDINGS = ("output", "nearest")
 _FC_INPUT_TENSOR = {"x": "x", "h": "h_prev", "r_h": "r_h"}
 
 
-def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: str, gram=None) -> QuantizedFC:
+# Largest |bias| in accumulator steps a channel may take: half the accumulator range, so the products
+# added to it keep the other half (int8: int32 accumulator; 16x8: TFLM's 2^47 requantization bound).
+BIAS_HEADROOM = {"int8": 1 << 30, "16x8": 1 << 46}
+
+
+def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: str, gram=None,
+                 where: str = "", notes: list | None = None) -> QuantizedFC:
     w_q, w_scales = P.quantize_weights_per_channel(W)
+    if b is not None:
+        # A channel of tiny weights with a real bias: at the weights' own scale the bias would not fit the
+        # accumulator. Widen that channel's scale until it does (its weights lose nothing that matters next
+        # to the bias) and record it; never saturate the bias.
+        need = np.abs(np.asarray(b, np.float64)) / (float(np.float32(input_q.scale)) * BIAS_HEADROOM[scheme])
+        narrow = w_scales.astype(np.float64) < need
+        if narrow.any():
+            widened = w_scales.copy()
+            widened[narrow] = np.nextafter(need[narrow].astype(np.float32), np.float32(np.inf))
+            for o in np.nonzero(narrow)[0]:
+                (notes if notes is not None else []).append(
+                    f"{where} channel {o}: weight scale widened {w_scales[o]:.3g} -> {widened[o]:.3g} so its "
+                    f"bias {float(b[o]):.3g} fits the accumulator")
+            w_scales = widened
+            w_q = P.quantize_weights_with_scales(W, w_scales)
     if gram is not None:
         # Same scales; integers chosen for the inputs this product really sees (quantize/rounding.py).
         w_q = round_weights_to_inputs(W, w_scales, gram)
@@ -183,6 +219,7 @@ def quantize_model(
             return None
         return observers[(layer, name)].gram
 
+    notes: list[str] = []
     layers = []
     prev_state_q = None
     for li, layer in enumerate(model.layers):
@@ -205,7 +242,7 @@ def quantize_model(
         # The state: exact max |h| (minmax, whatever the observer), capped at 1.
         h_obs = observers[(li, "h")]
         h_amax = min(max(-h_obs.min, h_obs.max, MIN_RANGE), 1.0)
-        qp["h"] = qp["h_new"] = QParams(h_amax / INT_RANGE[act][1], 0, act)
+        qp["h"] = qp["h_new"] = QParams(_float32_at_least(h_amax / INT_RANGE[act][1]), 0, act)
         quantized[(li, "h")] = qp["h"].range
         qp["z"] = qp["r"] = P.logistic_output_qparams(act)
         qp["n"] = P.tanh_output_qparams(act)
@@ -228,7 +265,8 @@ def quantize_model(
                 W = (d.W if op.weight == "W" else d.R)[op.gate]
                 b = None if op.bias is None else biases[op.bias][op.gate]
                 fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme,
-                                                   gram(li, _FC_INPUT_TENSOR[op.inputs[0]]))
+                                                   gram(li, _FC_INPUT_TENSOR[op.inputs[0]]),
+                                                   f"layer {li} {op.output}", notes)
             prepared[op.output] = _prepare(op, qp, fc)
         layers.append(
             QuantizedLayer(layer.linear_before_reset, layer.input_size, layer.hidden_size, qp, fcs, prepared)
@@ -241,18 +279,15 @@ def quantize_model(
         lo, hi = observers[hk].range(observer, levels, False)
         out_q = _qparams_from_range(lo, hi, act, False)
         quantized[hk] = out_q.range
-        fc = _quantize_fc(model.head.W, model.head.b, prev_state_q, scheme, gram(len(model.layers), "head_in"))
+        fc = _quantize_fc(model.head.W, model.head.b, prev_state_q, scheme, gram(len(model.layers), "head_in"),
+                          "head", notes)
         head = QuantizedHead(
             fc=fc, input_q=prev_state_q, output_q=out_q,
             prepared=P.prepare_fully_connected(prev_state_q, fc.w_scales, out_q),
             per_step=model.head.per_step, activation=model.head.activation,
         )
 
-    report = QuantizationReport(observer=observer, observed=observed, quantized=quantized)
+    report = QuantizationReport(observer=observer, observed=observed, quantized=quantized, notes=notes)
     report.saturated.update(count_saturation(model, calib_x, quantized))
     return QuantizedGRUModel(scheme=scheme, layers=tuple(layers), head=head, float_model=model, report=report)
 
-
-def quantize(model: GRUModel, calib_x: np.ndarray, scheme: str = "int8", **kwargs):
-    """Public entry point (``grukit.quantize``): see :func:`quantize_model`."""
-    return quantize_model(model, calib_x, scheme=scheme, **kwargs)

@@ -19,19 +19,12 @@ import numpy as np
 # Relative damping added to G's diagonal: keeps the Cholesky factorisation stable when some inputs are
 # constant or collinear (a hidden unit that never moves, a padded input channel).
 DAMPING = 0.01
-QMAX = 127  # symmetric int8 weights in [-127, 127]
-
-
-def round_to_nearest(w: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Plain per-channel rounding (half away from zero) of w [O, K] with scales [O]: int8 [O, K]."""
-    from grukit.runtime.ops_int import round_half_away
-
-    return np.clip(round_half_away(w / scales[:, None]), -QMAX, QMAX).astype(np.int8)
 
 
 def round_weights_to_inputs(w: np.ndarray, scales: np.ndarray, gram: np.ndarray) -> np.ndarray:
     """Integers for w [O, K] at the given per-channel scales [O] minimising the output error for inputs
     whose Gram matrix (sum of x x^T over calibration samples) is gram [K, K]. Returns int8 [O, K]."""
+    from grukit.quantize.prepare import WEIGHT_QMAX
     from grukit.runtime.ops_int import round_half_away
 
     w = np.array(w, np.float64)
@@ -48,7 +41,7 @@ def round_weights_to_inputs(w: np.ndarray, scales: np.ndarray, gram: np.ndarray)
     q = np.empty((O, K), np.int8)
     for k in range(K):
         col = w[:, k : k + 1]
-        qk = np.clip(round_half_away(col / s), -QMAX, QMAX)
+        qk = np.clip(round_half_away(col / s), -WEIGHT_QMAX, WEIGHT_QMAX)
         q[:, k] = qk[:, 0]
         err = (col - qk * s) / u[k, k]
         w[:, k + 1 :] -= err * u[k, k + 1 :]

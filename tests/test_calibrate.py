@@ -89,3 +89,15 @@ def test_observer_sample_stays_bounded():
     assert o.sample.size <= SAMPLE_SIZE and o.count == 1_000_000
     # Uniform over the stream: late values are not crowded out by early ones.
     assert np.mean(o.sample >= 10) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_minmax_calibration_saturates_nothing_it_was_not_told_to(scheme):
+    import grukit
+
+    model = random_model(seed=9, layers=2, lbr=[1, 0], per_step=True)
+    x = random_inputs(9, N=16, T=30)
+    q = grukit.quantize(model, x, scheme=scheme, observer="minmax")
+    capped = {"z_pre", "r_pre", "n_pre"}  # limited on purpose to where the activation still changes
+    over = {k: v for k, v in q.report.saturated.items() if v[0] and k[1] not in capped}
+    assert not over, f"min/max ranges clipped calibration values: {over}"

@@ -232,3 +232,31 @@ def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shi
     requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -wide, wide)
     got = requant(acc.astype(np.float64)).astype(np.int64)
     assert_equal_first_mismatch(got, expected, "64-bit float requant")
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_a_large_bias_on_tiny_weights_is_kept_not_saturated(scheme):
+    # A candidate-gate unit whose input weights are ~0 but whose bias is 2: at the weights' own scale the
+    # bias would need ~10^9 accumulator steps. The weight scale is widened instead, and the report says so.
+    model = random_model(seed=21, I=3, H=8, layers=1)
+    d = model.layers[0].forward
+    W, Wb = d.W.copy(), d.Wb.copy()
+    W[2, 5] = 1e-7
+    Wb[2, 5] = 2.0
+    model = model.with_layers([GRULayer(type(d)(W=W, R=d.R, Wb=Wb, Rb=d.Rb), 1)])
+    x = random_inputs(21, N=16, T=12, I=3)
+    q = grukit.quantize(model, x, scheme=scheme)
+    fc, params = q.layers[0].fcs["gx_n"], q.layers[0].qparams["x"]
+    bias_real = fc.bias_q[5] * params.scale * float(fc.w_scales[5])
+    assert bias_real == pytest.approx(2.0, rel=1e-3)  # Wb_n: the x-side bias of the candidate gate
+    # int8's int32 accumulator cannot hold it at the weights' scale; 16x8's int64 one can.
+    assert any("layer 0 gx_n channel 5" in note for note in q.report.notes) == (scheme == "int8")
+    y_f, y_q = model.predict(x), q.predict(x)
+    assert np.max(np.abs(y_q - y_f)) <= CLOSE[scheme] * float(y_f.max() - y_f.min())
+
+
+def test_quantize_bias_refuses_rather_than_saturates():
+    from grukit.quantize.prepare import quantize_bias
+
+    with pytest.raises(UnsupportedModelError, match="channel 1"):
+        quantize_bias(np.array([0.1, 2.0]), 1 / 128, np.array([0.01, 1e-9], np.float32), np.int32)

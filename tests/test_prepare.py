@@ -236,12 +236,16 @@ def test_quantize_weights_rejects_bad_input():
 
 
 def test_quantize_bias_hand():
-    # accumulator scale 0.5 * 0.25 = 0.125: 0.0625 -> 0.5 -> 1, -0.1875 -> -1.5 -> -2 (half away from zero),
-    # 1e12 -> saturates at 2^31 - 1
-    b = P.quantize_bias(np.array([0.0625, -0.1875, 1e12]), 0.5, np.array([0.25] * 3, np.float32), np.int32)
-    assert b.dtype == np.int32 and b.tolist() == [1, -2, 2**31 - 1]
-    b64 = P.quantize_bias(np.array([1e12, -1e30]), 0.5, np.array([0.25, 0.25], np.float32), np.int64)
-    assert b64.dtype == np.int64 and b64.tolist() == [8 * 10**12, -(2**47 - 1)]  # 1e12 / 0.125 = 8e12
+    # accumulator scale 0.5 * 0.25 = 0.125: 0.0625 -> 0.5 -> 1, -0.1875 -> -1.5 -> -2 (half away from zero)
+    b = P.quantize_bias(np.array([0.0625, -0.1875]), 0.5, np.array([0.25] * 2, np.float32), np.int32)
+    assert b.dtype == np.int32 and b.tolist() == [1, -2]
+    b64 = P.quantize_bias(np.array([1e12]), 0.5, np.array([0.25], np.float32), np.int64)
+    assert b64.dtype == np.int64 and b64.tolist() == [8 * 10**12]  # 1e12 / 0.125 = 8e12, fits int64's 2^47
+    # Beyond the range: refused, never saturated (1e12 / 0.125 > 2^31 - 1; -1e30 / 0.125 < -(2^47 - 1)).
+    with pytest.raises(UnsupportedModelError, match="channel 0"):
+        P.quantize_bias(np.array([1e12]), 0.5, np.array([0.25], np.float32), np.int32)
+    with pytest.raises(UnsupportedModelError, match="channel 0"):
+        P.quantize_bias(np.array([-1e30]), 0.5, np.array([0.25], np.float32), np.int64)
 
 
 def test_bias_scales_are_float32_products():
