@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.errors import BadInputError, MissingDependencyError, UnsupportedModelError
 from grukit.export.self_check import require_agreement
 from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.model import HEAD_ACTIVATIONS, Dense, GRUDirection, GRULayer, GRUModel
@@ -161,8 +162,9 @@ def _self_check(path: Path, model: GRUModel, time_steps: int | None, required: b
         got, _ = run_source(path, model, x)
     except FrameworkUnavailable as e:  # Keras is not importable
         if required:
-            raise ImportError(str(e)) from e
-        model.meta["self_check"] = "skipped: keras is not importable"
+            raise MissingDependencyError(f"{path}: the load-time check needs Keras: {e}") from e
+        model.meta["self_check"] = "skipped: Keras is not importable, so Keras did not confirm what was read"
+        warnings.warn(f"{path}: {model.meta['self_check']}", stacklevel=3)
         return
     require_agreement(got, model.predict(x), f"{path}: Keras", "what the model computes")
     model.meta["self_check"] = "keras"

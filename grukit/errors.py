@@ -11,3 +11,7 @@ class UnsupportedModelError(GrukitError):
 
 class BadInputError(GrukitError):
     """A file or argument is missing, malformed or inconsistent."""
+
+
+class MissingDependencyError(GrukitError):
+    """Something grukit was asked to do needs a package or tool that is not installed; the message names it."""

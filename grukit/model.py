@@ -220,6 +220,8 @@ class GRUModel:
             lines.append(f"  head: Dense {self.head.in_features} -> {self.head.out_features} on {where}{act}")
         lines.append(f"  parameters: {self.param_count():,}")
         lines.append(f"  MACs per step: {self.macs_per_step():,}")
+        if "self_check" in self.meta:
+            lines.append(f"  load-time check: {self.meta['self_check']}")
         return "\n".join(lines)
 
     # --- execution ---------------------------------------------------------------------------------------

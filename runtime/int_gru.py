@@ -2,8 +2,11 @@
 
 It walks the step graph of ``grukit.quantize.graph`` with the integer kernels of
 ``grukit.runtime.ops_int``; the TFLite export and the C kernel run the same ops on the same parameters and
-must produce the same integers. No float enters inference: floats appear only in ``predict`` (quantizing
-the input, dequantizing the output) and in an optional float head activation applied after dequantizing.
+must produce the same integers. Inference computes integers only: the one float rounding is at the edges
+(``predict`` quantizes the input and dequantizes the output, then applies an optional float head
+activation). Inside, float32/float64 array arithmetic is used as a fast carrier of integers only where a
+bound proves every value it holds is exact (BLAS dot products, ``int_gru_plan.FloatRequant``); each such
+bound is checked when the plan is built and has its own test.
 
 Shapes: integer sequences are [N, T, I]; states [N, H]; outputs [N, O] (last-step head) or [N, T, O].
 """
@@ -142,8 +145,7 @@ class QuantizedGRUModel:
         x_q = np.asarray(x_q)
         if x_q.ndim == 2:
             x_q = x_q[None]
-        if x_q.dtype != self.input_q.np_dtype:
-            raise TypeError(f"integer input must be {self.input_q.dtype}, got {x_q.dtype}")
+        self.check_int_input(x_q, "integer input [N, T, I]")
         states = []
         seq = x_q
         for layer in self.layers:
@@ -152,6 +154,13 @@ class QuantizedGRUModel:
         top = seq if self.per_step else seq[:, -1]
         y = top if self.head is None else head_forward_int(self.head, top)
         return y, states
+
+    def check_int_input(self, x_q: np.ndarray, what: str) -> None:
+        """Refuse integers of another width or a wrong feature size (they would wrap, not saturate)."""
+        if x_q.dtype != self.input_q.np_dtype:
+            raise TypeError(f"{what} must be {self.input_q.dtype}, got {x_q.dtype}")
+        if x_q.shape[-1] != self.float_model.input_size:
+            raise ValueError(f"{what} must have {self.float_model.input_size} features, got shape {x_q.shape}")
 
     def predict_int(self, x_q: np.ndarray) -> np.ndarray:
         return self.run_int(x_q)[0]
@@ -203,7 +212,9 @@ class IntStream:
 
     def step(self, x_t_q: np.ndarray) -> np.ndarray:
         """Advance one step with integer input x_t_q [N, I]; returns the integer output for this step."""
-        x = np.asarray(x_t_q).reshape(self.batch, 1, -1)
+        x_t_q = np.asarray(x_t_q)
+        self.model.check_int_input(x_t_q, f"step input [{self.batch}, I]")
+        x = x_t_q.reshape(self.batch, 1, -1)
         for i, layer in enumerate(self.model.layers):
             x = layer_forward_int(layer, x, self.states[i])
             self.states[i] = x[:, 0].copy()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from grukit.errors import UnsupportedModelError
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
 from grukit.runtime import ops_int as K
 
@@ -151,7 +152,9 @@ class FCGroup:
         self.qmin, self.qmax = params[0].qmin, params[0].qmax
         self.np_dtype = params[0].np_dtype
         self.splits = np.cumsum([fc.w_q.shape[0] for fc in fcs])[:-1]
-        assert self.w_t.shape[0] <= K.MAX_K[self.dtype]  # the exact-float64 bound of ops_int.dot_exact_i64
+        if self.w_t.shape[0] > K.MAX_K[self.dtype]:
+            raise UnsupportedModelError(f"{self.outputs}: K = {self.w_t.shape[0]} exceeds the exact-float64 "
+                                        f"bound {K.MAX_K[self.dtype]} of ops_int.dot_exact_i64")
         # float32 BLAS is exact too when every partial sum of x . w is an integer below 2^24, float32's
         # integer range, whatever order BLAS adds in: max |x| * max_row sum |w| < 2^24 (int8: K up to ~1000).
         max_abs_x = -INT_MIN[self.dtype]
@@ -176,7 +179,9 @@ class FCGroup:
             self.reduced = np.where(self.multiplier < 0x7FFF0000, (self.multiplier + (1 << 15)) >> 16, 0x7FFF)
             self.total_shift = 15 - self.shift
             self.rounding = np.int64(1) << (self.total_shift - 1)
-            assert np.all(max_acc < K.ACC64_BOUND)
+            if not np.all(max_acc < K.ACC64_BOUND):
+                raise UnsupportedModelError(f"{self.outputs}: a 16x8 accumulator can reach 2^47, beyond TFLite's "
+                                            "64-bit requantization")
             self.bounded = bool(np.all((max_acc * self.reduced + self.rounding) >> self.total_shift < (1 << 31)))
             # (acc r + 2^(s-1)) >> s = floor(acc r / 2^s + 1/2): exact in float64 while |acc r| < 2^52.
             if self.bounded and np.all(max_acc * self.reduced < FloatRequant.EXACT_BOUND):
@@ -243,14 +248,17 @@ class AddSub16:
         v = _all_values("int16").astype(np.int64)
         # The input halves of ops_int._add_or_sub, evaluated for every int16 input.
         # int32: the terms are int32 values (half the cache footprint of int64 tables).
-        self.term1 = K._rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1).astype(np.int32)
-        self.term2 = K._rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2).astype(np.int32)
+        self.term1 = K.rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1).astype(np.int32)
+        self.term2 = K.rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2).astype(np.int32)
         self.sign = 1 if op.kind == ADD else -1
         self.out_multiplier = np.int64(p.output.multiplier)
         self.out_shift = np.int64(p.output.shift)
         self.right = int(-p.output.shift)
         self.half = (1 << self.right) >> 1
-        assert p.output.shift <= 0 and np.abs(self.term1.astype(np.int64)).max() + np.abs(self.term2.astype(np.int64)).max() < (1 << 31)
+        if p.output.shift > 0 or (np.abs(self.term1.astype(np.int64)).max()
+                                  + np.abs(self.term2.astype(np.int64)).max()) >= (1 << 31):
+            raise UnsupportedModelError(f"{op.output}: int16 {op.kind} parameters outside what Prepare guarantees "
+                                        "(output shift > 0 or terms reaching 2^31)")
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         p = self.params

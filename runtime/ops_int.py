@@ -173,8 +173,10 @@ def dot_exact_i64(x_offset_i64: np.ndarray, w_q: np.ndarray, dtype: str) -> np.n
     w_q: int8 [O, K]. K must be <= MAX_K[dtype] (see the bound above).
     """
     K = w_q.shape[1]
-    assert K <= MAX_K[dtype], f"K = {K} exceeds the exact-float64 bound {MAX_K[dtype]} for {dtype}"
-    assert x_offset_i64.size == 0 or int(np.abs(x_offset_i64).max()) <= MAX_ABS_X_OFFSET[dtype]
+    if K > MAX_K[dtype]:
+        raise ValueError(f"K = {K} exceeds the exact-float64 bound {MAX_K[dtype]} for {dtype}")
+    if x_offset_i64.size and int(np.abs(x_offset_i64).max()) > MAX_ABS_X_OFFSET[dtype]:
+        raise ValueError(f"|x - zp| exceeds {MAX_ABS_X_OFFSET[dtype]}, the bound the exact product relies on")
     acc = x_offset_i64.astype(np.float64) @ w_q.astype(np.float64).T
     return acc.astype(np.int64)
 
@@ -232,8 +234,8 @@ def fully_connected_s16(x_q: np.ndarray, w_q: np.ndarray, bias_i64: np.ndarray |
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _rescale_smaller_than_one(x_i64, requant) -> np.ndarray:
-    # MultiplyByQuantizedMultiplierSmallerThanOneExp: shift <= 0, so no left shift.
+def rescale_smaller_than_one(x_i64, requant) -> np.ndarray:
+    """MultiplyByQuantizedMultiplierSmallerThanOneExp: requant.shift <= 0, so no left shift; int32 values."""
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x_i64, requant.multiplier), -requant.shift)
 
 
@@ -245,10 +247,10 @@ def _add_or_sub(a, b, params, dtype: str, op: str) -> np.ndarray:
     # |x - zp| <= 255 << 20 < 2^28 (int8), |x| <= 2^15 << 15 = 2^30 (int16): the shifts fit in int32.
     shifted1 = (a.astype(np.int64) - params.input1_zero_point) << params.left_shift
     shifted2 = (b.astype(np.int64) - params.input2_zero_point) << params.left_shift
-    scaled1 = _rescale_smaller_than_one(shifted1, params.input1)
-    scaled2 = _rescale_smaller_than_one(shifted2, params.input2)
+    scaled1 = rescale_smaller_than_one(shifted1, params.input1)
+    scaled2 = rescale_smaller_than_one(shifted2, params.input2)
     raw = scaled1 + scaled2 if op == "ADD" else scaled1 - scaled2
-    y = _rescale_smaller_than_one(raw, params.output) + params.output_zero_point
+    y = rescale_smaller_than_one(raw, params.output) + params.output_zero_point
     return _saturate(y, params)
 
 

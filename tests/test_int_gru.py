@@ -260,3 +260,12 @@ def test_quantize_bias_refuses_rather_than_saturates():
 
     with pytest.raises(UnsupportedModelError, match="channel 1"):
         quantize_bias(np.array([0.1, 2.0]), 1 / 128, np.array([0.01, 1e-9], np.float32), np.int32)
+
+
+def test_stream_step_refuses_the_wrong_width_or_size():
+    q = grukit.quantize(random_model(seed=0), random_inputs(0))
+    s = q.stream()
+    with pytest.raises(TypeError, match="int8"):
+        s.step(np.full((1, 4), 1000, np.int32))  # would wrap silently if cast
+    with pytest.raises(ValueError, match="4 features"):
+        s.step(np.zeros((1, 3), np.int8))

@@ -101,9 +101,20 @@ def test_loads_without_keras_or_tensorflow(tmp_path):
     np.save(tmp_path / "x.npy", x)
     script = (
         "import sys; sys.modules['keras'] = None; sys.modules['tensorflow'] = None\n"
-        "import numpy as np, grukit\n"
-        f"m = grukit.load({str(path)!r})\n"
+        "import warnings, numpy as np, grukit\n"
+        "from grukit.export.load_keras import load_keras\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    m = grukit.load({str(path)!r})\n"
         "assert m.meta['self_check'].startswith('skipped'), m.meta\n"
+        "assert any('Keras did not confirm' in str(w.message) for w in caught), caught\n"  # said, not silent
+        "assert 'load-time check: skipped' in m.describe()\n"
+        "try:\n"
+        f"    load_keras({str(path)!r}, self_check=True)\n"
+        "except grukit.errors.MissingDependencyError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('a required check without Keras was not refused')\n"
         "assert 'keras' not in sys.modules or sys.modules['keras'] is None\n"
         f"np.save({str(tmp_path / 'y.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r})))\n"
     )
