@@ -1,4 +1,4 @@
-"""grukit.quantize: pruning, calibration, int8 and 16x8 quantization parameters.
+"""grukit.quantize: calibration, weight rounding, int8 and 16x8 quantization parameters.
 
 ``grukit.quantize`` is both this package and the public function ``grukit.quantize(model, calib_x,
 scheme=...)``: importing any submodule binds the package to the attribute ``quantize`` of ``grukit``, which

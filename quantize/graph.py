@@ -93,9 +93,3 @@ def recurrent_ops(linear_before_reset: int) -> tuple[Op, ...]:
     """The ops that depend on the previous state, in execution order."""
     return tuple(op for op in step_ops(linear_before_reset) if op.inputs != ("x",))
 
-
-# Tensors whose quantization is fixed by the op that produces them, not by calibration.
-# (TFLite-Micro's LOGISTIC and TANH outputs have fixed scale and zero point per type.)
-FIXED_OUTPUT_TENSORS = ("z", "r", "n")
-# The state: h_new is quantized exactly like h (it feeds back), symmetric, zero point 0.
-STATE_TENSORS = ("h", "h_new")

@@ -9,7 +9,7 @@ double conversions and the same formulas, so the integers match the device's bit
   (per channel: double(input_scale) * double(w_scale) / double(output_scale)).
 - ``prepare_add``: CalculateOpDataAdd, micro/kernels/add_common.cc (in double).
 - ``prepare_sub``: CalculateOpDataSub, micro/kernels/sub_common.cc: as ADD, in double (the tflite-micro
-  wheel we test against; older source trees, e.g. /work/ref, compute it in float32).
+  wheel we test against; TFLite-Micro source trees up to about August 2026 compute it in float32).
 - ``prepare_mul``: CalculateOpDataMul, micro/kernels/mul_common.cc.
 - ``prepare_logistic`` / ``prepare_tanh``: CalculateArithmeticOpDataLogistic (micro/kernels/
   logistic_common.cc) and CalculateArithmeticOpData (micro/kernels/tanh.cc), int8 and int16.

@@ -269,3 +269,26 @@ def test_stream_step_refuses_the_wrong_width_or_size():
         s.step(np.full((1, 4), 1000, np.int32))  # would wrap silently if cast
     with pytest.raises(ValueError, match="4 features"):
         s.step(np.zeros((1, 3), np.int8))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_plan_fallback_paths_equal_the_specification(scheme, monkeypatch):
+    # The plan's exact integer fallbacks (int64 requantization, the generic int16 MUL kernel) run where a
+    # fast path's bound does not hold; force them here so they are checked against the spec too.
+    from grukit.runtime import int_gru_plan
+    from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
+
+    monkeypatch.setattr(int_gru_plan.FloatRequant, "exact_for", staticmethod(lambda *a: False))
+    monkeypatch.setattr(int_gru_plan.Mul16, "applies", staticmethod(lambda *a: False))
+    model = random_model(seed=31, layers=2, lbr=[1, 0], per_step=True, scale=3.0)
+    x = random_inputs(31, N=8, T=10, scale=2.0)
+    q = grukit.quantize(model, x[:3], scheme=scheme)
+    seq = q.quantize_input(x)
+    for k, layer in enumerate(q.layers):
+        plan_fc = int_gru_plan.LayerPlan(layer, layer.ops).steps[0][0]
+        assert isinstance(plan_fc, int_gru_plan.FCGroup)
+        if scheme == "int8":
+            assert plan_fc.float_requant is None  # the int64 path is the one under test
+        spec = layer_forward_int_reference(layer, seq)
+        assert_equal_first_mismatch(layer_forward_int(layer, seq), spec, f"layer {k} states (fallback paths)")
+        seq = spec
