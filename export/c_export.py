@@ -1,7 +1,9 @@
 """``export_c(qmodel, out_dir)``: a quantized GRU as C constants for firmware_ref's fused kernel.
 
 Writes ``<name>.h`` / ``<name>.c`` (every weight, bias, multiplier, shift, zero point and table of the model,
-as the structs of ``firmware_ref/include/grukit_gru.h``) and an example ``main.c`` with the streaming loop.
+as the structs of ``firmware_ref/include/grukit_gru.h``; the header also holds ``<name>_quantize_input``,
+the float -> integer input step giving QParams.quantize's integers) and an example ``main.c`` with the
+streaming loop.
 The files start with a banner naming grukit's version, the model and the scheme, and hold no date: the same
 model always gives the same bytes.
 
@@ -73,8 +75,10 @@ def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, w
     intermediate of the kernel's evaluation could leave int32 (see the header's contract).
 
     The right shift e is lowered to bit_length(y_bound) + 1 when larger: every |y| <= y_bound then rounds
-    to 0 under both shifts, and the rounding constant zp * 2^e stays small."""
-    left = max(int(shift), 0)
+    to 0 under both shifts, and the rounding constant zp * 2^e stays small. The left shift is max(shift, 0),
+    which the bound keeps in [0, 28] (|x| >= 1 shifted by 29 reaches 2^29); for abs_bound 0 (every input is
+    0, e.g. an all-zero row) it is 0, since there is nothing to scale."""
+    left = max(int(shift), 0) if abs_bound else 0
     if int(abs_bound) << left >= REQUANT_BOUND:
         raise UnsupportedModelError(
             f"{what}: values up to {abs_bound} shifted left by {left} reach 2^29; the C kernel's exact "
@@ -115,11 +119,6 @@ def _packed_pairs(w: np.ndarray) -> np.ndarray:
     blocks, groups = o4 // 4, words.shape[1] // 2
     ordered = words.reshape(blocks, 2, groups, 2).transpose(0, 2, 1, 3).ravel()
     return np.where(ordered >= 1 << 31, ordered - (1 << 32), ordered)
-
-
-def _pad4(values: np.ndarray, fill) -> list:
-    values = list(values)
-    return values + [fill] * (-len(values) % 4)
 
 
 _INT8_INPUTS = np.arange(-128, 128).astype(np.int8)
@@ -409,7 +408,8 @@ def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
     ctype = "int8_t" if suffix == "s8" else "int16_t"
     act = qmodel.head.activation if qmodel.head is not None else "linear"
     lines = [
-        f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stdint.h>", "", '#include "grukit_gru.h"', "",
+        f"#ifndef {up}_H", f"#define {up}_H", "", "#include <math.h>", "#include <stdint.h>", "",
+        '#include "grukit_gru.h"', "",
         f"#define {up}_SCHEME_{suffix.upper()} 1",
         f"#define {up}_NUM_LAYERS {len(qmodel.layers)}",
         f"#define {up}_INPUT_SIZE {qmodel.layers[0].input_size}",
@@ -423,20 +423,41 @@ def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
         "/* Input quantization (floats only at the model's edge): x_q = clamp(round_half_away(x / SCALE) + ZP). */",
         f"#define {up}_INPUT_SCALE {in_q.scale!r}f",
         f"#define {up}_INPUT_ZERO_POINT {in_q.zero_point}",
+        f"#define {up}_INPUT_MIN {in_q.qmin}",
+        f"#define {up}_INPUT_MAX {in_q.qmax}",
         f"/* Output: y = SCALE * (y_q - ZP), then the head's float activation ({act}). */",
         f"#define {up}_OUTPUT_SCALE {out_q.scale!r}f",
         f"#define {up}_OUTPUT_ZERO_POINT {out_q.zero_point}",
         "",
         f"typedef {ctype} {name}_value_t; /* the type of x, y and the state */",
         f"extern const grukit_model_{suffix} {name};",
-        "", f"#endif /* {up}_H */", "",
+        "",
+        _quantize_input_function(name, up),
+        f"#endif /* {up}_H */", "",
     ]
     return "\n".join(lines)
 
 
+def _quantize_input_function(name: str, up: str) -> str:
+    """C of ``<name>_quantize_input(float)``: the same integers as grukit's QParams.quantize."""
+    return f"""/* Float -> model input, the same integers as grukit's QParams.quantize: x / SCALE in double (the float32
+ * scale and x widen exactly, as NumPy's float64 division), rounded half away from zero (C99 round()), plus
+ * the zero point, saturated to [MIN, MAX] while still a double (NaN gives MIN). Needs libm (-lm). */
+static inline {name}_value_t {name}_quantize_input(float x)
+{{
+    double q = round((double)x / (double){up}_INPUT_SCALE) + (double){up}_INPUT_ZERO_POINT;
+    if (!(q >= (double){up}_INPUT_MIN)) {{
+        q = (double){up}_INPUT_MIN;
+    }} else if (q > (double){up}_INPUT_MAX) {{
+        q = (double){up}_INPUT_MAX;
+    }}
+    return ({name}_value_t)q;
+}}
+"""
+
+
 def _example_main(qmodel, name: str, suffix: str) -> str:
     up = name.upper()
-    lo, hi = (-128, 127) if suffix == "s8" else (-32768, 32767)
     return f"""#include <stdint.h>
 #include <stdio.h>
 
@@ -445,16 +466,6 @@ def _example_main(qmodel, name: str, suffix: str) -> str:
 /* The caller owns every byte the model uses: static, sized by the generated header. */
 static {name}_value_t g_state[{up}_STATE_BYTES / sizeof({name}_value_t)];
 static int32_t g_scratch[{up}_SCRATCH_WORDS];
-
-/* Float -> model input at the edge: round half away from zero, then saturate (as grukit's QParams). */
-static {name}_value_t quantize_input(float x)
-{{
-    const float scaled = x / {up}_INPUT_SCALE;
-    const float rounded = scaled >= 0.0f ? scaled + 0.5f : scaled - 0.5f; /* truncated below */
-    long q = (long)rounded + {up}_INPUT_ZERO_POINT;
-    q = q < {lo} ? {lo} : (q > {hi} ? {hi} : q);
-    return ({name}_value_t)q;
-}}
 
 /* Stands in for a sensor: a deterministic ramp in [-1, 1]. */
 static float read_sample(int32_t t, int32_t i) {{ return (float)((t * 7 + i * 3) % 11 - 5) / 5.0f; }}
@@ -474,7 +485,7 @@ int main(void)
     grukit_model_{suffix}_reset(&{name}, g_state); /* at the start of every independent sequence */
     for (int32_t t = 0; t < EXAMPLE_STEPS; ++t) {{
         for (int32_t i = 0; i < {up}_INPUT_SIZE; ++i) {{
-            x_q[i] = quantize_input(read_sample(t, i));
+            x_q[i] = {name}_quantize_input(read_sample(t, i)); /* from {name}.h, as grukit quantizes */
         }}
         /* A last-step model only needs y after the final sample: pass NULL before it to skip the head. */
         const int want_y = {up}_PER_STEP || t == EXAMPLE_STEPS - 1;
@@ -504,7 +515,8 @@ def export_c(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
 
     qmodel: a QuantizedGRUModel (``grukit.quantize``), scheme "int8" (fused _s8 kernel) or "16x8" (_s16).
     Compile the .c with firmware_ref/src/grukit_gru.c, grukit_ops.c, grukit_tables.c and
-    -I firmware_ref/include -I firmware_ref/src.
+    -I firmware_ref/include -I firmware_ref/src; a program calling the header's ``<name>_quantize_input``
+    (main.c does) links libm (-lm) for round().
     """
     if not name.isidentifier():
         raise BadInputError(f"name {name!r} must be a C identifier")

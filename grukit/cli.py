@@ -131,12 +131,16 @@ def _export(args) -> int:
     T = args.steps if args.steps is not None else (calib_x.shape[1] if calib_x is not None else None)
     if T is not None and T < 1:
         raise BadInputError(f"--steps must be at least 1, got {T}")
-    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if calib_x is not None else None
+    # A bidirectional GRU has no streaming integer form: it is not quantized, its float exports are written.
+    quantize = calib_x is not None and not model.bidirectional
+    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if quantize else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = [export_onnx_sequence(model, out / "model.onnx")]
     if model.bidirectional:
-        print("bidirectional GRU: no step model (ONNX, TFLite) and no integer exports", file=sys.stderr)
+        unused = [flag for flag, given in (("--calib", calib_x is not None), ("--c", args.c)) if given]
+        print("bidirectional GRU: no step model (ONNX, TFLite) and no integer exports"
+              + (f" ({' and '.join(unused)} not used)" if unused else ""), file=sys.stderr)
     else:
         written.append(export_onnx_step(model, out / "model_step.onnx"))
         written.append(export_tflite_step_float(model, out / "model_float_step.tflite"))
@@ -170,6 +174,17 @@ def _number(v) -> str:
     return f"{v:.4g}"
 
 
+def _with_unit(v, unit: str) -> str:
+    """A check's value or limit with its unit ("n/a" when not available)."""
+    from grukit.report import MISMATCH_UNIT
+
+    if v is None:
+        return "n/a"
+    if unit == MISMATCH_UNIT:
+        return f"{_number(v)} mismatching element" + ("" if v == 1 else "s")
+    return _number(v) + (f" {unit}" if unit else "")
+
+
 def _finish_deploy(report, out) -> int:
     """The terminal summary: what a CI log needs without opening the report."""
     print(f"grukit deploy: {'PASS' if report.passed else 'FAIL'}  ({report.task}, {report.metric}, {report.scheme})")
@@ -181,10 +196,9 @@ def _finish_deploy(report, out) -> int:
         print(f"  {runtime:{width}s}  {shown}{mark}")
     for t in report.targets:
         verdict = {True: "pass", False: "FAIL", None: "not checked"}[t["pass"]] if t["limit"] is not None else ""
-        unit = f" {t['unit']}" if t.get("unit") else ""
-        limit = "" if t["limit"] is None else f" (limit {_number(t['limit'])}{unit})"
+        limit = "" if t["limit"] is None else f" (limit {_with_unit(t['limit'], t['unit'])})"
         est = ", estimate" if t.get("estimate") else ""
-        print(f"  {t['name']}: {_number(t['value'])}{unit}{limit}{est}  {verdict}".rstrip())
+        print(f"  {t['name']}: {_with_unit(t['value'], t['unit'])}{limit}{est}  {verdict}".rstrip())
     for line in report.failures():
         print(f"  FAILED {line}")
     print(f"report: {Path(out) / 'report.html'}  {Path(out) / 'report.md'}  {Path(out) / 'report.json'}")

@@ -30,6 +30,7 @@ and MAE). ``task=`` overrides.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,6 @@ from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.model import GRUModel
 from grukit.report import Report, write_report
 
-STAGES = ("load", "float check", "calibrate", "quantize", "export", "evaluate", "check targets", "write report")
 SCHEMES = ("int8", "16x8")
 TASKS = ("classification", "regression")
 # Allowed accuracy drop when the caller gives none: 2 points, a common acceptance bar for int8 PTQ.
@@ -363,12 +363,15 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
             if task == "classification":
                 classes = max(model.output_size, 2)
                 report.confusion[BASELINE] = confusion_matrix(val_y, predicted_labels(float_out, model), classes)
+            bit_exact_checks = []
             if qmodel is not None:
-                _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report, record, rec)
+                bit_exact_checks = _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report,
+                                                     record, rec)
             rec["detail"] = ", ".join(f"{k} {_short(v)}" for k, v in report.scores.items())
 
         with stages.run("check targets", total=len(boards)) as rec:
             _check_targets(model, qmodel, files, boards, T, max_latency_ms, report, rec)
+            report.targets.extend(bit_exact_checks)
             if max_drop is not None:
                 drop = report.drop().get(int_runtime)
                 report.targets.append({
@@ -376,8 +379,9 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
                     "unit": "", "pass": None if drop is None else bool(drop <= max_drop), "estimate": False,
                     "note": f"over all {N} validation sequences" if drop is not None else BIDIRECTIONAL_REASON,
                 })
-            failed = sum(t["pass"] is not True for t in report.targets)
-            rec["detail"] = "all pass" if failed == 0 else f"{failed} of {len(report.targets)} not passing"
+            checks = report.checks()
+            failed = sum(t["pass"] is not True for t in checks)
+            rec["detail"] = "all pass" if failed == 0 else f"{failed} of {len(checks)} checks not passing"
 
         report.stages = stages.records
         with stages.run("write report") as rec:
@@ -417,9 +421,28 @@ def _export(model: GRUModel, qmodel, out: Path, T: int, stages: _Stages) -> dict
     return files
 
 
-def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report: Report, record, rec) -> None:
+def _bit_exact_check(runtime: str, mismatches: list, compared: str, why_not: str | None = None) -> dict:
+    """The report's check line for one runtime's bit-exactness against the NumPy integer runtime: limit 0
+    mismatching elements; value how many differ (1 when a tensor has the wrong shape: its elements could
+    not be compared), None with the reason when nothing could be compared."""
+    from grukit.report import MISMATCH_UNIT
+    from grukit.runtime.tflm_check import mismatching_elements
+
+    line = {"name": f"{runtime} bit-exact", "limit": 0, "unit": MISMATCH_UNIT, "estimate": False}
+    if why_not is not None:
+        return {**line, "value": None, "pass": None, "note": why_not}
+    if not mismatches:
+        return {**line, "value": 0, "pass": True, "note": compared}
+    count = mismatching_elements(mismatches)
+    per_tensor = "; ".join(str(m) for m in mismatches)
+    return {**line, "value": 1 if count is None else count, "pass": False,
+            "note": f"first mismatch per differing tensor: {per_tensor}"
+                    + (" (the number is unknown: a tensor has the wrong shape)" if count is None else "")}
+
+
+def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report: Report, record, rec) -> list[dict]:
     """NumPy integer, LiteRT, TFLite-Micro and the C kernel on the validation data; drift, saturation and
-    bit-exactness against the NumPy integer runtime."""
+    bit-exactness against the NumPy integer runtime. Returns the bit-exactness checks (report targets lines)."""
     from grukit.runtime import emulate
     from grukit.runtime.float_gru import layers_forward
     from grukit.runtime.tflm_check import (compare_tflite_micro, first_mismatch, max_lsb_difference,
@@ -458,14 +481,18 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report
     y_tflm = run_tflm_sequence(seq_file, x_q[:k])
     record("tflite-micro", qmodel.dequantize_output(y_tflm), f"{_relative(seq_file, out)} in TFLite-Micro", n=k,
            note=subset)
+    step_file = files[f"tflite_{scheme}_step"]
     seq_mismatch = first_mismatch(y_tflm, y_q[:k], "y")
-    step_check = compare_tflite_micro(qmodel, files[f"tflite_{scheme}_step"], x_q[:k])
-    mismatch = seq_mismatch or step_check.mismatch
-    where = _relative(seq_file if seq_mismatch else files[f"tflite_{scheme}_step"], out)
-    report.bit_exact["tflite-micro"] = mismatch is None
-    report.bit_exact_detail["tflite-micro"] = (
-        f"{_relative(seq_file, out)} (y) and {_relative(files[f'tflite_{scheme}_step'], out)} (y and every "
-        f"layer's state at every step) on {k} sequences: identical" if mismatch is None else f"{where}: {mismatch}")
+    step_check = compare_tflite_micro(qmodel, step_file, x_q[:k])
+    # Each mismatch named with its file: the sequence model's y, then the step model's y and states.
+    in_file = lambda path, m: dataclasses.replace(m, tensor=f"{_relative(path, out)} {m.tensor}")
+    tflm_mismatches = [*([in_file(seq_file, seq_mismatch)] if seq_mismatch else []),
+                       *(in_file(step_file, m) for m in step_check.mismatches)]
+    compared = (f"{_relative(seq_file, out)} (y) and {_relative(step_file, out)} (y and every layer's state at "
+                f"every step) on {k} sequences: identical")
+    report.bit_exact["tflite-micro"] = not tflm_mismatches
+    report.bit_exact_detail["tflite-micro"] = compared if not tflm_mismatches else str(tflm_mismatches[0])
+    checks = [_bit_exact_check("tflite-micro", tflm_mismatches, compared)]
     rec["advance"]("TFLite-Micro")
 
     why_not = None
@@ -479,17 +506,21 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report
     if why_not:
         report.not_available["c-kernel"] = why_not
         report.bit_exact["c-kernel"] = None
+        checks.append(_bit_exact_check("c-kernel", [], "", why_not))
     else:
         y_c, states_c = emulate.run_c_host(qmodel, x_q)
         record("c-kernel", qmodel.dequantize_output(y_c), "firmware_ref's C kernel, host build, on the generated "
                f"model constants ({_relative(files['c_grukit_model.c'], out)})")
-        mismatch = first_mismatch(y_c, y_q, "y")
-        for layer, (got, expected) in enumerate(zip(states_c, int_states)):
-            mismatch = mismatch or first_mismatch(got, expected, f"h{layer}")
-        report.bit_exact["c-kernel"] = mismatch is None
-        report.bit_exact_detail["c-kernel"] = (f"y and every layer's state at every step on all {N} sequences: "
-                                               "identical" if mismatch is None else str(mismatch))
+        c_mismatches = [m for m in (first_mismatch(y_c, y_q, "y"),
+                                    *(first_mismatch(got, expected, f"h{layer}")
+                                      for layer, (got, expected) in enumerate(zip(states_c, int_states))))
+                        if m is not None]
+        compared = f"y and every layer's state at every step on all {N} sequences: identical"
+        report.bit_exact["c-kernel"] = not c_mismatches
+        report.bit_exact_detail["c-kernel"] = compared if not c_mismatches else str(c_mismatches[0])
+        checks.append(_bit_exact_check("c-kernel", c_mismatches, compared))
     rec["advance"]("C kernel")
+    return checks
 
 
 def _check_targets(model, qmodel, files, boards, T, max_latency_ms, report: Report, rec) -> None:
@@ -500,7 +531,7 @@ def _check_targets(model, qmodel, files, boards, T, max_latency_ms, report: Repo
     if qmodel is not None:
         from grukit.export.c_export import buffer_sizes, constant_bytes, output_size
 
-        built = TG.built_flash_bytes(files["c_grukit_model.c"])
+        built = TG.built_flash_bytes(files["c_grukit_model.c"], qmodel.scheme)
         act = TG.ACTIVATION_BYTES[qmodel.scheme]
         state, scratch = buffer_sizes(qmodel)
         io = act * (model.input_size + output_size(qmodel))
@@ -508,23 +539,23 @@ def _check_targets(model, qmodel, files, boards, T, max_latency_ms, report: Repo
                         f"from the generated C: state {state:,} + scratch {scratch:,} + one input step and the "
                         f"output {io:,} bytes (the caller's stack not counted)")
     else:
-        memory = TG.memory_estimate(model, "int8")
+        memory = TG.memory_estimate(model, report.scheme)
         ram = TG.Figure(memory.ram_bytes, True, "cost model (no integer model: " + BIDIRECTIONAL_REASON + ")")
     counts: dict[str | None, object] = {}
     for board in boards:
         if qmodel is not None and built is not None:
             on_core = board.core.startswith(TG.MEASURED_CORE)
-            flash = TG.Figure(built["model"] + built["kernel"], not on_core,
-                              f"measured: arm-none-eabi-size of the -O2 Cortex-M4 objects, model constants "
-                              f"{built['model']:,} + kernel code {built['kernel']:,} (every kernel of both schemes: "
-                              "the linker drops the unused ones)" + ("" if on_core else f"; an estimate for {board.core}"))
+            flash = TG.Figure(built.model_bytes + built.kernel_bytes, not on_core,
+                              built.note() + ("" if on_core else f"; an estimate for {board.core}"))
         elif qmodel is not None:
-            c_bytes = constant_bytes(qmodel)
-            flash = TG.Figure(c_bytes + TG.KERNEL_CODE_BYTES, True,
-                              f"model constants {c_bytes:,} counted in the generated C + kernel code "
-                              f"{TG.KERNEL_CODE_BYTES:,} estimated (no ARM toolchain to build it)")
+            c_bytes, code = constant_bytes(qmodel), TG.KERNEL_CODE_BYTES[qmodel.scheme]
+            flash = TG.Figure(c_bytes + code, True,
+                              f"model constants {c_bytes:,} counted in the generated C + {qmodel.scheme} kernel "
+                              f"code {code:,} estimated (grukit.runtime.targets.KERNEL_CODE_BYTES; no ARM "
+                              "toolchain to build it)")
         else:
-            flash = TG.Figure(TG.memory_estimate(model, "int8").flash_bytes, True, "cost model")
+            flash = TG.Figure(memory.flash_bytes, True, f"cost model ({report.scheme} weights and biases, "
+                              "requantization parameters, kernel code)")
         machine = board.qemu_machine
         if machine not in counts:
             counts[machine] = (TG.emulated_instructions(qmodel, machine) if qmodel is not None

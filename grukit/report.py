@@ -33,10 +33,15 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
     artifacts        {file name (relative to the report) -> size in bytes}
     latency          {board -> {measured: bool, instructions_per_step: float, source: str}}
     targets          [{name, limit, value, unit, pass, estimate, note}]: per board flash, RAM, latency per step
-                     (reported, limit null) and per sequence; then the metric drop. limit null = reported,
-                     not checked; pass null = could not be evaluated (counts as not passing); estimate true =
+                     and per sequence; then "tflite-micro bit-exact" and "c-kernel bit-exact" (unit
+                     "mismatching elements", limit 0, value how many integers differ from the NumPy integer
+                     runtime, or 1 when a tensor has the wrong shape; the note names what was compared or the
+                     first mismatch); then the metric drop. A line with a limit is a check: pass true / false,
+                     or null = could not be evaluated (value null, the note says why; counts as not
+                     passing). A line with limit null (latency per step; latency per sequence without
+                     --max-latency-ms) is reported only: pass null, and it does not count. estimate true =
                      the value is an estimate, the note says from what
-    pass             bool, every check passed
+    pass             bool, every check (every line with a limit) passed
     confusion        {runtime -> [[count]] rows true class, columns predicted}, classification only
     drift            [{layer, mean: [T floats], max: [T floats]}]: per step |h_int - h_float| over the
                      validation data (dequantized integer state vs float state)
@@ -59,6 +64,7 @@ import numpy as np
 
 SCHEMA_VERSION = 2
 NOT_AVAILABLE = "not available"
+MISMATCH_UNIT = "mismatching elements"  # the unit of the bit-exactness checks
 
 
 @dataclass
@@ -101,19 +107,27 @@ class Report:
                 out[runtime] = (base - value) if self.higher_is_better else (value - base)
         return out
 
+    def checks(self) -> list[dict]:
+        """The targets lines that are checks (have a limit); the others are reported only."""
+        return [t for t in self.targets if t["limit"] is not None]
+
     @property
     def passed(self) -> bool:
-        """True when every check passed; a check that could not be evaluated is not a pass."""
-        return all(t["pass"] is True for t in self.targets)
+        """True when every check passed; a check that could not be evaluated is not a pass. Lines without a
+        limit are reported, not checked, and do not count."""
+        return all(t["pass"] is True for t in self.checks())
 
     def failures(self) -> list[str]:
-        """One line per failed or unevaluated check, saying by how much."""
+        """One line per failed or unevaluated check, saying by how much (or, for a bit-exactness check,
+        where the first mismatch is)."""
         lines = []
-        for t in self.targets:
+        for t in self.checks():
             if t["pass"] is True:
                 continue
             if t["pass"] is None:
                 lines.append(f"{t['name']}: could not be checked ({t['note'] or NOT_AVAILABLE})")
+            elif t["unit"] == MISMATCH_UNIT:
+                lines.append(f"{t['name']}: {_fmt(t['value'], t['unit'])} (limit {t['limit']}); {t['note']}")
             else:
                 over = t["value"] - t["limit"]
                 lines.append(f"{t['name']}: {_fmt(t['value'], t['unit'])} exceeds the limit "
@@ -151,6 +165,8 @@ def _fmt(value, unit: str = "") -> str:
         return f"{int(value):,} B"
     if unit == "ms":
         return f"{value:.3f} ms"
+    if unit == MISMATCH_UNIT:
+        return f"{value:,} mismatching element" + ("" if value == 1 else "s")
     if isinstance(value, float):
         return f"{value:.4f}" + (f" {unit}" if unit else "")
     return f"{value}" + (f" {unit}" if unit else "")

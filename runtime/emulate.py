@@ -48,6 +48,8 @@ MEASURE_DRIVER_SOURCE = "test/gru_driver.c"
 
 STRICT_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-O2")
 SANITIZE_CFLAGS = ("-fsanitize=undefined,address", "-fno-sanitize-recover=all", "-g")
+# libm: a generated header's <name>_quantize_input calls C99 round() (the example main.c uses it).
+HOST_LIBS = ("-lm",)
 ARM_COMMON_FLAGS = (
     "-mthumb",
     "-mfloat-abi=hard",
@@ -102,13 +104,6 @@ def firmware_dir() -> Path:
             f"cannot find grukit's C sources (include/grukit_gru.h) in {where}: install grukit from its "
             f"repository (pip install -e .) or set {FIRMWARE_ENV} to a firmware_ref/ directory")
     return path
-
-
-def __getattr__(name: str):
-    """``emulate.FIRMWARE``: firmware_dir(), kept for callers written before it existed."""
-    if name == "FIRMWARE":
-        return firmware_dir()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _sources(*relative: str) -> list[Path]:
@@ -222,12 +217,13 @@ def _defines(defines: dict[str, object] | None) -> list[str]:
 def build_host(sources: list[Path], out: Path, *, sanitize: bool = False,
                defines: dict[str, object] | None = None) -> Path:
     """Compile exactly `sources` with the host cc, strictly (-std=c99 -Wall -Wextra -Wconversion -Werror
-    -O2, optionally UBSan + ASan) and firmware_ref's include directories; returns the executable."""
+    -O2, optionally UBSan + ASan) and firmware_ref's include directories, linked with libm; returns the
+    executable."""
     cc = host_cc()
     if cc is None:
         raise FirmwareBuildError("no host C compiler (cc/gcc/clang): install Debian package 'gcc'")
     cmd = [cc, *STRICT_CFLAGS, *(SANITIZE_CFLAGS if sanitize else ()), *include_flags(), *_defines(defines)]
-    run_program([*cmd, *map(str, sources), "-o", str(out)], "host cc", CC_TIMEOUT_S)
+    run_program([*cmd, *map(str, sources), "-o", str(out), *HOST_LIBS], "host cc", CC_TIMEOUT_S)
     return out
 
 

@@ -8,8 +8,9 @@ invocations, the interpreter reset between them.
   -> (y_q [N, T, O] every step's y_t, [states of layer l [N, T, H_l]]).
 - ``run_litert_sequence`` / ``run_litert_step_iterated``: the same in LiteRT (``ai_edge_litert``), whose
   kernels differ from TFLM's (lookup-table activations), so it is compared in LSB, not for equality.
-- ``compare_tflite_micro(qmodel, path, x)``: the first mismatch (which tensor, position, got, expected)
-  between TFLM and ``qmodel``; ``bit_exact_tflite_micro`` its boolean.
+- ``compare_tflite_micro(qmodel, path, x)``: every tensor that differs between TFLM and ``qmodel``, each
+  with its first mismatch (position, got, expected) and how many elements differ, or its wrong shape;
+  ``bit_exact_tflite_micro`` its boolean.
 """
 
 from __future__ import annotations
@@ -150,30 +151,42 @@ def run_litert_step_iterated(path, x_q: np.ndarray, n_layers: int) -> tuple[np.n
 
 @dataclass(frozen=True)
 class Mismatch:
-    """The first differing element of one compared tensor."""
+    """The first differing element of one compared tensor, or (``shape`` set) a tensor of the wrong shape,
+    whose elements were not compared."""
 
     tensor: str  # "y" or "h{l}"
-    position: tuple[int, ...]
-    got: int  # the interpreter's value
-    expected: int  # the NumPy runtime's value
-    count: int  # how many elements of this tensor differ
-    total: int
+    position: tuple[int, ...] | None  # None for a shape mismatch
+    got: int | None  # the interpreter's value; None for a shape mismatch
+    expected: int | None  # the NumPy runtime's value; None for a shape mismatch
+    count: int | None  # how many elements of this tensor differ; None for a shape mismatch
+    total: int  # elements the NumPy runtime gave for this tensor
+    shape: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (got, expected) when the shapes differ
 
     def __str__(self) -> str:
+        if self.shape is not None:
+            return f"{self.tensor}: shape {self.shape[0]}, expected {self.shape[1]} (elements not compared)"
         return (f"{self.tensor}: {self.count} of {self.total} differ; first at {self.position}: "
                 f"got {self.got}, expected {self.expected}")
 
 
 def first_mismatch(got: np.ndarray, expected: np.ndarray, tensor: str) -> Mismatch | None:
-    """None if ``got`` equals ``expected`` (same shape, same integers), else the first differing element."""
+    """None if ``got`` equals ``expected`` (same shape, same integers), else the first differing element, or
+    a shape mismatch (``Mismatch.shape``) when the shapes differ."""
     got, expected = np.asarray(got), np.asarray(expected)
     if got.shape != expected.shape:
-        return Mismatch(tensor, tuple(got.shape), -1, -1, expected.size, expected.size)
+        return Mismatch(tensor, None, None, None, None, expected.size, (tuple(got.shape), tuple(expected.shape)))
     bad = np.argwhere(got.astype(np.int64) != expected.astype(np.int64))
     if not len(bad):
         return None
     pos = tuple(int(i) for i in bad[0])
     return Mismatch(tensor, pos, int(got[pos]), int(expected[pos]), len(bad), expected.size)
+
+
+def mismatching_elements(mismatches) -> int | None:
+    """How many elements differ over ``mismatches``; None when one of them is a shape mismatch (its
+    elements were not compared, so the number is not known)."""
+    counts = [m.count for m in mismatches]
+    return None if None in counts else sum(counts)
 
 
 @dataclass(frozen=True)
@@ -182,11 +195,16 @@ class TFLiteCheck:
 
     kind: str  # "step" or "sequence"
     compared: int  # integers compared
-    mismatch: Mismatch | None
+    mismatches: tuple[Mismatch, ...]  # one per differing tensor, in comparison order (y, then h0, h1, ...)
+
+    @property
+    def mismatch(self) -> Mismatch | None:
+        """The first differing tensor's first mismatch, or None."""
+        return self.mismatches[0] if self.mismatches else None
 
     @property
     def bit_exact(self) -> bool:
-        return self.mismatch is None
+        return not self.mismatches
 
 
 def expected_step_outputs(qmodel, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -226,12 +244,13 @@ def compare_tflite_micro(qmodel, tflite_path, x: np.ndarray) -> TFLiteCheck:
     else:
         raise BadInputError(f"{tflite_path}: unknown grukit model kind {meta.get('kind')!r}")
     compared = 0
+    mismatches = []
     for name, got, expected in pairs:
         compared += np.asarray(expected).size
         mismatch = first_mismatch(got, expected, name)
         if mismatch is not None:
-            return TFLiteCheck(meta["kind"], compared, mismatch)
-    return TFLiteCheck(meta["kind"], compared, None)
+            mismatches.append(mismatch)
+    return TFLiteCheck(meta["kind"], compared, tuple(mismatches))
 
 
 def bit_exact_tflite_micro(qmodel, tflite_path, x: np.ndarray) -> bool:

@@ -102,6 +102,11 @@ def test_demo_exit_code_matches_its_report(capsys, tmp_path):
     # The demo runs every runtime on the whole validation set and the integer ones agree bit for bit.
     assert all(r["sequences"] == r["of"] == 320 for r in doc["runtimes"].values())
     assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}
+    # The shipped demo passes: every check, bit-exactness included.
+    assert code == 0 and doc["pass"] is True and "grukit deploy: PASS" in out, doc["targets"]
+    checks = {t["name"]: t for t in doc["targets"]}
+    for runtime in ("tflite-micro", "c-kernel"):
+        assert (checks[f"{runtime} bit-exact"]["pass"], checks[f"{runtime} bit-exact"]["value"]) == (True, 0)
 
 
 def test_export_writes_onnx(capsys, tmp_path):
@@ -153,3 +158,37 @@ def test_inspect_foreign_tflite_is_exit_2(capsys, tmp_path):
 def test_export_c_without_calib_is_exit_2(capsys, tmp_path):
     code, _, err = _run(capsys, "export", str(DATA_DIR / "demo_model.onnx"), "--out", str(tmp_path), "--c")
     assert code == 2 and "--calib" in err
+
+
+def test_export_bidirectional_with_calib_writes_the_float_exports(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class BiGRU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, batch_first=True, bidirectional=True)
+            self.fc = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            out, _ = self.gru(x)
+            return self.fc(out[:, -1])
+
+    torch.manual_seed(5)
+    x = np.random.default_rng(5).standard_normal((6, 5, 3)).astype(np.float32)
+    module = BiGRU().eval()
+    torch.onnx.export(module, (torch.from_numpy(x[:1]),), str(tmp_path / "bi.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, dynamo=False)
+    np.savez(tmp_path / "calib.npz", x=x)
+    out_dir = tmp_path / "out"
+    code, out, err = _run(capsys, "export", str(tmp_path / "bi.onnx"), "--out", str(out_dir),
+                          "--calib", str(tmp_path / "calib.npz"), "--c")
+    assert code == 0, err
+    assert "no integer exports" in err and "--calib and --c not used" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["model.onnx"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out_dir / "model.onnx"))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], expected,
+                               atol=ONNX_FLOAT_ATOL, rtol=0)

@@ -101,6 +101,10 @@ def test_onnx_deploy_report_matches_the_python_api(onnx_case, capsys, tmp_path):
     # The integer runtimes give the NumPy runtime's integers, so the same accuracy.
     assert scores["tflite-micro"] == scores["c-kernel"] == scores["numpy-int8"]
     assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}, doc["bit_exact_detail"]
+    # ... and each comparison is one of the checks the exit code depends on.
+    checks = {t["name"]: t for t in doc["targets"]}
+    for runtime in ("tflite-micro", "c-kernel"):
+        assert (checks[f"{runtime} bit-exact"]["value"], checks[f"{runtime} bit-exact"]["pass"]) == (0, True)
     assert doc["model"]["params"] == model.param_count() and doc["model"]["macs_per_step"] == model.macs_per_step()
     assert np.array(doc["confusion"]["numpy-int8"]).sum() == len(y)
     assert len(doc["drift"]) == 1 and len(doc["drift"][0]["mean"]) == x.shape[1]

@@ -21,7 +21,7 @@ import firmware_build as fb
 import grukit
 from grukit.export import c_export
 from grukit.runtime import emulate
-from grukit.quantize.qparams import Requant
+from grukit.quantize.qparams import QParams, Requant
 from grukit.runtime import ops_int as K
 from gru_factory import random_inputs, random_model
 
@@ -158,6 +158,79 @@ def test_example_main_streams_like_numpy(tmp_path):
     fb.assert_same("example main.c outputs", got, case.qmodel.predict_int(x_q)[0])
 
 
+QUANTIZE_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include MODEL_HEADER
+
+/* Reads float32 bit patterns (hex, one per line), prints grukit_model_quantize_input of each. */
+int main(void)
+{
+    unsigned long bits;
+    while (scanf("%lx", &bits) == 1) {
+        const uint32_t word = (uint32_t)bits;
+        float x;
+        memcpy(&x, &word, sizeof x);
+        printf("%ld\n", (long)grukit_model_quantize_input(x));
+    }
+    return 0;
+}
+"""
+
+
+def _half_step_inputs(q) -> np.ndarray:
+    """float32 values at, and one and two ulps around, (k + 1/2) * scale for k across the range and beyond it
+    (where rounding decides), exact multiples of the scale, the range's ends and infinities."""
+    k = np.arange(q.qmin - q.zero_point - 3, q.qmax - q.zero_point + 3, max(1, (q.qmax - q.qmin) // 300))
+    halves = ((k + 0.5) * q.scale).astype(np.float32)
+    near = [np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, np.float32(-np.inf)),
+            np.nextafter(np.nextafter(halves, np.float32(np.inf)), np.float32(np.inf)),
+            np.nextafter(np.nextafter(halves, np.float32(-np.inf)), np.float32(-np.inf))]
+    whole = (k * q.scale).astype(np.float32)
+    ends = np.array([0.0, -0.0, np.inf, -np.inf, 3.0e38, -3.0e38], np.float32)
+    values = np.concatenate([halves, -halves, *near, *(-n for n in near), whole, ends])
+    return values.astype(np.float32)
+
+
+# (scheme, input scale, zero point): one row per rounding situation.
+QUANTIZE_CASES = [
+    ("int8", 0.1, 0),  # 0.049999997f / 0.1f is just below 0.5: float32 + 0.5f rounded it up to 1
+    ("int8", 0.0235, -17),  # an asymmetric input
+    ("16x8", 0.1, 0),
+    ("16x8", 3.0517578125e-05, 0),  # 2^-15: every half-step is exact in float32
+]
+
+
+@pytest.mark.parametrize("scheme, scale, zero_point", QUANTIZE_CASES)
+def test_generated_quantize_input_equals_qparams(scheme, scale, zero_point, tmp_path):
+    """The header's <name>_quantize_input, compiled strictly, gives QParams.quantize's integers."""
+    fb.require_host_cc()
+    case = make_case(*next(m for m in RANDOM_MODELS if m[2] == scheme))
+    dtype = case.qmodel.input_q.dtype
+    input_q = QParams(scale, zero_point, dtype)
+    # Only the header's input quantization is exercised: the first layer's input QParams set to the row's.
+    first = case.qmodel.layers[0]
+    first = dataclasses.replace(first, qparams={**first.qparams, "x": input_q})
+    qmodel = dataclasses.replace(case.qmodel, layers=(first, *case.qmodel.layers[1:]))
+    header = c_export.export_c(qmodel, tmp_path / "gen")[0]
+    driver = tmp_path / "quantize_driver.c"
+    driver.write_text(QUANTIZE_DRIVER)
+    exe = emulate.build_host([driver], tmp_path / "quantize", defines={"MODEL_HEADER": f'"{header}"'})
+    x = _half_step_inputs(input_q)
+    if (scale, zero_point) == (0.1, 0):
+        # x / scale is just below 0.5, so 0; float32 arithmetic adding 0.5f before truncating (the old
+        # generated main.c) rounded the sum up to 1.0f and gave 1.
+        assert np.float32(0.049999997) / np.float32(0.1) + np.float32(0.5) == np.float32(1.0)
+        x = np.concatenate([x, np.float32([0.049999997, -0.049999997])])
+    stdin = "\n".join(f"{int(v):08x}" for v in x.view(np.uint32)).encode()
+    got = [int(v) for v in emulate.run_program([str(exe)], "quantize driver", stdin=stdin).split()]
+    with np.errstate(invalid="ignore"):  # +-inf: NumPy's rounding subtracts inf from inf before clipping
+        expected = input_q.quantize(x)
+    fb.assert_same(f"{scheme} scale {scale} zp {zero_point}: C quantize_input vs QParams.quantize", got, expected)
+
+
 def test_generated_files_are_reproducible_and_labelled(tmp_path):
     case = make_case(*RANDOM_MODELS[0])
     first = [p.read_bytes() for p in c_export.export_c(case.qmodel, tmp_path / "a")]
@@ -168,7 +241,7 @@ def test_generated_files_are_reproducible_and_labelled(tmp_path):
 
 
 def test_fast_requant_equals_tflite_requantization():
-    """The kernel's one-SMMULR requantization equals MultiplyByQuantizedMultiplier inside its bound."""
+    """The kernel's one-SMMLAR requantization equals MultiplyByQuantizedMultiplier inside its bound."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         multiplier = int(rng.integers(1 << 30, 1 << 31)) if rng.random() > 0.05 else 0
@@ -187,6 +260,18 @@ def test_fast_requant_equals_tflite_requantization():
 def test_unbounded_requantization_is_refused():
     with pytest.raises(grukit.UnsupportedModelError, match="2\\^29"):
         c_export.fast_requant(1 << 30, 3, 0, 1 << 27, "fc row 0")
+    with pytest.raises(grukit.UnsupportedModelError, match="2\\^29"):
+        c_export.fast_requant(1 << 30, 29, 0, 1, "fc row 0")  # one input of 1 shifted by 29 reaches 2^29
+
+
+@pytest.mark.parametrize("shift", [29, 30])
+def test_all_zero_row_keeps_left_shift_in_the_header_range(shift):
+    """A row whose inputs are all 0 (bound 0) may carry any shift; the header's left_shift stays in [0, 28]
+    and the row gives its zero point, as MultiplyByQuantizedMultiplier(0) + zp does."""
+    q = c_export.fast_requant(1 << 30, shift, 7, 0, "fc row 0")
+    assert 0 <= q[3] <= 28
+    fb.assert_same("all-zero row", c_export.apply_fast_requant(np.zeros(1, np.int64), q),
+                   K.multiply_by_quantized_multiplier(np.zeros(1, np.int64), 1 << 30, shift) + 7)
 
 
 # ---------------------------------------------------------------- run_c_host (the package API)

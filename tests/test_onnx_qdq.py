@@ -27,12 +27,14 @@ ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("int8", "16x8")
-# Largest |QDQ - integer runtime| allowed, in LSB, over y_t at every step and every layer's state.
-# Measured: random models (T = 12) <= 6 LSB; the demo (T = 50) y <= 13 LSB, states up to 23 (int8) and
-# 52 (int16) LSB, the drift of single-LSB rounding differences fed back through the state (LiteRT drifts
-# as much). Bounds: a quarter of the int8 range, 1/64 of the int16 range; a wrong scale, zero point or
-# gate lands far outside them.
-QDQ_MAX_LSB = {"int8": 64, "16x8": 512}
+# Largest |QDQ - integer runtime| allowed, in LSB, over y_t at every step and every layer's state: just above
+# what these tests measure (pytest -s prints it), so a wrong scale, zero point or gate, or a new rounding
+# difference, fails them. The longer demo sequences drift further: single-LSB rounding differences fed back
+# through the state.
+# Measured, random models (T = 12): int8 4 LSB, 16x8 6 LSB.
+QDQ_MAX_LSB_RANDOM = {"int8": 6, "16x8": 8}
+# Measured, the demo (T = 50, 32 sequences): int8 y 8, states 24 LSB; 16x8 y 17, states 59 LSB.
+QDQ_MAX_LSB_DEMO = {"int8": 32, "16x8": 72}
 
 CASES = {
     "lbr1_1layer_last": dict(seed=0, I=4, H=16, O=3, layers=1, lbr=1),
@@ -77,7 +79,7 @@ def test_qdq_close_to_integer_runtime(scheme, case, tmp_path):
     qmodel = grukit.quantize(model, random_inputs(kw["seed"], N=16, T=12, I=kw["I"]), scheme=scheme)
     path = export_onnx_qdq(qmodel, tmp_path / "qdq.onnx")
     x = random_inputs(kw["seed"] + 7, N=6, T=12, I=kw["I"])
-    assert agreement(qmodel, path, x, f"{scheme} {case}") <= QDQ_MAX_LSB[scheme]
+    assert agreement(qmodel, path, x, f"{scheme} {case}") <= QDQ_MAX_LSB_RANDOM[scheme]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -86,7 +88,7 @@ def test_qdq_demo_model(scheme, tmp_path):
     qmodel = grukit.quantize(model, np.load(ROOT / "grukit/data/demo_calib.npz")["x"], scheme=scheme)
     x = np.load(ROOT / "grukit/data/demo_val.npz")["x"][:32]
     path = export_onnx_qdq(qmodel, tmp_path / "qdq.onnx")
-    assert agreement(qmodel, path, x, f"demo {scheme}") <= QDQ_MAX_LSB[scheme]
+    assert agreement(qmodel, path, x, f"demo {scheme}") <= QDQ_MAX_LSB_DEMO[scheme]
 
 
 def test_qdq_graph_form(tmp_path):

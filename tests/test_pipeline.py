@@ -11,7 +11,9 @@ import grukit
 from grukit import pipeline
 from grukit.errors import BadInputError
 from grukit.pipeline import deploy, infer_task
-from grukit.report import SCHEMA_VERSION
+from grukit.cli import _finish_deploy
+from grukit.report import MISMATCH_UNIT, SCHEMA_VERSION, Report
+from grukit.runtime import emulate, tflm_check
 from grukit.runtime.emulate import emulation_unavailable_reason
 
 # torch's float32 GRU vs the NumPy float reference: different summation order.
@@ -82,8 +84,19 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     assert all(doc["runtimes"][r]["sequences"] == len(x) for r in RUNTIMES)  # 48 x 8 steps: all of them
     assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}, doc["bit_exact_detail"]
     assert doc["pass"] == report.passed and report.exit_code == (0 if report.passed else 1)
-    assert [t["name"] for t in doc["targets"]][:4] == ["stm32l476 flash", "stm32l476 RAM", "stm32l476 latency per step",
-                                                       "stm32l476 latency per sequence"]
+    assert [t["name"] for t in doc["targets"]] == [
+        "stm32l476 flash", "stm32l476 RAM", "stm32l476 latency per step", "stm32l476 latency per sequence",
+        "tflite-micro bit-exact", "c-kernel bit-exact", "accuracy drop (numpy-int8 vs numpy-float)"]
+    targets = {t["name"]: t for t in doc["targets"]}
+    for runtime in ("tflite-micro", "c-kernel"):
+        check = targets[f"{runtime} bit-exact"]
+        assert (check["limit"], check["value"], check["pass"], check["unit"]) == (0, 0, True, MISMATCH_UNIT), check
+    # Without --max-latency-ms both latency lines are reported, not checked.
+    for name in ("stm32l476 latency per step", "stm32l476 latency per sequence"):
+        assert targets[name]["limit"] is None and targets[name]["pass"] is None
+    if emulate.missing_tools() == []:  # flash measured: the int8 kernel alone, linked from its entry points
+        assert "grukit_model_s8_step" in targets["stm32l476 flash"]["note"]
+        assert "_s16" not in targets["stm32l476 flash"]["note"]
     for name, size in doc["artifacts"].items():
         assert (tmp_path / name).stat().st_size == size
     for name in ("model.onnx", "model_step.onnx", "model_int8_qdq.onnx", "model_int8_step.tflite",
@@ -249,3 +262,63 @@ def test_bad_inputs_are_named(tiny, tmp_path):
         kwargs.setdefault("target", "stm32l476")
         with pytest.raises(BadInputError, match=message):
             deploy(module, out_dir=tmp_path / "out", progress=False, **kwargs)
+
+
+# --- bit-exactness is a check: a disagreeing TFLite-Micro or C kernel fails the deploy -------------------
+
+
+def _perturbed(array: np.ndarray, index: tuple) -> np.ndarray:
+    """A copy with one element moved by one LSB (down at the type's maximum, so it stays representable)."""
+    out = np.array(array, copy=True)
+    out[index] += -1 if out[index] == np.iinfo(out.dtype).max else 1
+    return out
+
+
+def _tflm_off_by_one(monkeypatch):
+    real = tflm_check.run_tflm_sequence
+    monkeypatch.setattr(tflm_check, "run_tflm_sequence", lambda path, x_q: _perturbed(real(path, x_q), (0, 1)))
+
+
+def _c_kernel_off_by_one(monkeypatch):
+    real = emulate.run_c_host
+
+    def run(qmodel, x_q):
+        y, states = real(qmodel, x_q)
+        return y, [_perturbed(states[0], (2, 3, 4)), *states[1:]]
+
+    monkeypatch.setattr(emulate, "run_c_host", run)
+
+
+@pytest.mark.parametrize("runtime, perturb, first", [
+    ("tflite-micro", _tflm_off_by_one, "model_int8_seq_T8.tflite y: 1 of 144 differ; first at (0, 1)"),  # y [48, 3]
+    ("c-kernel", _c_kernel_off_by_one, "h0: 1 of 2304 differ; first at (2, 3, 4)"),  # h [48, 8, 6]
+])
+def test_a_runtime_that_is_not_bit_exact_fails_the_deploy(tiny, tmp_path, monkeypatch, capsys, runtime, perturb, first):
+    module, x, y, _ = tiny
+    if runtime == "c-kernel" and emulate.host_cc() is None:
+        pytest.skip("no host C compiler: the C kernel is not run")
+    perturb(monkeypatch)
+    # max_drop 1.0: the accuracy check passes whatever the perturbation, so only bit-exactness can fail.
+    report = deploy(module, x[:16], (x, y), "stm32l476", max_drop=1.0, out_dir=tmp_path, progress=False)
+    check = next(t for t in report.targets if t["name"] == f"{runtime} bit-exact")
+    assert (check["pass"], check["value"], check["limit"]) == (False, 1, 0), check
+    assert first in check["note"]
+    others = [t for t in report.checks() if t is not check]
+    assert all(t["pass"] is True for t in others), others
+    assert not report.passed and report.exit_code == 1
+    assert _finish_deploy(report, tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "grukit deploy: FAIL" in out and f"FAILED {runtime} bit-exact" in out and first in out
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["pass"] is False and doc["bit_exact"][runtime] is False
+
+
+def test_lines_without_a_limit_are_reported_not_checked():
+    line = lambda name, limit, value, passed: {"name": name, "limit": limit, "value": value, "unit": "ms",
+                                               "pass": passed, "estimate": True, "note": ""}
+    report = Report(source="s", scheme="int8", model={}, task="regression", metric="mse", higher_is_better=False)
+    report.targets = [line("latency per step", None, 5.0, None), line("flash", 10, 3, True)]
+    assert report.passed and report.exit_code == 0 and report.failures() == []
+    report.targets.append(line("latency per sequence", 1.0, None, None))  # a limit it could not evaluate
+    assert not report.passed and report.exit_code == 1
+    assert report.failures() == ["latency per sequence: could not be checked (not available)"]

@@ -1,5 +1,7 @@
 """Board targets: loading, validation, and the budget arithmetic against hand-computed values."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -91,11 +93,14 @@ def test_budget_arithmetic_by_hand(tmp_path):
     assert latency.value == pytest.approx(0.7575, rel=LATENCY_RTOL)
     assert not latency.passed and latency.margin == pytest.approx(-0.0075, rel=1e-9)
     assert "50,500 instructions" in latency.note and latency.estimate
-    # one step: 1,000 * 1.5 / 100 MHz = 0.015 ms, reported without a limit
+    # one step: 1,000 * 1.5 / 100 MHz = 0.015 ms, reported without a limit: not checked, so no verdict
     assert per_step.value == pytest.approx(0.015, rel=LATENCY_RTOL) and per_step.limit is None and per_step.estimate
+    assert per_step.passed is None
     assert not flash.passed and flash.margin == 65536 - 70000 and flash.estimate  # a plain int is an estimate
     assert ram.passed and ram.margin == 16384 - 1000
     assert check_budget(t, 1, 1, 1000, 50, 500, max_latency_ms=0.76)[3].passed
+    unchecked = check_budget(t, 1, 1, 1000, 50, 500)[3]  # no max_latency_ms: reported only
+    assert unchecked.limit is None and unchecked.passed is None
 
 
 def test_measured_figures_keep_their_label(tmp_path):
@@ -122,20 +127,65 @@ def test_emulation_reasons_name_what_is_missing():
     assert isinstance(reason, str) and (unsupported[0] in reason or "install" in reason)
 
 
-def test_built_flash_bytes_counts_the_generated_constants(tmp_path):
+def _object_bytes(source, tmp_path) -> int:
+    """text + data of one firmware_ref source compiled alone for the Cortex-M4 (every function it holds)."""
+    import subprocess
+
+    from grukit.runtime import emulate
+
+    flags = [f for f in emulate.arm_flags(targets.MEASURED_MACHINE)
+             if not f.startswith(("-Wl,", "--specs", "-nostartfiles"))]
+    obj = tmp_path / f"{source.stem}.o"
+    subprocess.run(["arm-none-eabi-gcc", *flags, *emulate.include_flags(), "-c", str(source), "-o", str(obj)],
+                   check=True, capture_output=True)
+    size = subprocess.run(["arm-none-eabi-size", str(obj)], check=True, capture_output=True, text=True).stdout
+    return sum(int(v) for v in size.splitlines()[1].split()[:2])
+
+
+# The KERNEL_CODE_BYTES estimates (used without an ARM toolchain) must stay near what the build measures.
+KERNEL_ESTIMATE_RTOL = 0.10
+
+
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_built_flash_bytes_counts_what_the_scheme_links(scheme, tmp_path):
     import grukit
     from grukit.export.c_export import constant_bytes, export_c
-    from grukit.runtime.emulate import missing_tools
+    from grukit.runtime import emulate
 
-    if missing_tools():
-        pytest.skip(f"ARM toolchain missing: {missing_tools()}")
+    if emulate.missing_tools():
+        pytest.skip(f"ARM toolchain missing: {emulate.missing_tools()}")
     model = _tiny_model(I=3, H=8)
-    qmodel = grukit.quantize(model, np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32))
-    built = targets.built_flash_bytes(export_c(qmodel, tmp_path)[1])
+    qmodel = grukit.quantize(model, np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32),
+                             scheme=scheme)
+    built = targets.built_flash_bytes(export_c(qmodel, tmp_path / "c")[1], scheme)
     # The object holds the constant arrays grukit counts plus the model's structs (pointers, sizes): more,
     # but not by more than a few hundred bytes for one layer.
-    assert constant_bytes(qmodel) <= built["model"] <= constant_bytes(qmodel) + 1024
-    assert built["kernel"] > 1024  # the fused kernel and the ops are real code
+    assert constant_bytes(qmodel) <= built.model_bytes <= constant_bytes(qmodel) + 1024
+    # Against each kernel source compiled on its own (all of its functions, both schemes): the int8 kernel
+    # is part of grukit_gru.c alone; the 16x8 kernel also calls grukit_ops.c (and its tables).
+    whole = {Path(s).stem: _object_bytes(emulate.firmware_dir() / s, tmp_path) for s in emulate.KERNEL_SOURCES}
+    if scheme == "int8":
+        assert 1024 < built.kernel_bytes < whole["grukit_gru"]
+    else:
+        assert whole["grukit_tables"] < built.kernel_bytes < sum(whole.values())
+    suffix = "s8" if scheme == "int8" else "s16"
+    assert f"grukit_model_{suffix}_step" in built.note() and f"{built.kernel_bytes:,}" in built.note()
+    assert set(built.undefined) <= {"memcpy", "memset", "memmove"}, built.undefined  # only the C library
+    estimate = targets.KERNEL_CODE_BYTES[scheme]
+    assert abs(estimate - built.kernel_bytes) <= KERNEL_ESTIMATE_RTOL * built.kernel_bytes, (estimate, built)
+
+
+def test_memory_estimate_per_scheme_by_hand():
+    # I=1, H=2, linear_before_reset=1, no head: weights 3H(I + H) = 18 int8 bytes; biases Wb + Rb = 12 values
+    # (int32 for int8, int64 for 16x8); 16 ops in the step graph, each with its requantization parameters.
+    model = _tiny_model()
+    ops = 16
+    int8, int16 = targets.memory_estimate(model, "int8"), targets.memory_estimate(model, "16x8")
+    assert int8.flash_bytes == targets.KERNEL_CODE_BYTES["int8"] + 18 + 4 * 12 + ops * targets.REQUANT_BYTES_PER_OP
+    assert int16.flash_bytes == targets.KERNEL_CODE_BYTES["16x8"] + 18 + 8 * 12 + ops * targets.REQUANT_BYTES_PER_OP
+    assert int16.ram_bytes == 2 * int8.ram_bytes  # every activation and the state twice as wide
+    with pytest.raises(BadInputError, match="unknown scheme"):
+        targets.memory_estimate(model, "int4")
 
 
 def test_cost_model_by_hand():

@@ -46,11 +46,14 @@ N_SEQ = 3  # independent sequences per case (the interpreter is reset between th
 FLOAT_TOL = 1e-5
 # LiteRT is not TFLM: single ops differ by up to 1 LSB (int8) and 12 LSB (int16 TANH/LOGISTIC tables), see
 # test_tflite_ops_tflm.py. Inside the GRU one LSB of a coarse pre-activation becomes several LSB after a steep
-# tanh, and the state feeds it back. Measured (demo model, T = 50): one step up to 8 LSB (int8) / 14 LSB
-# (int16), over a sequence up to 41 / 52 LSB of the state, final outputs within a few LSB. The bounds are a
-# quarter of the int8 range and 1/64 of the int16 range: a structural error (a swapped gate, a wrong scale)
-# lands far outside them. Bit-exactness is asserted against TFLM only.
-LITERT_MAX_LSB = {"int8": 64, "16x8": 512}
+# tanh, and the state feeds it back, so longer sequences drift further. The bounds are just above what these
+# tests measure (pytest -s prints it, over the sequence y, every step's y and every state): a structural
+# error or a new rounding difference fails them. Bit-exactness is asserted against TFLM only.
+# Measured, random models (T = 8): int8 4 LSB, 16x8 5 LSB.
+LITERT_MAX_LSB_RANDOM = {"int8": 6, "16x8": 8}
+# Measured, real data: the demo (T = 50) int8 28, 16x8 13 LSB (states; its sequence y within 3 LSB);
+# JapaneseVowels (T = 25) int8 5, 16x8 8 LSB.
+LITERT_MAX_LSB_REAL = {"int8": 32, "16x8": 16}
 
 # (name, random_model kwargs): one row per structural case.
 CASES = {
@@ -124,7 +127,7 @@ def test_random_model_equals_tflm(scheme, case, tmp_path):
     assert_equal_first_mismatch(C.run_tflm_sequence(seq_path, x_q), qmodel.predict_int(x_q), f"{what} sequence y")
     step_path = export_tflite_step(qmodel, tmp_path / "step.tflite")
     check_step_model(qmodel, step_path, x_q, f"{what} step")
-    assert litert_lsb(qmodel, seq_path, step_path, x_q, what) <= LITERT_MAX_LSB[scheme]
+    assert litert_lsb(qmodel, seq_path, step_path, x_q, what) <= LITERT_MAX_LSB_RANDOM[scheme]
 
 
 @pytest.mark.parametrize("case", ["lbr0_2layer_perstep", "mixed_3layer_last", "lbr1_nohead"])
@@ -182,6 +185,16 @@ def test_compare_reports_first_mismatch_for_a_different_model(tmp_path):
     print(f"detected as expected: {m}")
 
 
+def test_shape_mismatch_is_reported_as_such():
+    """A tensor of the wrong shape is not an element mismatch: no position, values or count are made up."""
+    m = C.first_mismatch(np.zeros((2, 3), np.int8), np.zeros((2, 4), np.int8), "y")
+    assert m.shape == ((2, 3), (2, 4)) and (m.position, m.got, m.expected, m.count) == (None, None, None, None)
+    assert str(m) == "y: shape (2, 3), expected (2, 4) (elements not compared)"
+    element = C.first_mismatch(np.array([[1, 2], [3, 4]]), np.array([[1, 2], [3, 5]]), "h0")
+    assert element.shape is None and (element.position, element.got, element.expected) == ((1, 1), 4, 5)
+    assert C.mismatching_elements([element]) == 1 and C.mismatching_elements([element, m]) is None
+
+
 def test_sequence_check_refuses_wrong_length(tmp_path):
     _, qmodel, x = quantized_case("lbr1_1layer_last", "int8")
     path = export_tflite_sequence(qmodel, tmp_path / "seq.tflite", T_SHORT + 1)
@@ -217,7 +230,7 @@ def test_demo_model_equals_tflm(demo, scheme, tmp_path):
     check_step_model(qmodel, paths[f"{scheme}_step"], x_q, f"demo {scheme} step")
     check = C.compare_tflite_micro(qmodel, paths[f"{scheme}_step"], x)  # the pipeline's call, float x
     assert check.bit_exact and check.compared > 0, str(check.mismatch)
-    assert litert_lsb(qmodel, seq, paths[f"{scheme}_step"], x_q, f"demo {scheme}") <= LITERT_MAX_LSB[scheme]
+    assert litert_lsb(qmodel, seq, paths[f"{scheme}_step"], x_q, f"demo {scheme}") <= LITERT_MAX_LSB_REAL[scheme]
     np.testing.assert_allclose(C.run_tflm_sequence(paths["float_seq"], x), float_logits(model, x, False),
                                rtol=0, atol=FLOAT_TOL)
     np.testing.assert_allclose(C.run_litert_sequence(paths["float_seq"], x), float_logits(model, x, False),
@@ -271,7 +284,7 @@ def test_japanese_vowels_model_equals_tflm(japanese_vowels_model, scheme, tmp_pa
     assert_equal_first_mismatch(C.run_tflm_sequence(seq, x_q), qmodel.predict_int(x_q), f"vowels {scheme} seq")
     step = export_tflite_step(qmodel, tmp_path / "step.tflite")
     check_step_model(qmodel, step, x_q, f"vowels {scheme} step")
-    assert litert_lsb(qmodel, seq, step, x_q, f"vowels {scheme}") <= LITERT_MAX_LSB[scheme]
+    assert litert_lsb(qmodel, seq, step, x_q, f"vowels {scheme}") <= LITERT_MAX_LSB_REAL[scheme]
 
 
 # --- file structure, size, metadata ------------------------------------------------------------------------

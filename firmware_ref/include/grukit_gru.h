@@ -17,7 +17,7 @@
  *   _s16 (scheme "16x8"): int16 activations and state, int8 weights, int64 biases; runs the op sequence
  *        with the grukit_ops.h primitives.
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the _s8 products use
- * SXTB16/SMLAD and the requantization SMMULR/SSAT; the results are bit-identical to the portable C path
+ * SXTB16/SMLAD and the requantization SMMLAR/SSAT; the results are bit-identical to the portable C path
  * (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
  * Streaming use (see the generated main.c):
@@ -70,7 +70,8 @@ typedef struct {
     int32_t multiplier;  /**< 0 or [2^30, 2^31 - 1]. */
     int32_t rounding;    /**< 2^(e - 1) + zp * 2^e, or zp when e = 0. */
     int32_t right_shift; /**< e = min(max(-shift, 0), 30), lowered where a smaller e gives the same results. */
-    int32_t left_shift;  /**< max(shift, 0), in [0, 28]. */
+    int32_t left_shift;  /**< max(shift, 0), in [0, 28] (|x| * 2^left_shift < 2^29 with |x| >= 1); 0 for a
+                              row whose every input is 0. */
 } grukit_requant_s32;
 
 /**
