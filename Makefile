@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) firmware-tools
 	$(VENV)/bin/grukit demo
 
 # The emulated Cortex-M tests need Debian's ARM toolchain and QEMU: installed when we are root,
