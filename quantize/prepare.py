@@ -28,26 +28,8 @@ from dataclasses import replace, dataclass, field
 import numpy as np
 
 from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.quantize.qparams import DTYPES, INT_RANGE, QParams, Requant
+from grukit.quantize.qparams import INT_RANGE, IntegerType, QParams, Requant
 from grukit.runtime.ops_int import round_half_away
-
-
-class _IntRange:
-    """qmin / qmax / np_dtype from a ``dtype`` field (the output's; TFLM requires all types equal)."""
-
-    dtype: str
-
-    @property
-    def qmin(self) -> int:
-        return INT_RANGE[self.dtype][0]
-
-    @property
-    def qmax(self) -> int:
-        return INT_RANGE[self.dtype][1]
-
-    @property
-    def np_dtype(self):
-        return DTYPES[self.dtype]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,7 +85,7 @@ def _same_dtype(op: str, *qparams: QParams) -> str:
 
 
 @dataclass(frozen=True)
-class FullyConnectedParams(_IntRange):
+class FullyConnectedParams(IntegerType):
     """Integer parameters of a per-channel FULLY_CONNECTED (OpDataFullyConnected).
 
     output_requants[o] requantizes channel o; ``output_multiplier`` / ``output_shift`` are the same as
@@ -153,7 +135,7 @@ def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_
 
 
 @dataclass(frozen=True)
-class AddParams(_IntRange):
+class AddParams(IntegerType):
     """Integer parameters of ADD or SUB (OpDataAdd / OpDataSub): ``op`` is "ADD" or "SUB".
 
     Each input, minus its zero point, is shifted left by ``left_shift`` (20 for int8, 15 for int16) and
@@ -215,7 +197,7 @@ def prepare_sub(input1_q: QParams, input2_q: QParams, output_q: QParams) -> AddP
 
 
 @dataclass(frozen=True)
-class MulParams(_IntRange):
+class MulParams(IntegerType):
     """Integer parameters of MUL (OpDataMul): (a - zp1) * (b - zp2) requantized by ``output``."""
 
     dtype: str
@@ -251,7 +233,7 @@ def tanh_output_qparams(dtype: str) -> QParams:
 
 
 @dataclass(frozen=True)
-class ActivationParams(_IntRange):
+class ActivationParams(IntegerType):
     """Integer parameters of LOGISTIC or TANH (OpDataLogistic / tanh's OpData); ``op`` names which.
 
     int8: input_multiplier in [2^30, 2^31) and input_left_shift in [0, 30] rescale x - zp to Q4.27;

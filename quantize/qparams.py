@@ -15,8 +15,26 @@ DTYPES = {"int8": np.int8, "int16": np.int16}
 INT_RANGE = {"int8": (-128, 127), "int16": (-32768, 32767)}
 
 
+class IntegerType:
+    """qmin / qmax / np_dtype from a ``dtype`` field ("int8" or "int16")."""
+
+    dtype: str
+
+    @property
+    def qmin(self) -> int:
+        return INT_RANGE[self.dtype][0]
+
+    @property
+    def qmax(self) -> int:
+        return INT_RANGE[self.dtype][1]
+
+    @property
+    def np_dtype(self):
+        return DTYPES[self.dtype]
+
+
 @dataclass(frozen=True)
-class QParams:
+class QParams(IntegerType):
     """Affine quantization of one tensor: real = scale * (q - zero_point), q of ``dtype``.
 
     int16 tensors are symmetric (zero_point 0), as TFLite-Micro requires for its int16 kernels.
@@ -40,18 +58,6 @@ class QParams:
         if self.dtype == "int16" and zp != 0:
             raise ValueError(f"int16 tensors are symmetric: zero_point must be 0, got {zp}")
         object.__setattr__(self, "zero_point", zp)
-
-    @property
-    def qmin(self) -> int:
-        return INT_RANGE[self.dtype][0]
-
-    @property
-    def qmax(self) -> int:
-        return INT_RANGE[self.dtype][1]
-
-    @property
-    def np_dtype(self):
-        return DTYPES[self.dtype]
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Float -> integer at the edge of the model: round half away from zero, then saturate."""
