@@ -10,7 +10,8 @@ Public API:
   with the host cc (once per model and process), run over integer sequences; returns what
   ``qmodel.run_int`` returns, computed by the C code.
 - ``measure_step_instructions(qmodel, machine)``: instructions of one whole model step (every layer, every
-  op, the head) on QEMU's Cortex-M machine, from SysTick under ``-icount shift=6`` (ticks x 40 / 2^6: see
+  op, the head) on one of QEMU's Cortex-M machines (``MACHINES``: M4, M7, M33, M55), from SysTick under
+  ``-icount shift=6`` (ticks x tick period / 2^6 ns, the period per machine: see ``MACHINES`` and
   firmware_ref/arm/board.h). An instruction count, not a cycle count: on a real M4 loads take 1-2 cycles,
   taken branches 2-4, plus flash wait states. None (and an EmulationUnavailable warning naming the reason)
   when the toolchain, QEMU or the machine is missing; ``emulation_unavailable_reason`` gives the reason
@@ -65,17 +66,28 @@ RUN_TIMEOUT_S = 120
 
 @dataclass(frozen=True)
 class Machine:
-    """A QEMU machine grukit can build images for: its core, FPU and linker script (in firmware_ref/arm)."""
+    """A QEMU machine grukit can build images for: its core, FPU (-mfpu), linker script (in firmware_ref/arm,
+    the machine's memory map) and the processor clock SysTick counts, which sets ticks per instruction under
+    -icount."""
 
     cpu: str
     fpu: str
     linker_script: str
+    systick_hz: int
 
 
+# Each machine's SysTick rate was checked on qemu-system-arm 7.2 with a counted loop (200,000 iterations of
+# 3 ADDS + SUBS + BNE = 1,000,000 instructions, with -icount shift=6 = 64 ns per instruction): AN386 1,600,000
+# ticks (40 ns per tick, 25 MHz), AN505 1,280,001 (50 ns, 20 MHz), AN547 2,048,000 (31.25 ns, 32 MHz); the
+# rates are QEMU's sysclk for these FPGA images (hw/arm/mps2.c, hw/arm/mps2-tz.c).
 MACHINES = {
-    "mps2-an386": Machine("cortex-m4", "fpv4-sp-d16", "mps2_an386.ld"),
+    "mps2-an386": Machine("cortex-m4", "fpv4-sp-d16", "mps2_an386.ld", 25_000_000),
     # AN500 (Cortex-M7) has AN386's memory map and 25 MHz SysTick clock: the same image layout and counter.
-    "mps2-an500": Machine("cortex-m7", "fpv5-d16", "mps2_an386.ld"),
+    "mps2-an500": Machine("cortex-m7", "fpv5-d16", "mps2_an386.ld", 25_000_000),
+    # AN505 (Cortex-M33, single-precision FPU, DSP): Secure SSRAM aliases, vector table at 0x10000000.
+    "mps2-an505": Machine("cortex-m33", "fpv5-sp-d16", "mps2_an505.ld", 20_000_000),
+    # AN547 (Cortex-M55, FPU and MVE, DSP): ITCM/DTCM; -mfpu=auto takes the FPU and MVE that -mcpu implies.
+    "mps3-an547": Machine("cortex-m55", "auto", "mps3_an547.ld", 32_000_000),
 }
 
 
@@ -231,9 +243,12 @@ def build_arm(sources: list[Path], out: Path, *, machine: str = "mps2-an386", ds
               defines: dict[str, object] | None = None) -> Path:
     """Link a bare-metal image of `sources` plus firmware_ref/arm's board support for `machine`; returns
     the ELF. Golden vectors are compiled in (GOLDEN_EMBEDDED)."""
-    linker_script = firmware_dir() / "arm" / _machine(machine).linker_script
-    cmd = ["arm-none-eabi-gcc", *arm_flags(machine, dsp), "-T", str(linker_script), *include_flags()]
-    cmd += _defines({"GOLDEN_EMBEDDED": None, **(defines or {})})
+    m = _machine(machine)
+    arm_dir = firmware_dir() / "arm"
+    # -L: each machine's script INCLUDEs the shared cortex_m_sections.ld from the same directory.
+    cmd = ["arm-none-eabi-gcc", *arm_flags(machine, dsp), f"-L{arm_dir}", "-T", str(arm_dir / m.linker_script),
+           *include_flags()]
+    cmd += _defines({"GOLDEN_EMBEDDED": None, "BOARD_SYSTICK_HZ": f"{m.systick_hz}u", **(defines or {})})
     cmd += [str(s) for s in (*_sources(*ARM_BOARD_SOURCES), *sources)]
     run_program([*cmd, "-o", str(out)], "arm-none-eabi-gcc", CC_TIMEOUT_S)
     return out
@@ -247,9 +262,10 @@ def run_qemu(elf: Path, machine: str = "mps2-an386", timeout_s: float = RUN_TIME
     return run_program(cmd, f"qemu {machine} {Path(elf).name}", timeout_s)
 
 
-def instructions_from_ticks(ticks: int) -> float:
-    """SysTick ticks (25 MHz) to instructions under -icount shift=ICOUNT_SHIFT: 40 ns per tick."""
-    return ticks * 40 / 2**ICOUNT_SHIFT
+def instructions_from_ticks(ticks: int, machine: str = "mps2-an386") -> float:
+    """SysTick ticks on `machine` to instructions under -icount shift=ICOUNT_SHIFT: each instruction advances
+    the virtual clock 2^ICOUNT_SHIFT ns, each tick is 1e9 / systick_hz ns (40 ns on AN386)."""
+    return ticks * 1e9 / (_machine(machine).systick_hz * 2**ICOUNT_SHIFT)
 
 
 class GoldenStream:
@@ -428,7 +444,7 @@ def run_measure_image(elf: Path, machine: str = "mps2-an386") -> list[float]:
     """Instructions of each measured step (the driver's TICKS lines of its step calls)."""
     stdout = run_qemu(elf, machine)
     ticks = [int(line.split()[2]) for line in stdout.splitlines() if line.startswith("TICKS ")]
-    return [instructions_from_ticks(t) for t in ticks]
+    return [instructions_from_ticks(t, machine) for t in ticks]
 
 
 def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 8, dsp: bool = True) -> float | None:

@@ -1,11 +1,12 @@
-"""Build and run grukit's C code from tests: host compiler, arm-none-eabi-gcc, and QEMU's Cortex-M4.
+"""Build and run grukit's C code from tests: host compiler, arm-none-eabi-gcc, and QEMU's Cortex-M machines.
 
 The mechanism lives in the package (grukit.runtime.emulate: build_host, build_arm, run_qemu, GoldenStream,
 toolchain_status); this module adds what only tests need:
 
 - ``require_host_cc`` / ``require_arm_tools`` skip the calling test, naming the Debian package to install;
 - ``build_host`` adds the grukit library and the golden stream reader to a driver's sources; ``build_arm``
-  the same for a bare-metal mps2-an386 (Cortex-M4F) image;
+  the same for a bare-metal image of one of emulate.MACHINES (mps2-an386 Cortex-M4F by default, mps2-an500
+  M7, mps2-an505 M33, mps3-an547 M55);
 - ``parse_results`` turns a driver's result lines ``"<case> <n> <values...>"`` into arrays, ``assert_same``
   compares exactly and names the first mismatch, and the ``encode_*`` functions write ops_driver.c cases.
 """

@@ -3,9 +3,10 @@
 The NumPy kernels (grukit.runtime.ops_int) write the golden vectors; the C driver
 (firmware_ref/test/ops_driver.c) runs the same cases, built three ways: the host compiler with strict
 warnings, the same with UBSan + ASan, and arm-none-eabi-gcc for QEMU's Cortex-M4 (which also exercises the
-SXTB16/SMLAD path of the int8 fully connected). Parameters come from grukit.quantize.prepare on random
-scales and zero points, several seeds per op. The requantization edge cases are checked first against
-values worked out by hand from TFLite-Micro's definitions.
+SXTB16/SMLAD path of the int8 fully connected), Cortex-M33 and Cortex-M55; the SysTick instruction counter
+is checked on each machine against an assembly loop of known length. Parameters come from
+grukit.quantize.prepare on random scales and zero points, several seeds per op. The requantization edge
+cases are checked first against values worked out by hand from TFLite-Micro's definitions.
 """
 
 from __future__ import annotations
@@ -222,16 +223,22 @@ def test_host_matches_numpy(kind, dtype, driver, tmp_path):
     check_results(run_host_cases(driver, stream, tmp_path), expected)
 
 
-# ---------------------------------------------------------------- the same on the emulated Cortex-M4
+# ---------------------------------------------------------------- the same on emulated Cortex-M cores
 
 ARM_DRIVER_LIMITS = {"DRIVER_MAX_ELEMS": 8192, "DRIVER_MAX_WEIGHTS": 16384, "DRIVER_MAX_CHANNELS": 256}
 ARM_ACTIVATION_INPUTS = 2048  # random int16 inputs per case (all 65536 run on the host)
 
 
-@pytest.mark.parametrize("dsp", [True, False], ids=["dsp", "portable"])
-def test_cortex_m4_matches_numpy(dsp, tmp_path):
-    """Every op on QEMU's mps2-an386 (Cortex-M4F), with and without the SXTB16/SMLAD fully connected."""
-    fb.require_arm_tools()
+# (DSP path, machine): the M4 both ways; the Armv8-M cores on their DSP path (the GRU tests run their
+# portable loops). A machine that cannot run here is skipped with the reason.
+ARM_RUNS = [(True, "mps2-an386"), (False, "mps2-an386"), (True, "mps2-an505"), (True, "mps3-an547")]
+
+
+@pytest.mark.parametrize("dsp,machine", ARM_RUNS, ids=["m4-dsp", "m4-portable", "m33-dsp", "m55-dsp"])
+def test_cortex_m_matches_numpy(dsp, machine, tmp_path):
+    """Every op on QEMU's Cortex-M machines (mps2-an386 M4F, mps2-an505 M33, mps3-an547 M55), with and
+    without the SXTB16/SMLAD fully connected."""
+    fb.require_arm_tools(machine)
     rng = np.random.default_rng(0)
     stream, expected = fb.GoldenStream(), []
     for kind, dtype in OPS:
@@ -242,5 +249,28 @@ def test_cortex_m4_matches_numpy(dsp, tmp_path):
     stream.end()
     golden_c = stream.write_c(tmp_path / "golden_ops.c", "tests/test_firmware_ops.py (grukit.runtime.ops_int)")
     elf = fb.build_arm([fb.OPS_DRIVER_SOURCE, golden_c], tmp_path / "ops_driver.elf", dsp=dsp,
-                       defines=ARM_DRIVER_LIMITS)
-    check_results(fb.parse_results(fb.run_qemu(elf), stream.cases), expected)
+                       defines=ARM_DRIVER_LIMITS, machine=machine)
+    check_results(fb.parse_results(fb.run_qemu(elf, machine=machine), stream.cases), expected)
+
+
+# ---------------------------------------------------------------- the instruction counter itself
+
+COUNTED_LOOP_SOURCE = fb.FIRMWARE / "arm" / "counted_loop.c"
+# Each of the four SysTick reads behind the printed difference is quantized to one tick.
+TICK_READ_ERROR_TICKS = 4
+
+
+@pytest.mark.parametrize("machine", ["mps2-an386", "mps2-an505", "mps3-an547"], ids=["m4", "m33", "m55"])
+def test_systick_counts_a_counted_loop(machine, tmp_path):
+    """instructions_from_ticks (per machine's SysTick clock) and board.c's conversion give the number of
+    instructions of an assembly loop whose length is known by construction."""
+    fb.require_arm_tools(machine)
+    elf = fb.build_arm([COUNTED_LOOP_SOURCE], tmp_path / "counted_loop.elf", machine=machine)
+    line = next(ln for ln in fb.run_qemu(elf, machine=machine).splitlines() if ln.startswith("LOOP "))
+    instructions, ticks, board_instructions = map(int, line.split()[1:])
+    tolerance = fb.instructions_from_ticks(TICK_READ_ERROR_TICKS, machine)
+    got = fb.instructions_from_ticks(ticks, machine)
+    assert abs(got - instructions) <= tolerance, (
+        f"{machine}: {ticks} ticks = {got} instructions, expected {instructions}")
+    assert abs(board_instructions - instructions) <= tolerance, (
+        f"{machine}: board_ticks_to_instructions gave {board_instructions}, expected {instructions}")

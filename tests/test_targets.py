@@ -114,17 +114,19 @@ def test_measured_figures_keep_their_label(tmp_path):
     assert checks[3].estimate and "from QEMU" in checks[3].note  # cycles stay an estimate
 
 
-def test_emulation_reasons_name_what_is_missing():
+def test_emulation_reasons_name_what_is_missing(monkeypatch):
     from grukit.runtime import emulate
 
     assert targets.emulated_instructions(None, None) == "no QEMU machine emulates this core"
-    unsupported = [m for m in targets.QEMU_MACHINES if m not in emulate.MACHINES]
-    if not unsupported:
-        pytest.skip("firmware_ref supports every QEMU machine")
-    # QEMU has the machine, but firmware_ref has no bare-metal support (linker script, startup) for it; with
-    # tools missing the reason names the packages instead. Either way nothing is measured.
-    reason = targets.emulated_instructions(None, unsupported[0])
-    assert isinstance(reason, str) and (unsupported[0] in reason or "install" in reason)
+    # firmware_ref supports every machine QEMU offers today; take one away to see the reason a user gets when
+    # grukit has no bare-metal support (linker script, startup) for a machine. With tools missing the reason
+    # names the packages instead. Either way nothing is measured.
+    machine = "mps3-an547"
+    monkeypatch.setattr(emulate, "MACHINES", {k: v for k, v in emulate.MACHINES.items() if k != machine})
+    reason = targets.emulated_instructions(None, machine)
+    assert isinstance(reason, str) and (machine in reason or "install" in reason)
+    monkeypatch.setattr(emulate, "missing_tools", lambda: ["qemu-system-arm"])
+    assert "install Debian packages qemu-system-arm" in targets.emulated_instructions(None, "mps2-an386")
 
 
 def _object_bytes(source, tmp_path) -> int:

@@ -1,4 +1,4 @@
-/* board.c - semihosting exit and SysTick instruction counter for QEMU mps2-an386; see board.h. */
+/* board.c - semihosting exit and SysTick instruction counter for QEMU's Cortex-M machines; see board.h. */
 #include "board.h"
 
 #define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
@@ -38,7 +38,11 @@ uint64_t board_ticks(void)
     return (uint64_t)wraps * (SYST_RELOAD + 1u) + (SYST_RELOAD - current);
 }
 
-uint64_t board_ticks_to_instructions(uint64_t ticks) { return ticks * 40u >> BOARD_ICOUNT_SHIFT; }
+uint64_t board_ticks_to_instructions(uint64_t ticks)
+{
+    /* ns = ticks * 1e9 / hz; each instruction advances the virtual clock 2^BOARD_ICOUNT_SHIFT ns. */
+    return ticks * 1000000000u / ((uint64_t)BOARD_SYSTICK_HZ << BOARD_ICOUNT_SHIFT);
+}
 
 static inline uint32_t semihosting_call(uint32_t op, uint32_t arg)
 {

@@ -1,11 +1,13 @@
 /*
- * board.h - what a grukit test image needs from the emulated board (QEMU mps2-an386, Cortex-M4):
- * a semihosting exit and an instruction counter.
+ * board.h - what a grukit test image needs from the emulated board (QEMU mps2-an386 M4, mps2-an500 M7,
+ * mps2-an505 M33, mps3-an547 M55): a semihosting exit and an instruction counter.
  *
  * Counting instructions: the DWT cycle counter reads 0 under QEMU, but with `-icount shift=N` the virtual
- * clock advances 2^N ns per instruction and SysTick (clocked from the 25 MHz system clock, 40 ns per tick)
- * follows it, so instructions = ticks * 40 / 2^N. SysTick is 24 bits wide; its wraps are counted in the
- * interrupt handler so a measured region may be any length.
+ * clock advances 2^N ns per instruction and SysTick, clocked from the processor clock, follows it, so
+ * instructions = ticks * (1e9 / BOARD_SYSTICK_HZ) / 2^N. The processor clock is the machine's: 25 MHz on
+ * AN386/AN500, 20 MHz on AN505, 32 MHz on AN547 (grukit.runtime.emulate.MACHINES, measured there on a
+ * counted loop). SysTick is 24 bits wide; its wraps are counted in the interrupt handler so a measured
+ * region may be any length.
  */
 #ifndef GRUKIT_BOARD_H
 #define GRUKIT_BOARD_H
@@ -15,6 +17,11 @@
 /* The icount shift the image is run with (qemu-system-arm -icount shift=BOARD_ICOUNT_SHIFT). */
 #ifndef BOARD_ICOUNT_SHIFT
 #define BOARD_ICOUNT_SHIFT 6
+#endif
+
+/* The machine's processor clock, which SysTick counts (emulate.build_arm passes each machine's). */
+#ifndef BOARD_SYSTICK_HZ
+#define BOARD_SYSTICK_HZ 25000000u
 #endif
 
 /* Starts SysTick free-running from the processor clock with its wrap interrupt enabled. */

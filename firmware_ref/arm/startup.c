@@ -1,7 +1,9 @@
 /*
- * startup.c - vector table and reset handler for QEMU mps2-an386 (Cortex-M4F), bare metal with newlib's
- * rdimon (semihosting) library: enable the FPU, copy .data, zero .bss, open the semihosting handles, run
- * main and exit with its status through semihosting.
+ * startup.c - vector table and reset handler for QEMU's Cortex-M machines (mps2-an386 M4F, mps2-an500 M7,
+ * mps2-an505 M33, mps3-an547 M55), bare metal with newlib's rdimon (semihosting) library: enable the FPU,
+ * copy .data, zero .bss, open the semihosting handles, run main and exit with its status through semihosting.
+ * The same code serves every machine: where the vector table goes is the linker script's business, and the
+ * Armv8-M cores run the whole image in the Secure state they reset in (no SAU or TrustZone setup needed).
  */
 #include <stdint.h>
 #include <string.h>
@@ -22,7 +24,8 @@ void SysTick_Handler(void);
 
 void Reset_Handler(void)
 {
-    /* The image is built with -mfloat-abi=hard: CP10/CP11 must be enabled before any FP instruction. */
+    /* The image is built with -mfloat-abi=hard: CP10/CP11 must be enabled before any FP instruction (on the
+     * M55 they also gate MVE, should the compiler ever vectorize with it). */
     SCB_CPACR |= CPACR_CP10_CP11_FULL;
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 
@@ -52,7 +55,8 @@ __attribute__((section(".vectors"), used)) static void (*const g_vectors[16])(vo
     Default_Handler,                 /* 4: MemManage */
     Default_Handler,                 /* 5: BusFault */
     Default_Handler,                 /* 6: UsageFault */
-    0, 0, 0, 0,                      /* 7-10: reserved */
+    Default_Handler,                 /* 7: SecureFault on Armv8-M Mainline, reserved before */
+    0, 0, 0,                         /* 8-10: reserved */
     Default_Handler,                 /* 11: SVCall */
     Default_Handler,                 /* 12: DebugMonitor */
     0,                               /* 13: reserved */
