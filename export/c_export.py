@@ -18,7 +18,14 @@ What the generator decides for the int8 kernel (the C side only indexes and mult
 - The three gates' products are stacked into one product per input (x, h), each gate padded to 4 rows.
 - Weights are packed two rows per halfword (256 wA + wB, exact for symmetric int8) in 4-row blocks, the
   order the kernel reads them; the packed accumulator 256 accA + accB is bounded below 2^31 the same way.
-The 16x8 scheme keeps row-major weights and TFLite-Micro's parameters as they are.
+For the 16x8 kernel (int16 activations, int8 weights):
+- The gate products are stacked the same way; weights stay int8 (no flash cost), four columns per word in
+  the byte order (0, 2, 1, 3) so SXTB16 / SXTB16 ROR 8 pair them with two int16 input words for SMLAD.
+- The dot product runs in int32 (the generator proves |x| sum |w| < 2^31 per row); the int64 bias and the
+  rounding of TFLite's 64-bit requantization fold into one int64 start value per row, so each row costs
+  one SMLAL and a shift (grukit_requant_s64): exact for every bias TFLite accepts.
+- ADD / SUB input terms and every element-wise output use the SMMLAR form of grukit_requant_s32 on doubled
+  inputs (|x| <= 2^30, checked); LOGISTIC / TANH keep TFLite's interpolated sigmoid table.
 """
 
 from __future__ import annotations
@@ -69,7 +76,8 @@ def _check_graph(lbr: int) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, what: str) -> tuple[int, int, int, int]:
+def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, what: str,
+                 max_abs_input: int = REQUANT_BOUND - 1) -> tuple[int, int, int, int]:
     """grukit_requant_s32 (multiplier, rounding, right_shift, left_shift) for TFLite's (multiplier, shift)
     followed by + zero_point, valid for every input |x| <= abs_bound; raises UnsupportedModelError when an
     intermediate of the kernel's evaluation could leave int32 (see the header's contract).
@@ -77,11 +85,13 @@ def fast_requant(multiplier: int, shift: int, zero_point: int, abs_bound: int, w
     The right shift e is lowered to bit_length(y_bound) + 1 when larger: every |y| <= y_bound then rounds
     to 0 under both shifts, and the rounding constant zp * 2^e stays small. The left shift is max(shift, 0),
     which the bound keeps in [0, 28] (|x| >= 1 shifted by 29 reaches 2^29); for abs_bound 0 (every input is
-    0, e.g. an all-zero row) it is 0, since there is nothing to scale."""
+    0, e.g. an all-zero row) it is 0, since there is nothing to scale. max_abs_input: the largest |x| shifted
+    the caller's evaluation holds (2^29 - 1 for the int8 kernel; 16x8 passes 2^30, see _requant_16x8)."""
     left = max(int(shift), 0) if abs_bound else 0
-    if int(abs_bound) << left >= REQUANT_BOUND:
+    if int(abs_bound) << left > max_abs_input:
         raise UnsupportedModelError(
-            f"{what}: values up to {abs_bound} shifted left by {left} reach 2^29; the C kernel's exact "
+            f"{what}: values up to {abs_bound} shifted left by {left} exceed {max_abs_input} (about "
+            f"2^{(max_abs_input + 1).bit_length() - 1}); the C kernel's exact "
             "requantization needs less (an unusually large bias or multiplier)")
     y_bound = ((int(abs_bound) << left) * int(multiplier) >> 31) + 1  # bounds |SRDHM(x * 2^left, m)|
     e = min(max(-int(shift), 0), MAX_RIGHT_SHIFT, y_bound.bit_length() + 1)
@@ -147,6 +157,14 @@ class _CFile:
         sym = f"{self.prefix}_{name}"
         body = ",\n    ".join(_requant_init(q) for q in requants)
         self.chunks.append(f"static const grukit_requant_s32 {sym}[{len(requants)}] = {{\n    {body}\n}};\n")
+        self.flash_bytes += 16 * len(requants)
+        return sym
+
+    def requants_s64(self, name: str, requants: list) -> str:
+        """A grukit_requant_s64 array, one {start, multiplier, right_shift, left_shift} per row."""
+        sym = f"{self.prefix}_{name}"
+        body = ",\n    ".join(f"{{{_i64_literal(q[0])}, {q[1]}, {q[2]}, {q[3]}}}" for q in requants)
+        self.chunks.append(f"static const grukit_requant_s64 {sym}[{len(requants)}] = {{\n    {body}\n}};\n")
         self.flash_bytes += 16 * len(requants)
         return sym
 
@@ -291,45 +309,165 @@ def _layer_s8(cf: _CFile, li: int, layer) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _fc_s16(cf: _CFile, tag: str, fc, params) -> str:
-    w = np.asarray(fc.w_q, np.int8)
-    rows, depth = w.shape
-    w_sym = cf.array(f"{tag}_weights", "int8_t", w, align=True)
-    b_sym = "NULL" if fc.bias_q is None else cf.array(f"{tag}_bias", "int64_t", fc.bias_q, per_line=4)
-    m_sym = cf.array(f"{tag}_multiplier", "int32_t", params.output_multiplier, per_line=8)
-    s_sym = cf.array(f"{tag}_shift", "int32_t", params.output_shift)
-    fc_params = f"{{{-params.input_zero_point}, {params.output_zero_point}, {params.qmin}, {params.qmax}}}"
-    return f"{{{rows}, {depth}, {w_sym}, {b_sym}, {m_sym}, {s_sym}, {fc_params}}}"
+ACC32_BOUND = 1 << 31  # a 16x8 dot product (bias excluded), shifted by its row's left_shift, must fit int32
+START64_BOUND = 1 << 63  # the scaled 64-bit row value (start + dot * multiplier) must fit int64
+# 16x8 element-wise requantizations take x with |x| <= 2^30, fed doubled: x is an int16 shifted by 15 (ADD/SUB
+# input terms, in [-2^30, 2^30 - 2^15]), a product (MUL: input1 is a LOGISTIC output in [0, 32767], so
+# |r * b| <= 32767 * 32768 < 2^30) or a sum of two terms checked below 2^30: 2x always fits int32.
+S16_MAX_ABS_INPUT = 1 << 30
 
 
-def _add_s16(p) -> str:
-    values = (-p.input1_zero_point, -p.input2_zero_point, p.output_zero_point, p.left_shift,
-              p.input1.multiplier, p.input1.shift, p.input2.multiplier, p.input2.shift,
-              p.output.multiplier, p.output.shift, p.qmin, p.qmax)
-    return "{" + ", ".join(map(str, values)) + "}"
+def _requant_fc_s16(multiplier: int, shift: int, bias: int, dot_bound: int, what: str) -> tuple[int, int, int, int]:
+    """grukit_requant_s64 (start, multiplier, right_shift, left_shift) of one 16x8 FULLY_CONNECTED row.
+
+    TFLite's 64-bit requantization is floor((acc * R + 2^(ts - 1)) / 2^ts), R the multiplier rounded to
+    15 bits, ts = 15 - shift in [8, 46], acc = dot + bias. The kernel computes the dot product in int32 and
+    one SMLAL: V = start + (dot << L) * M with M = R << k and start = (bias * R + 2^(ts - 1)) << (L + k),
+    so V = (acc * R + 2^(ts - 1)) * 2^(L + k) exactly; L + k = 32 - ts when ts <= 32 (k <= 16 keeps M below
+    2^31, L = max(16 - ts, 0) supplies the rest), so the high word of V is the result; for ts > 32, k = L = 0
+    and the high word is shifted right by e = ts - 32 (floor of a floor). The rounding lives in start, the
+    bias is int64 as TFLite's: only the dot product needs a bound, |dot| << L < 2^31, and |V| < 2^63, which
+    also makes the result an int32 (TFLite's wrap to int32 never triggers). Raises UnsupportedModelError
+    naming the row otherwise."""
+    reduced = (int(multiplier) + (1 << 15)) >> 16 if multiplier < 0x7FFF0000 else 0x7FFF
+    ts = 15 - int(shift)
+    k = min(16, max(32 - ts, 0))
+    left = max(16 - ts, 0)
+    right = max(ts - 32, 0)
+    if dot_bound << left >= ACC32_BOUND:
+        raise UnsupportedModelError(
+            f"{what}: |x| * sum |w| up to {dot_bound} (shifted left by {left}) does not fit the C kernel's int32 "
+            "dot product (needs below 2^31: fewer inputs or smaller weights)")
+    start = (int(bias) * reduced + (1 << (ts - 1))) << (left + k)
+    v_bound = ((abs(int(bias)) + dot_bound) * reduced + (1 << (ts - 1))) << (left + k)
+    if v_bound >= START64_BOUND:
+        raise UnsupportedModelError(
+            f"{what}: bias {bias} with multiplier {multiplier} and shift {shift} overflows the C kernel's 64-bit "
+            "row value (an unusually large bias)")
+    return start, reduced << k, right, left
 
 
-def _mul_s16(p) -> str:
-    values = (-p.input1_zero_point, -p.input2_zero_point, p.output_zero_point, p.output.multiplier,
-              p.output.shift, p.qmin, p.qmax)
-    return "{" + ", ".join(map(str, values)) + "}"
+def apply_requant_fc_s16(dot, q) -> np.ndarray:
+    """NumPy evaluation of the kernel's 16x8 row requantization (grukit_requant_s64, before saturation) on
+    int32 dot products, for checking the identity against TFLite's 64-bit requantization."""
+    start, multiplier, right_shift, left_shift = q
+    dot = np.asarray(dot, np.int64).astype(object)  # Python integers: the check must not wrap
+    return np.array([((start + (d << left_shift) * multiplier) >> 32) >> right_shift for d in dot], np.int64)
+
+
+def _packed_quads(w: np.ndarray) -> np.ndarray:
+    """int8 [O4, K] (O4 a multiple of 4) -> int32 words in grukit_fc_s16's layout: [block of 4 rows][4-column
+    group][row], the depth zero padded to 8; the bytes of a word are columns (0, 2, 1, 3) of the group, so
+    SXTB16 gives the pair (w0, w1) and SXTB16 ROR 8 the pair (w2, w3), matching the int16 input words
+    (x0, x1) and (x2, x3)."""
+    o4, k = w.shape
+    padded = np.zeros((o4, -(-k // 8) * 8), np.int64)
+    padded[:, :k] = w
+    groups = padded.shape[1] // 4
+    quads = padded.reshape(o4 // 4, 4, groups, 4).transpose(0, 2, 1, 3)[..., [0, 2, 1, 3]] & 0xFF
+    words = quads[..., 0] | (quads[..., 1] << 8) | (quads[..., 2] << 16) | (quads[..., 3] << 24)
+    words = words.ravel()
+    return np.where(words >= 1 << 31, words - (1 << 32), words)
+
+
+def _fc_s16(cf: _CFile, tag: str, parts: list) -> str:
+    """One grukit_fc_s16 stacking the (fc, prepared params) parts, each padded to a multiple of 4 rows."""
+    weights, requants = [], []
+    depth = pad = 0
+    for fc, params in parts:
+        if params.input_zero_point != 0 or params.output_zero_point != 0:
+            raise UnsupportedModelError(f"{tag}: a 16x8 product with a zero point (int16 tensors are symmetric)")
+        if (params.qmin, params.qmax) != (-32768, 32767):
+            raise UnsupportedModelError(f"{tag}: a fused activation clamp [{params.qmin}, {params.qmax}]")
+        w = np.asarray(fc.w_q, np.int8).astype(np.int64)
+        rows, depth = w.shape
+        bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+        dot_bounds = 32768 * np.abs(w).sum(axis=1)  # |x| <= 32768 for int16 x
+        start = len(requants)
+        requants += [_requant_fc_s16(int(m), int(s), int(b), int(d), f"{tag} row {start + o}")
+                     for o, (m, s, b, d) in enumerate(zip(params.output_multiplier, params.output_shift, bias,
+                                                           dot_bounds))]
+        pad = -rows % 4
+        weights.append(np.concatenate([w, np.zeros((pad, depth), np.int64)]))
+        requants += [(0, 0, 0, 0)] * pad  # a padding row's output is 0
+    w_sym = cf.array(f"{tag}_weights", "int32_t", _packed_quads(np.concatenate(weights)), per_line=8)
+    q_sym = cf.requants_s64(f"{tag}_requant", requants)
+    rows = len(requants) - pad  # the last part's padding is the kernel's round_up4
+    return f"{{{rows}, {depth}, {w_sym}, {q_sym}}}"
+
+
+_NO_FC_S16 = "{0, 0, NULL, NULL}"
+
+
+def _requant_16x8(requant, abs_bound: int, what: str, need_right_shift: bool) -> tuple[int, int, int, int]:
+    q = fast_requant(requant.multiplier, requant.shift, 0, abs_bound, what, max_abs_input=S16_MAX_ABS_INPUT)
+    if need_right_shift:
+        _check_fast(q, what)
+    return q
+
+
+def _add_s16(tag: str, p) -> str:
+    """grukit_add_fast_s16: each input's term rescales x << 15 (x fed doubled as x << 16); the larger input
+    scale gives the multiplier 1/2 exactly, right shift 0, hence the sign masks (0 where no rounding)."""
+    if (p.input1_zero_point, p.input2_zero_point, p.output_zero_point, p.left_shift) != (0, 0, 0, 15):
+        raise UnsupportedModelError(f"{tag}: a 16x8 ADD/SUB with zero points or left shift {p.left_shift}")
+    if (p.qmin, p.qmax) != (-32768, 32767):
+        raise UnsupportedModelError(f"{tag}: a fused activation clamp [{p.qmin}, {p.qmax}]")
+    extremes = np.array([-32768 << 15, 32767 << 15], np.int64)
+    terms, bound = [], 0
+    for i, requant in enumerate((p.input1, p.input2), 1):
+        q = _requant_16x8(requant, 1 << 30, f"{tag} input{i}", need_right_shift=False)
+        if q[3] != 0:
+            raise UnsupportedModelError(f"{tag}: input{i} rescale must have shift <= 0, got {requant}")
+        terms.append(q)
+        bound += int(np.abs(K.rescale_smaller_than_one(extremes, requant)).max())  # the term is monotone in x
+    if bound >= S16_MAX_ABS_INPUT:
+        raise UnsupportedModelError(f"{tag}: input terms up to {bound} in sum reach 2^30 (input scales far apart)")
+    out = _requant_16x8(p.output, bound, f"{tag} output", need_right_shift=True)
+    if out[3] != 0:
+        raise UnsupportedModelError(f"{tag}: an ADD/SUB output rescale must have shift <= 0, got {p.output}")
+    masks = [-1 if q[2] > 0 else 0 for q in terms]
+    return "{" + ", ".join([*map(_requant_init, (*terms, out)), *map(str, masks)]) + "}"
+
+
+def _mul_s16(tag: str, p) -> str:
+    if (p.input1_zero_point, p.input2_zero_point, p.output_zero_point) != (0, 0, 0):
+        raise UnsupportedModelError(f"{tag}: a 16x8 MUL with zero points")
+    if (p.qmin, p.qmax) != (-32768, 32767):
+        raise UnsupportedModelError(f"{tag}: a fused activation clamp [{p.qmin}, {p.qmax}]")
+    # input1 is z or r, a LOGISTIC output in [0, 32767] (the graph check pins that): see S16_MAX_ABS_INPUT.
+    q = _requant_16x8(p.output, 32767 * 32768, f"{tag} output", need_right_shift=True)
+    if q[3] != 0:
+        raise UnsupportedModelError(f"{tag}: a 16x8 MUL output rescale with a left shift ({p.output})")
+    return _requant_init(q)
+
+
+def _table_input_s16(p) -> str:
+    """grukit_table_input_s16: TFLite's power-of-two case (multiplier 0) resolved to 3 << shift, no shift."""
+    multiplier, shift = int(p.input_multiplier), int(p.input_left_shift)
+    if multiplier == 0:
+        multiplier, shift = 3 << shift, 0
+    rounding = 1 << (shift - 1) if shift > 0 else 0
+    return f"{{{multiplier}, {rounding}, {shift}}}"
 
 
 def _layer_s16(cf: _CFile, li: int, layer) -> str:
     _check_graph(layer.linear_before_reset)
     pre, fcs = layer.prepared, layer.fcs
     tag = f"l{li}"
-    x_fc = [_fc_s16(cf, f"{tag}_gx_{g}", fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES]
-    h_fc = [_fc_s16(cf, f"{tag}_gh_{g}", fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g, _ in GATES]
-    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    act = lambda p: f"{{{p.input_multiplier}, {p.input_left_shift}}}"
+    lbr = layer.linear_before_reset
+    x_fc = _fc_s16(cf, f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
+    h_gates = [g for g, _ in GATES if lbr or g != "n"]  # lbr 0: gh_n's input is r * h, a product of its own
+    h_fc = _fc_s16(cf, f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
+    hn_fc = _NO_FC_S16 if lbr else _fc_s16(cf, f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    r_mul = "r_gh" if lbr else "r_h"
     fields = [
-        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
-        "{" + ", ".join(x_fc) + "}", "{" + ", ".join(h_fc) + "}",
-        _add_s16(pre["z_pre"]), _add_s16(pre["r_pre"]), _add_s16(pre["n_pre"]),
-        _add_s16(pre["h_minus_n"]), _add_s16(pre["h_new"]),
-        _mul_s16(pre[r_mul]), _mul_s16(pre["z_diff"]),
-        act(pre["z"]), act(pre["r"]), act(pre["n"]),
+        str(layer.input_size), str(layer.hidden_size), str(lbr), x_fc, h_fc, hn_fc,
+        _add_s16(f"{tag}_z_pre", pre["z_pre"]), _add_s16(f"{tag}_r_pre", pre["r_pre"]),
+        _add_s16(f"{tag}_n_pre", pre["n_pre"]), _add_s16(f"{tag}_h_minus_n", pre["h_minus_n"]),
+        _add_s16(f"{tag}_h_new", pre["h_new"]),
+        _mul_s16(f"{tag}_{r_mul}", pre[r_mul]), _mul_s16(f"{tag}_z_diff", pre["z_diff"]),
+        _table_input_s16(pre["z"]), _table_input_s16(pre["r"]), _table_input_s16(pre["n"]),
     ]
     return "{\n        " + ",\n        ".join(fields) + "\n    }"
 
@@ -358,9 +496,10 @@ def buffer_sizes(qmodel) -> tuple[int, int]:
         if qmodel.head is not None:
             scratch.append(2 * _round8(top) + _round4(qmodel.head.fc.w_q.shape[0]))
     else:
-        scratch = [16 * _round4(l.hidden_size) for l in qmodel.layers]
+        scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 12 * _round4(l.hidden_size)
+                   for l in qmodel.layers]
         if qmodel.head is not None:
-            scratch.append(2 * _round4(qmodel.head.fc.w_q.shape[0]))
+            scratch.append(2 * _round8(top) + 2 * _round4(qmodel.head.fc.w_q.shape[0]))
     return state, max(scratch)
 
 
@@ -389,7 +528,7 @@ def _generate_model(qmodel, name: str) -> tuple[str, str, int]:
     head_init = "NULL"
     if qmodel.head is not None:
         head = (_fc_s8(cf, "head", [(qmodel.head.fc, qmodel.head.prepared)]) if s8
-                else _fc_s16(cf, "head", qmodel.head.fc, qmodel.head.prepared))
+                else _fc_s16(cf, "head", [(qmodel.head.fc, qmodel.head.prepared)]))
         cf.chunks.append(f"static const grukit_fc_{suffix} {name}_head = {head};\n")
         head_init = f"&{name}_head"
     cf.chunks.append(

@@ -5,8 +5,8 @@ golden input sequences through grukit_model_*_step and prints every layer's stat
 step. The expectation comes from the NumPy integer runtime (QuantizedGRUModel.run_int for the states, its
 stream() for the per-step head outputs); every integer must match, and a failure names the first
 mismatch (sequence, step, layer, index, got, expected). Builds: host cc strict, host cc with UBSan + ASan,
-and arm-none-eabi-gcc for QEMU's Cortex-M4 (DSP and portable paths) and Cortex-M7; run_c_host (the package API)
-against run_int on validation-sized batches.
+and arm-none-eabi-gcc for QEMU's Cortex-M4 (DSP and portable paths), Cortex-M7, Cortex-M33 and Cortex-M55;
+run_c_host (the package API) against run_int on validation-sized batches.
 """
 
 from __future__ import annotations
@@ -342,19 +342,30 @@ def test_firmware_dir_override_must_hold_the_sources(tmp_path, monkeypatch):
         emulate.firmware_dir()
 
 
-# ---------------------------------------------------------------- emulated Cortex-M4 and M7
+# ---------------------------------------------------------------- emulated Cortex-M4, M7, M33 and M55
 
 ARM_MODELS = [RANDOM_MODELS[1], RANDOM_MODELS[2], RANDOM_MODELS[7]]
 
 
-@pytest.mark.parametrize("spec,dsp,machine", [
-    (ARM_MODELS[0], True, "mps2-an386"),
-    (ARM_MODELS[0], False, "mps2-an386"),
+# (model, DSP path, machine): one line per row's purpose. A machine that cannot run here is skipped, the
+# reason (missing package, no machine in the installed QEMU) in the skip message.
+ARM_RUNS = [
+    (ARM_MODELS[0], True, "mps2-an386"),  # Cortex-M4, SXTB16/SMLAD path
+    (ARM_MODELS[0], False, "mps2-an386"),  # Cortex-M4, portable C loops
     (ARM_MODELS[1], True, "mps2-an386"),
-    (ARM_MODELS[2], True, "mps2-an386"),
+    (ARM_MODELS[2], True, "mps2-an386"),  # 16x8
     (ARM_MODELS[1], True, "mps2-an500"),  # Cortex-M7
-    # mps2-an505 (M33) and mps3-an547 (M55) need their own memory maps: firmware_ref/arm has none yet.
-], ids=["s8_lbr0_odd-dsp", "s8_lbr0_odd-portable", "s8_lbr1_2layers-dsp", "s16_lbr0_odd-dsp", "s8_lbr1_2layers-m7"])
+    (ARM_MODELS[1], True, "mps2-an505"),  # Cortex-M33 (Armv8-M Mainline + DSP), Secure memory map
+    (ARM_MODELS[2], True, "mps2-an505"),  # Cortex-M33, 16x8
+    (ARM_MODELS[1], True, "mps3-an547"),  # Cortex-M55 (Armv8.1-M, MVE), TCM memory map
+    (ARM_MODELS[2], True, "mps3-an547"),  # Cortex-M55, 16x8
+    (ARM_MODELS[0], False, "mps3-an547"),  # Cortex-M55, portable loops (GCC 12 -O2 emits scalar code, no MVE)
+]
+CORE_IDS = {"mps2-an386": "m4", "mps2-an500": "m7", "mps2-an505": "m33", "mps3-an547": "m55"}
+
+
+@pytest.mark.parametrize("spec,dsp,machine", ARM_RUNS,
+                         ids=[f"{s[0]}-{'dsp' if d else 'portable'}-{CORE_IDS[m]}" for s, d, m in ARM_RUNS])
 def test_cortex_m_matches_numpy(spec, dsp, machine, tmp_path):
     fb.require_arm_tools(machine)
     case = make_case(*spec)
@@ -363,3 +374,100 @@ def test_cortex_m_matches_numpy(spec, dsp, machine, tmp_path):
     elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines,
                        machine=machine)
     check(case, fb.run_qemu(elf, machine=machine))
+
+
+# ---------------------------------------------------------------- 16x8 fused kernel
+
+# (spec as RANDOM_MODELS): 16x8 cases beyond RANDOM_MODELS', one line per purpose.
+S16_MODELS = [
+    ("s16_h128_lbr1_2layers", 10, "16x8", 1, 2, 16, 128, 4, True, True),  # the largest size, lbr 1, stacked
+    ("s16_lbr1_3layers_odd", 11, "16x8", 1, 3, 6, 23, 3, False, True),  # three layers, lbr 1, odd sizes
+    ("s16_mixed_i40", 12, "16x8", [1, 0], 2, 40, 64, 0, True, False),  # wide input, mixed variants, no head
+]
+
+
+@pytest.mark.parametrize("spec", S16_MODELS, ids=[m[0] for m in S16_MODELS])
+def test_16x8_model_host_matches_numpy(spec, tmp_path):
+    run_on_host(make_case(*spec), tmp_path, sanitize=False)
+
+
+def test_16x8_lbr1_sanitized_matches_numpy(tmp_path):
+    if not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
+        pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
+    run_on_host(make_case(*S16_MODELS[1]), tmp_path, sanitize=True)
+
+
+def test_16x8_row_requantization_equals_tflite_64bit():
+    """The kernel's row form (int32 dot, one int64 multiply-add, a shift) equals TFLite's 64-bit
+    MultiplyByQuantizedMultiplier of dot + bias for every shift it takes, biases beyond int32 included."""
+    rng = np.random.default_rng(0)
+    for shift in range(-31, 8):
+        for _ in range(20):
+            multiplier = int(rng.integers(1 << 30, 1 << 31)) if rng.random() > 0.1 else 0x7FFF8000
+            ts = 15 - shift  # TFLite's total right shift
+            dot_bound = int(rng.integers(1, 1 << 31)) >> max(16 - ts, 0)  # within the row's left shift
+            # |bias| up to 2^46 (TFLite takes |acc| < 2^47) where the result stays an int32 (the row form's
+            # contract: beyond it TFLite's own result wraps), else small.
+            bias_limit = min(1 << 46, (1 << (ts + 30)) // ((multiplier + (1 << 15)) >> 16)) - dot_bound
+            bias = int(rng.integers(-bias_limit, bias_limit)) if rng.random() > 0.3 else int(rng.integers(-999, 999))
+            q = c_export._requant_fc_s16(multiplier, shift, bias, dot_bound, "test row")
+            dot = np.concatenate([rng.integers(-dot_bound, dot_bound + 1, 200), [-dot_bound, dot_bound, 0, -1, 1]])
+            fb.assert_same(f"16x8 row requant m={multiplier} shift={shift} bias={bias}",
+                           c_export.apply_requant_fc_s16(dot, q),
+                           K.multiply_by_quantized_multiplier_i64(dot + bias, multiplier, shift))
+
+
+def _with_head_rows(qmodel, rows: dict):
+    """qmodel with head rows replaced: {row: (weights, bias, Requant)}."""
+    head = qmodel.head
+    w_q, bias_q = np.array(head.fc.w_q), np.array(head.fc.bias_q)
+    requants = list(head.prepared.output_requants)
+    for row, (w, b, requant) in rows.items():
+        w_q[row], bias_q[row], requants[row] = w, b, requant
+    fc = dataclasses.replace(head.fc, w_q=w_q, bias_q=bias_q)
+    prepared = dataclasses.replace(head.prepared, output_requants=tuple(requants))
+    return dataclasses.replace(qmodel, head=dataclasses.replace(head, fc=fc, prepared=prepared))
+
+
+def test_16x8_extreme_rows_match_numpy():
+    """Head rows at the ends of the row form's range, one-hot weights: a left-shifted dot (shift 7, the
+    largest), a bias far beyond int32 with the smallest shift (the high word shifted right by 14), and
+    shift 0 with the multiplier that rounds to 2^15 (kept at 0x7FFF), whose outputs vary."""
+    fb.require_host_cc()
+    case = make_case(*RANDOM_MODELS[7])  # 16x8, per-step head on H = 13
+    H = case.qmodel.layers[-1].hidden_size
+    one_hot = lambda k, v: np.eye(H, dtype=np.int8)[k] * np.int8(v)
+    qmodel = _with_head_rows(case.qmodel, {
+        0: (one_hot(0, 1), -7, Requant(1_100_000_000, 7)),
+        1: (one_hot(1, 100), 3 * (1 << 44) + 12345, Requant(1_300_000_000, -31)),
+        2: (one_hot(2, -1), 5, Requant((1 << 31) - 1, 0)),
+    })
+    x_q = qmodel.quantize_input(random_inputs(78, N=20, T=8, I=5, scale=1.5))
+    y_q, _ = emulate.run_c_host(qmodel, x_q)
+    y_ref = qmodel.run_int(x_q)[0]
+    assert len(np.unique(y_ref[..., 2])) > 20, "the shift-0 row should not saturate"
+    fb.assert_same("16x8 extreme head rows", y_q, y_ref)
+
+
+def test_16x8_unbounded_dot_is_refused(tmp_path):
+    """A row whose int32 dot product cannot be proven (weights 127 everywhere, shifted left by 8 for shift 7)
+    is refused, naming the row."""
+    case = make_case(*RANDOM_MODELS[7])
+    H = case.qmodel.layers[-1].hidden_size
+    qmodel = _with_head_rows(case.qmodel, {1: (np.full(H, 127, np.int8), 0, Requant(1 << 30, 7))})
+    with pytest.raises(grukit.UnsupportedModelError, match="head row 1"):
+        c_export.export_c(qmodel, tmp_path)
+
+
+@pytest.mark.parametrize("spec,dsp", [
+    (RANDOM_MODELS[6], True),  # lbr 1, SXTB16/SMLAD/SMLAL/SMMLAR
+    (RANDOM_MODELS[6], False),  # lbr 1, the portable loops on the same core
+    (RANDOM_MODELS[7], False),  # lbr 0, stacked, portable
+], ids=["s16_lbr1_small-dsp", "s16_lbr1_small-portable", "s16_lbr0_odd-portable"])
+def test_cortex_m4_16x8_matches_numpy(spec, dsp, tmp_path):
+    fb.require_arm_tools("mps2-an386")
+    case = make_case(*spec)
+    model_c, defines = export(case, tmp_path)
+    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines)
+    check(case, fb.run_qemu(elf, machine="mps2-an386"))

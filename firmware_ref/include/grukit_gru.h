@@ -14,9 +14,13 @@
  *        instructions per four MACs), a three-instruction exact requantization, and 256-entry tables for
  *        LOGISTIC / TANH outputs and ADD / SUB input terms (all computed by the NumPy runtime's own
  *        primitives when the model is generated).
- *   _s16 (scheme "16x8"): int16 activations and state, int8 weights, int64 biases; runs the op sequence
- *        with the grukit_ops.h primitives.
- * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the _s8 products use
+ *   _s16 (scheme "16x8"): int16 activations and state, int8 weights, int64 biases. Fused kernel: the same
+ *        stacked gate products over x and h, int8 weights widened on the fly (SXTB16) into int16 pairs for
+ *        SMLAD with the int16 inputs, an int32 dot product (bounded by the generator) and one SMLAL per row
+ *        for TFLite's 64-bit requantization (bias and rounding folded into an int64 start value), the
+ *        element-wise ops fused per hidden unit in the SMMLAR form, LOGISTIC / TANH from TFLite's
+ *        interpolated sigmoid table.
+ * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; the results are bit-identical to the portable C path
  * (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
@@ -220,27 +224,78 @@ void grukit_model_s8_restore_state(const grukit_model_s8 *model, int8_t *state, 
 
 /* ================================================================= 16x8 scheme (_s16) */
 
-/** A 16x8 fully connected product, row-major weights (grukit_fully_connected_s16's arguments). */
+/**
+ * The 64-bit requantization of one 16x8 fully connected row, bias and rounding folded in (see
+ * grukit.export.c_export._requant_fc_s16). TFLite computes floor((acc * R + 2^(ts - 1)) / 2^ts) with
+ * acc = dot + bias in int64, R = the multiplier rounded to 15 bits, ts = 15 - shift; here
+ *     V   = start + (dot << left_shift) * multiplier         (int64: one SMLAL)
+ *     out = sat16((V >> 32) >> right_shift)
+ * with multiplier = R * 2^k, start = (bias * R + 2^(ts - 1)) * 2^(left_shift + k), left_shift + k = 32 - ts
+ * (ts <= 32) or right_shift = ts - 32 (k = left_shift = 0): the same integer. The generator checks
+ * |dot| * 2^left_shift < 2^31 and |V| < 2^63 from the weights and bias of the row.
+ */
 typedef struct {
-    int32_t rows;              /**< O >= 1. */
-    int32_t depth;             /**< K >= 1. */
-    const int8_t *weights;     /**< int8 [O][K], symmetric. */
-    const int64_t *bias;       /**< int64 [O] or NULL. */
-    const int32_t *multiplier; /**< int32 [O], 0 or [2^30, 2^31 - 1]. */
-    const int32_t *shift;      /**< int32 [O], [-31, 7]. */
-    grukit_fc_params params;   /**< offsets 0 (symmetric int16), clamp [-32768, 32767]. */
+    int64_t start;       /**< (bias * R + 2^(ts - 1)) * 2^(left_shift + k). */
+    int32_t multiplier;  /**< R * 2^k, [0, 2^31 - 2^16]. */
+    int16_t right_shift; /**< max(ts - 32, 0), [0, 14]. */
+    int16_t left_shift;  /**< max(16 - ts, 0), [0, 8]. */
+} grukit_requant_s64;
+
+/**
+ * A 16x8 fully connected product: out[o] = sat16(requant[o](sum_k w[o][k] * x[k])), x int16 (zero point 0),
+ * the int8 weights four columns per word: one word, SXTB16 and SXTB16 ROR 8 give two int16 weight pairs for
+ * two SMLADs with the input words (x0, x1) and (x2, x3). The int32 dot product is exact (the generator's
+ * bound); the int64 bias is in requant[o].start.
+ */
+typedef struct {
+    int32_t rows;  /**< O >= 1 output channels. */
+    int32_t depth; /**< K >= 1 inputs. */
+    /** [ceil(O/4)][ceil(K/8) * 2][4 rows]: for 4 rows and 4 columns c0..c3, one word per row holding the
+     *  int8 weights of columns (c0, c2, c1, c3) in bytes 0..3; the depth zero padded to a multiple of 8. */
+    const int32_t *weights;
+    const grukit_requant_s64 *requant; /**< [4 * ceil(O/4)], padding rows all 0 (output 0). */
 } grukit_fc_s16;
 
-/** One 16x8 GRU layer; fields mean what they mean in grukit_gru_layer_s8. */
+/**
+ * A 16x8 ADD or SUB: term_i = requant_i(x_i << 15), TFLite's per-input MultiplyByQuantizedMultiplier-
+ * SmallerThanOneExp, evaluated on the doubled input x_i << 16 (exact for every int16) with
+ * grukit_requant_s32's SMMLAR form; out = sat16(output(term1 +/- term2)), the sum doubled as well.
+ * The input with the larger scale has the multiplier 1/2 exactly and right shift 0: its sign mask is 0,
+ * since RoundingDivideByPOT by 2^0 does not round.
+ */
 typedef struct {
-    int32_t input_size;
-    int32_t hidden_size;
-    int32_t linear_before_reset;
-    grukit_fc_s16 x_fc[3];
-    grukit_fc_s16 h_fc[3];
-    grukit_add_params z_pre, r_pre, n_pre, h_minus_n, h_new;
-    grukit_mul_params r_mul, z_mul;
-    grukit_activation_s16_params z_act, r_act, n_act; /**< LOGISTIC, LOGISTIC, TANH. */
+    grukit_requant_s32 input1; /**< left_shift 0; right_shift >= 0. */
+    grukit_requant_s32 input2; /**< as input1. */
+    grukit_requant_s32 output; /**< left_shift 0, right_shift >= 1; |term1 +/- term2| < 2^30 (checked). */
+    int32_t input1_sign_mask;  /**< -1 if input1.right_shift >= 1, else 0. */
+    int32_t input2_sign_mask;  /**< as input1_sign_mask. */
+} grukit_add_fast_s16;
+
+/**
+ * The int16 LOGISTIC / TANH table input: v = (x * multiplier + rounding) >> right_shift (TFLite's
+ * input_multiplier and input_left_shift, the power-of-two case resolved to multiplier 3 << shift, shift 0).
+ */
+typedef struct {
+    int32_t multiplier;  /**< (0, 32767]. */
+    int32_t rounding;    /**< 2^(right_shift - 1), or 0. */
+    int32_t right_shift; /**< [0, 31]. */
+} grukit_table_input_s16;
+
+/**
+ * One 16x8 GRU layer; fields mean what they mean in grukit_gru_layer_s8. The element-wise requantizations
+ * take |x| <= 2^30 fed doubled (2x fits int32); a MUL's input1 is z or r, a LOGISTIC output in [0, 32767].
+ */
+typedef struct {
+    int32_t input_size;          /**< I >= 1. */
+    int32_t hidden_size;         /**< H >= 1. */
+    int32_t linear_before_reset; /**< 0 or 1. */
+    grukit_fc_s16 x_fc;          /**< gx_z, gx_r, gx_n stacked, gate g at rows g * H4; input x. */
+    grukit_fc_s16 h_fc;          /**< gh_z, gh_r (and gh_n when linear_before_reset is 1); input h. */
+    grukit_fc_s16 hn_fc;         /**< linear_before_reset 0: gh_n = R_n (r * h); rows 0 otherwise. */
+    grukit_add_fast_s16 z_pre, r_pre, n_pre, h_minus_n, h_new;
+    grukit_requant_s32 r_mul;    /**< MUL r * gh_n (lbr 1) or r * h (lbr 0): output(2 r b); right_shift >= 1. */
+    grukit_requant_s32 z_mul;    /**< MUL z * h_minus_n, as r_mul. */
+    grukit_table_input_s16 z_act, r_act, n_act; /**< LOGISTIC, LOGISTIC, TANH. */
 } grukit_gru_layer_s16;
 
 /** A stacked 16x8 GRU with an optional dense head. */

@@ -13,6 +13,7 @@
  * possibly negative values go through uint32_t; right shifts of negative values are arithmetic (GCC, Clang).
  */
 #include "grukit_gru.h"
+#include "grukit_tables.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -391,50 +392,249 @@ void grukit_model_s8_restore_state(const grukit_model_s8 *model, int8_t *state, 
     memcpy(state, saved, (size_t)grukit_model_s8_get_state_size(model));
 }
 
-/* ---------------------------------------------------------------- 16x8 layer step (grukit_ops primitives) */
+/* ---------------------------------------------------------------- 16x8 products */
 
-static void fc_s16(const grukit_fc_s16 *fc, const int16_t *x, int16_t *out)
+static inline int32_t sat_s16(int32_t x)
 {
-    grukit_fully_connected_s16(&fc->params, 1, fc->depth, fc->rows, x, fc->weights, fc->bias, fc->multiplier,
-                               fc->shift, out);
+#if GRUKIT_GRU_DSP
+    int32_t r;
+    __asm__("ssat %0, #16, %1" : "=r"(r) : "r"(x));
+    return r;
+#else
+    return x < INT16_MIN ? INT16_MIN : (x > INT16_MAX ? INT16_MAX : x);
+#endif
 }
 
-/* Scratch: int16 gx[3][H], gh[3][H], a[H], b[H] (rounded up to whole words). */
+/* xp = x (int16 [n]) zero padded to a multiple of 8: the products read whole 8-column groups as words. */
+static void pad_s16(const int16_t *x, int32_t n, int16_t *xp)
+{
+    memcpy(xp, x, 2 * (size_t)n);
+    memset(xp + n, 0, 2 * (size_t)(round_up8(n) - n));
+}
+
+/*
+ * acc[0..3] = the dot products of the 4 rows of one block with xp (int16 [8 * groups], 4-byte aligned), from
+ * weights in grukit_fc_s16's layout. The generator bounded every |dot| below 2^31; partial sums are sums of
+ * a subset of the same terms, so they are bounded too, and SMLAD's modulo-2^32 sum equals the portable one.
+ */
+static inline void dot_block_s16(const int32_t *w, const int16_t *xp, int32_t groups, int32_t acc[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if GRUKIT_GRU_DSP
+    /* Per 32 MACs: 6 LDRD (2 of inputs, 4 of weights), 16 SXTB16, 16 SMLAD, CMP, BNE. */
+    const int32_t *xw = (const int32_t *)(const void *)xp;
+    const int32_t *const xw_end = xw + 4 * groups;
+    if (xw < xw_end) {
+        int32_t x0, x1, wa, wb, t;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+            "sxtb16 %[t], %[wa]\n\t"
+            "smlad %[a0], %[t], %[x0], %[a0]\n\t"
+            "sxtb16 %[wa], %[wa], ror #8\n\t"
+            "smlad %[a0], %[wa], %[x1], %[a0]\n\t"
+            "sxtb16 %[t], %[wb]\n\t"
+            "smlad %[a1], %[t], %[x0], %[a1]\n\t"
+            "sxtb16 %[wb], %[wb], ror #8\n\t"
+            "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+            "sxtb16 %[t], %[wa]\n\t"
+            "smlad %[a2], %[t], %[x0], %[a2]\n\t"
+            "sxtb16 %[wa], %[wa], ror #8\n\t"
+            "smlad %[a2], %[wa], %[x1], %[a2]\n\t"
+            "sxtb16 %[t], %[wb]\n\t"
+            "smlad %[a3], %[t], %[x0], %[a3]\n\t"
+            "sxtb16 %[wb], %[wb], ror #8\n\t"
+            "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
+            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+            "sxtb16 %[t], %[wa]\n\t"
+            "smlad %[a0], %[t], %[x0], %[a0]\n\t"
+            "sxtb16 %[wa], %[wa], ror #8\n\t"
+            "smlad %[a0], %[wa], %[x1], %[a0]\n\t"
+            "sxtb16 %[t], %[wb]\n\t"
+            "smlad %[a1], %[t], %[x0], %[a1]\n\t"
+            "sxtb16 %[wb], %[wb], ror #8\n\t"
+            "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
+            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
+            "sxtb16 %[t], %[wa]\n\t"
+            "smlad %[a2], %[t], %[x0], %[a2]\n\t"
+            "sxtb16 %[wa], %[wa], ror #8\n\t"
+            "smlad %[a2], %[wa], %[x1], %[a2]\n\t"
+            "sxtb16 %[t], %[wb]\n\t"
+            "smlad %[a3], %[t], %[x0], %[a3]\n\t"
+            "sxtb16 %[wb], %[wb], ror #8\n\t"
+            "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+            "cmp %[xw], %[end]\n\t"
+            "bne 1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xw] "+r"(xw), [w] "+r"(w),
+              [x0] "=&r"(x0), [x1] "=&r"(x1), [wa] "=&r"(wa), [wb] "=&r"(wb), [t] "=&r"(t)
+            : [end] "r"(xw_end)
+            : "cc", "memory");
+    }
+#else
+    for (const int16_t *const xp_end = xp + 8 * groups; xp < xp_end; xp += 4, w += 4) {
+        const int32_t x0 = xp[0], x1 = xp[1], x2 = xp[2], x3 = xp[3];
+        /* Bytes 0..3 of a word hold columns 0, 2, 1, 3 (see the header). */
+        a0 += byte_s32(w[0], 0) * x0 + byte_s32(w[0], 2) * x1 + byte_s32(w[0], 1) * x2 + byte_s32(w[0], 3) * x3;
+        a1 += byte_s32(w[1], 0) * x0 + byte_s32(w[1], 2) * x1 + byte_s32(w[1], 1) * x2 + byte_s32(w[1], 3) * x3;
+        a2 += byte_s32(w[2], 0) * x0 + byte_s32(w[2], 2) * x1 + byte_s32(w[2], 1) * x2 + byte_s32(w[2], 3) * x3;
+        a3 += byte_s32(w[3], 0) * x0 + byte_s32(w[3], 2) * x1 + byte_s32(w[3], 1) * x2 + byte_s32(w[3], 3) * x3;
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* TFLite's 64-bit requantization of one row (grukit_requant_s64): one SMLAL, a shift, SSAT. */
+static inline int32_t requant_row_s16(int32_t dot, const grukit_requant_s64 *q)
+{
+    const int64_t v = q->start + (int64_t)shl_s32(dot, q->left_shift) * q->multiplier; /* |v| < 2^63 */
+    return sat_s16((int32_t)(v >> 32) >> q->right_shift);
+}
+
+/* out[o] for every o < 4 * ceil(rows / 4) (padding rows give 0); xp padded as pad_s16 leaves it. */
+static void fc_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
+{
+    const int32_t groups = round_up8(fc->depth) >> 3;
+    const int16_t *const out_end = out + round_up4(fc->rows);
+    const int32_t *w = fc->weights;
+    const grukit_requant_s64 *q = fc->requant;
+    for (; out < out_end; out += 4, w += 8 * groups, q += 4) {
+        int32_t acc[4];
+        dot_block_s16(w, xp, groups, acc);
+        out[0] = (int16_t)requant_row_s16(acc[0], &q[0]);
+        out[1] = (int16_t)requant_row_s16(acc[1], &q[1]);
+        out[2] = (int16_t)requant_row_s16(acc[2], &q[2]);
+        out[3] = (int16_t)requant_row_s16(acc[3], &q[3]);
+    }
+}
+
+/* ---------------------------------------------------------------- 16x8 element-wise ops */
+
+/* An ADD/SUB input term, doubled input x << 16; the sign mask drops the sign term where right_shift is 0. */
+static inline int32_t add_term_s16(const grukit_requant_s32 *q, int32_t sign_mask, int32_t x)
+{
+    const int32_t x2 = shl_s32(x, 16);
+    return (mul_high_rounded_acc_s32(x2, q->multiplier, q->rounding) + ((x2 >> 31) & sign_mask)) >> q->right_shift;
+}
+
+static inline int32_t add_fast_s16(const grukit_add_fast_s16 *p, int32_t a, int32_t b)
+{
+    const int32_t raw =
+        add_term_s16(&p->input1, p->input1_sign_mask, a) + add_term_s16(&p->input2, p->input2_sign_mask, b);
+    return sat_s16(requant_fast_s32(2 * raw, p->output.multiplier, p->output.rounding, p->output.right_shift));
+}
+
+static inline int32_t sub_fast_s16(const grukit_add_fast_s16 *p, int32_t a, int32_t b)
+{
+    const int32_t raw =
+        add_term_s16(&p->input1, p->input1_sign_mask, a) - add_term_s16(&p->input2, p->input2_sign_mask, b);
+    return sat_s16(requant_fast_s32(2 * raw, p->output.multiplier, p->output.rounding, p->output.right_shift));
+}
+
+/* a in [0, 32767] (a LOGISTIC output), b int16: |2 a b| < 2^31. */
+static inline int32_t mul_fast_s16(const grukit_requant_s32 *q, int32_t a, int32_t b)
+{
+    return sat_s16(requant_fast_s32(2 * a * b, q->multiplier, q->rounding, q->right_shift));
+}
+
+/* The sigmoid table input: |x * multiplier| <= 2^15 * 32767 and rounding <= 2^30 fit int32. */
+static inline int32_t table_input_s16(const grukit_table_input_s16 *p, int32_t x)
+{
+    return (x * p->multiplier + p->rounding) >> p->right_shift;
+}
+
+/* sigmoid(|v| / 2^fraction_bits / 24) interpolated in the table, unsigned Q0.(16 + fraction_bits). */
+static inline uint32_t sigmoid_abs(uint32_t abs_v, uint32_t fraction_bits, uint32_t saturated)
+{
+    const uint32_t index = abs_v >> fraction_bits;
+    if (index >= 255u) {
+        return saturated;
+    }
+    const uint32_t lo = grukit_sigmoid_table_uint16[index];
+    const uint32_t hi = grukit_sigmoid_table_uint16[index + 1u];
+    return (lo << fraction_bits) + (abs_v & ((1u << fraction_bits) - 1u)) * (hi - lo);
+}
+
+/* TFLite's int16 LOGISTIC: 9 interpolation bits, sigmoid(-v) = 1 - sigmoid(v), rounded to Q0.15. */
+static inline int32_t logistic_fast_s16(const grukit_table_input_s16 *p, int32_t x)
+{
+    const int32_t v = table_input_s16(p, x);
+    const uint32_t abs_v = v >= 0 ? (uint32_t)v : 0u - (uint32_t)v;
+    const uint32_t s_q25 = sigmoid_abs(abs_v, 9u, 0x7FFFu << 10);
+    const uint32_t y = v >= 0 ? s_q25 + (1u << 9) : (1u << 25) - s_q25 + (1u << 9) - 1u;
+    return (int32_t)(y >> 10);
+}
+
+/* TFLite's int16 TANH = 2 sigmoid(2v) - 1: 8 interpolation bits, rounded to Q0.15 (floor of an int32). */
+static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
+{
+    const int32_t v = table_input_s16(p, x);
+    const uint32_t abs_v = v >= 0 ? (uint32_t)v : 0u - (uint32_t)v;
+    const int32_t s_q24 = (int32_t)sigmoid_abs(abs_v, 8u, 0xFFFFu << 8); /* < 2^24 */
+    const int32_t y = v >= 0 ? s_q24 - (1 << 23) + (1 << 7) : -s_q24 + (1 << 23) + (1 << 7) - 1;
+    return y >> 8;
+}
+
+/* ---------------------------------------------------------------- 16x8 layer step */
+
+/* Scratch: int16 xp[max(I8, H8)] (x, h or r * h, zero padded), gx[3][H4], gh[3][H4]. */
 int32_t grukit_gru_s16_get_buffer_size(const grukit_gru_layer_s16 *layer)
 {
-    return 2 * 8 * round_up4(layer->hidden_size);
+    return 2 * max_s32(round_up8(layer->input_size), round_up8(layer->hidden_size)) +
+           12 * round_up4(layer->hidden_size);
 }
 
 void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, int16_t *h, int32_t *scratch)
 {
     const int32_t H = layer->hidden_size;
     const int32_t h4 = round_up4(H);
-    int16_t *gx_z = (int16_t *)scratch, *gx_r = gx_z + h4, *gx_n = gx_r + h4;
-    int16_t *gh_z = gx_n + h4, *gh_r = gh_z + h4, *gh_n = gh_r + h4;
-    int16_t *a = gh_n + h4, *b = a + h4;
+    int16_t *xp = (int16_t *)(void *)scratch;
+    int16_t *gx = xp + max_s32(round_up8(layer->input_size), round_up8(H));
+    int16_t *gh = gx + 3 * h4;
+    int16_t *gx_z = gx;
+    const int16_t *gx_r = gx + h4, *gx_n = gx + 2 * h4;
+    const int16_t *gh_z = gh, *gh_r = gh + h4;
+    int16_t *gh_n = gh + 2 * h4;
+    /* Local copies: the compiler may keep them in registers across the int16 stores of the loop. */
+    const grukit_add_fast_s16 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
+    const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
+    const grukit_requant_s32 r_mul = layer->r_mul, z_mul = layer->z_mul;
+    const grukit_table_input_s16 z_act = layer->z_act, r_act = layer->r_act, n_act = layer->n_act;
 
-    fc_s16(&layer->x_fc[0], x, gx_z);
-    fc_s16(&layer->x_fc[1], x, gx_r);
-    fc_s16(&layer->x_fc[2], x, gx_n);
-    fc_s16(&layer->h_fc[0], h, gh_z);
-    fc_s16(&layer->h_fc[1], h, gh_r);
-    /* Outputs overwrite an input in place where the op allows it (element i read before written). */
-    grukit_add_s16(&layer->z_pre, H, gx_z, gh_z, gx_z);
-    grukit_logistic_s16(&layer->z_act, H, gx_z, gx_z); /* z */
-    grukit_add_s16(&layer->r_pre, H, gx_r, gh_r, gx_r);
-    grukit_logistic_s16(&layer->r_act, H, gx_r, gx_r); /* r */
+    pad_s16(x, layer->input_size, xp);
+    fc_s16(&layer->x_fc, xp, gx);
+    pad_s16(h, H, xp);
+    fc_s16(&layer->h_fc, xp, gh);
+
     if (layer->linear_before_reset) {
-        fc_s16(&layer->h_fc[2], h, gh_n);
-        grukit_mul_s16(&layer->r_mul, H, gx_r, gh_n, gh_n); /* r_gh */
-    } else {
-        grukit_mul_s16(&layer->r_mul, H, gx_r, h, a); /* r_h */
-        fc_s16(&layer->h_fc[2], a, gh_n);
+        for (int32_t j = 0; j < H; ++j) {
+            const int32_t z = logistic_fast_s16(&z_act, add_fast_s16(&z_pre, gx_z[j], gh_z[j]));
+            const int32_t r = logistic_fast_s16(&r_act, add_fast_s16(&r_pre, gx_r[j], gh_r[j]));
+            const int32_t r_gh = mul_fast_s16(&r_mul, r, gh_n[j]);
+            const int32_t n = tanh_fast_s16(&n_act, add_fast_s16(&n_pre, gx_n[j], r_gh));
+            const int32_t diff = sub_fast_s16(&h_minus_n, h[j], n);
+            h[j] = (int16_t)add_fast_s16(&h_new, n, mul_fast_s16(&z_mul, z, diff));
+        }
+        return;
     }
-    grukit_add_s16(&layer->n_pre, H, gx_n, gh_n, gx_n);
-    grukit_tanh_s16(&layer->n_act, H, gx_n, gx_n);        /* n */
-    grukit_sub_s16(&layer->h_minus_n, H, h, gx_n, b);     /* h - n */
-    grukit_mul_s16(&layer->z_mul, H, gx_z, b, b);         /* z * (h - n) */
-    grukit_add_s16(&layer->h_new, H, gx_n, b, h);         /* n + z * (h - n) */
+    /* linear_before_reset 0: gh_n = R_n (r * h) needs every r first; z waits in gx_z, r * h in xp (whose
+     * padding pad_s16 left at 0). */
+    for (int32_t j = 0; j < H; ++j) {
+        gx_z[j] = (int16_t)logistic_fast_s16(&z_act, add_fast_s16(&z_pre, gx_z[j], gh_z[j]));
+        const int32_t r = logistic_fast_s16(&r_act, add_fast_s16(&r_pre, gx_r[j], gh_r[j]));
+        xp[j] = (int16_t)mul_fast_s16(&r_mul, r, h[j]);
+    }
+    fc_s16(&layer->hn_fc, xp, gh_n);
+    for (int32_t j = 0; j < H; ++j) {
+        const int32_t n = tanh_fast_s16(&n_act, add_fast_s16(&n_pre, gx_n[j], gh_n[j]));
+        const int32_t diff = sub_fast_s16(&h_minus_n, h[j], n);
+        h[j] = (int16_t)add_fast_s16(&h_new, n, mul_fast_s16(&z_mul, gx_z[j], diff));
+    }
 }
 
 /* ---------------------------------------------------------------- 16x8 model */
@@ -453,9 +653,10 @@ int32_t grukit_model_s16_get_output_size(const grukit_model_s16 *model)
     return model->head != NULL ? model->head->rows : model->layers[model->num_layers - 1].hidden_size;
 }
 
+/* The head needs xp int16 [H8] and its padded output [O4]. */
 int32_t grukit_model_s16_get_buffer_size(const grukit_model_s16 *model)
 {
-    int32_t bytes = model->head != NULL ? 2 * round_up4(model->head->rows) : 0;
+    int32_t bytes = model->head != NULL ? 2 * round_up8(model->head->depth) + 2 * round_up4(model->head->rows) : 0;
     for (int32_t l = 0; l < model->num_layers; ++l) {
         bytes = max_s32(bytes, grukit_gru_s16_get_buffer_size(&model->layers[l]));
     }
@@ -488,8 +689,10 @@ void grukit_model_s16_output(const grukit_model_s16 *model, const int16_t *state
         memcpy(y, top, 2 * (size_t)top_size);
         return;
     }
-    int16_t *out = (int16_t *)scratch;
-    fc_s16(model->head, top, out);
+    int16_t *xp = (int16_t *)(void *)scratch;
+    int16_t *out = xp + round_up8(model->head->depth);
+    pad_s16(top, model->head->depth, xp);
+    fc_s16(model->head, xp, out);
     memcpy(y, out, 2 * (size_t)model->head->rows);
 }
 
