@@ -466,6 +466,7 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report
          "observed": [float(v) for v in q_report.observed.get((layer, name), (np.nan, np.nan))],
          "quantized": [float(v) for v in q_report.quantized[(layer, name)]]}
         for (layer, name), (s, n) in sorted(q_report.saturated.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+    report.quantization_notes = list(q_report.notes)
     rec["advance"]("drift")
 
     k = interpreter_sequences(N, T)

@@ -47,6 +47,8 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
                      validation data (dequantized integer state vs float state)
     saturation       [{tensor: "layer<l>/<name>", saturated: int, total: int, observed: [lo, hi],
                       quantized: [lo, hi]}]: calibration values outside the quantized range
+    quantization_notes  [str]: parameters quantization had to adjust, in words (e.g. a weight scale widened so
+                     a large bias fits its accumulator); [] when nothing was adjusted
     stages           [{name, seconds, status: "ok" | "skipped" | "failed", detail}]
     not_available    {stage or runtime -> reason}
 """
@@ -91,6 +93,7 @@ class Report:
     class_names: list | None = None
     drift: list = field(default_factory=list)
     saturation: list = field(default_factory=list)
+    quantization_notes: list = field(default_factory=list)
     stages: list = field(default_factory=list)
     not_available: dict = field(default_factory=dict)
 
@@ -154,7 +157,8 @@ class Report:
             "max_drop": self.max_drop,
             **{k: d[k] for k in ("bit_exact", "bit_exact_detail", "artifacts", "latency", "targets")},
             "pass": self.passed,
-            **{k: d[k] for k in ("confusion", "drift", "saturation", "stages", "not_available")},
+            **{k: d[k] for k in ("confusion", "drift", "saturation", "quantization_notes", "stages",
+                                 "not_available")},
         }
 
 
@@ -261,6 +265,8 @@ def to_markdown(r: Report) -> str:
              for d in r.drift]), ""]
     if r.saturation:
         out += ["## Calibration saturation", "", _md_table(SATURATION_HEADER, _saturation_rows(r)), ""]
+    if r.quantization_notes:
+        out += ["## Quantization adjustments", ""] + [f"- {note}" for note in r.quantization_notes] + [""]
     if r.artifacts:
         out += ["## Artifacts", "", _md_table(["file", "bytes"], [[k, f"{v:,}"] for k, v in r.artifacts.items()]), ""]
     if r.not_available:
@@ -387,6 +393,9 @@ def to_html(r: Report) -> str:
     parts.append("<h2>Calibration saturation</h2>")
     parts.append(_html_table(SATURATION_HEADER, _saturation_rows(r)) if r.saturation
                  else f"<p class='na'>Saturation counts: {NOT_AVAILABLE}.</p>")
+    if r.quantization_notes:
+        parts.append("<h2>Quantization adjustments</h2><ul>"
+                     + "".join(f"<li>{html.escape(n)}</li>" for n in r.quantization_notes) + "</ul>")
     if r.artifacts:
         parts += ["<h2>Artifacts</h2>", _html_table(["file", "bytes"], [[k, f"{v:,}"] for k, v in r.artifacts.items()])]
     if r.not_available:

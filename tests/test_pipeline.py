@@ -322,3 +322,18 @@ def test_lines_without_a_limit_are_reported_not_checked():
     report.targets.append(line("latency per sequence", 1.0, None, None))  # a limit it could not evaluate
     assert not report.passed and report.exit_code == 1
     assert report.failures() == ["latency per sequence: could not be checked (not available)"]
+
+
+def test_quantization_adjustments_reach_the_report(tiny, tmp_path):
+    # A unit with ~0 input weights and a bias of 2: int8 widens that channel's weight scale (its bias would
+    # not fit the int32 accumulator otherwise) and the report must say so.
+    module, x, y, _ = tiny
+    with torch.no_grad():
+        module.gru.weight_ih_l0[2 * 6 + 1].fill_(1e-7)  # gate n (PyTorch order r, z, n), unit 1
+        module.gru.bias_ih_l0[2 * 6 + 1] = 2.0
+    report = deploy(module, x, (x, y), "stm32l476", out_dir=tmp_path, progress=False)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert any("gx_n channel 1" in note for note in doc["quantization_notes"]), doc["quantization_notes"]
+    assert "Quantization adjustments" in (tmp_path / "report.md").read_text()
+    assert "Quantization adjustments" in (tmp_path / "report.html").read_text()
+    assert report.quantization_notes == doc["quantization_notes"]
