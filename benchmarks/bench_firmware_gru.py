@@ -3,12 +3,14 @@
 For each size (I=16 with H=16, 32, 64, 128; I=40 with H=64) a random 1-layer model with a 4-output
 last-step head is quantized (int8 and 16x8), generated with export_c, built with arm-none-eabi-gcc
 -mcpu=cortex-m4 -O2 (DSP path; the int8 portable path for comparison) and run for 8 steps of random input
-(grukit.runtime.emulate); the I=16, H=64 int8 model also on a Cortex-M7 (mps2-an500). Columns:
+(grukit.runtime.emulate); the I=16, H=64 int8 model (DSP path) also on a Cortex-M7 (mps2-an500), a Cortex-M33
+(mps2-an505) and a Cortex-M55 (mps3-an547), each where the installed QEMU has the machine. Columns:
 - instructions / step: the whole step (every op and the head), mean of 8 steps, measured by SysTick under
   -icount (instructions, not cycles: on a real M4 loads take 1-2 cycles, branches 2-4, plus flash waits);
 - instructions / MAC: that divided by 3 H (I + H) (the head's MACs are not counted in the divisor);
-- kernel code: text bytes (Cortex-M4 build) of grukit_gru.o (+ grukit_ops.o and grukit_tables.o, which the 16x8 path calls);
-- model flash: text + data bytes of the generated model object (arrays, tables and structs);
+- kernel code, model flash: text + data bytes (Cortex-M4 build) of the kernel code the scheme links (linked with
+  --gc-sections from the scheme's entry points) and of the generated model object (arrays, tables, structs),
+  measured as `grukit deploy` measures flash (grukit.runtime.targets.built_flash_bytes);
 - RAM: state + scratch bytes.
 Bit-exactness of these builds is what tests/test_firmware_gru.py checks.
 
@@ -17,7 +19,6 @@ Bit-exactness of these builds is what tests/test_firmware_gru.py checks.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,39 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import grukit  # noqa: E402
 from gru_factory import random_inputs, random_model  # noqa: E402
 from grukit.export import c_export  # noqa: E402
-from grukit.runtime import emulate  # noqa: E402
+from grukit.runtime import emulate, targets  # noqa: E402
 
 SIZES = [(16, 16), (16, 32), (16, 64), (16, 128), (40, 64)]
 STEPS = 8
 TARGET_INSTRUCTIONS_PER_MAC = 2.0  # at H=64, I=16, int8, DSP path
-
-
-def object_bytes(source: Path, flags: list[str], include: list[Path], out: Path) -> int:
-    """text + data bytes of one compiled object (arm-none-eabi-size)."""
-    subprocess.run(["arm-none-eabi-gcc", *flags, "-c", *[f"-I{d}" for d in include], str(source), "-o", str(out)],
-                   check=True, capture_output=True)
-    fields = subprocess.run(["arm-none-eabi-size", str(out)], check=True, capture_output=True,
-                            text=True).stdout.splitlines()[1].split()
-    return int(fields[0]) + int(fields[1])
+OTHER_CORES = ("mps2-an500", "mps2-an505", "mps3-an547")  # M7, M33, M55: the I=16, H=64 int8 DSP row only
 
 
 def main() -> None:
     missing = emulate.missing_tools()
     if missing:
         raise SystemExit(f"needs Debian packages: {', '.join(missing)}")
-    firmware = emulate.firmware_dir()
-    include = [firmware / d for d in emulate.INCLUDE_DIRS]
-    flags = [f for f in emulate.arm_flags() if not f.startswith(("--specs", "-Wl", "-nostartfiles"))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        kernel = {name: object_bytes(firmware / "src" / f"{name}.c", flags, include, tmp / f"{name}.o")
-                  for name in ("grukit_gru", "grukit_ops", "grukit_tables")}
         for I, H in SIZES:
             model = random_model(0, I=I, H=H, O=4, layers=1, lbr=1)
             runs = [("int8", True, "mps2-an386"), ("int8", False, "mps2-an386"), ("16x8", True, "mps2-an386")]
-            if (I, H) == (16, 64) and emulate.qemu_machine_supported("mps2-an500"):
-                runs.append(("int8", True, "mps2-an500"))
+            if (I, H) == (16, 64):
+                runs += [("int8", True, m) for m in OTHER_CORES if emulate.emulation_unavailable_reason(m) is None]
             for scheme, dsp, machine in runs:
                 q = grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
                 build = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}"
@@ -67,10 +55,9 @@ def main() -> None:
                 image = emulate.build_measure_image(q, build, STEPS, machine=machine, dsp=dsp)
                 per_step = emulate.run_measure_image(image, machine)
                 instructions = sum(per_step) / len(per_step)
-                model_flash = object_bytes(build / "model" / "grukit_model.c", flags,
-                                           [*include, build / "model"], build / "model.o")
+                built = targets.built_flash_bytes(build / "model" / "grukit_model.c", scheme)
+                model_flash, code = built.model_bytes, built.kernel_bytes
                 state, scratch = c_export.buffer_sizes(q)
-                code = kernel["grukit_gru"] + (0 if scheme == "int8" else kernel["grukit_ops"] + kernel["grukit_tables"])
                 macs = 3 * H * (I + H)
                 core = emulate.MACHINES[machine].cpu.replace("cortex-", "").upper()
                 rows.append((I, H, scheme, f"{'DSP' if dsp else 'portable'} {core}", instructions,
