@@ -28,7 +28,7 @@ firmware-tools:
 		echo "installing gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null; \
-	else echo "not root: emulated Cortex-M tests will be skipped"; fi
+	else echo "not root: cannot install them; emulated Cortex-M tests will skip and latency / flash will be estimates"; fi
 
 test: $(STAMP) firmware-tools
 	$(PY) -m pytest -n 2 -q
