@@ -281,15 +281,24 @@ def _activation_table(cf: _CFile, tag: str, kind: str, p) -> str:
     return cf.array(f"{tag}_table", "int8_t", kernel(_INT8_INPUTS, p)) + " + 128"
 
 
+def _stacked_products(cf: _CFile, tag: str, layer, write_fc, no_fc: str) -> tuple[str, str, str]:
+    """The layer's fully connected products as the kernels stack them, written with write_fc (_fc_s8 or
+    _fc_s16): every gate over x; over h the gates that read h itself (all three for linear_before_reset = 1;
+    z and r for 0, where gh_n reads r * h and is a product of its own, else no_fc)."""
+    pre, fcs = layer.prepared, layer.fcs
+    x_fc = write_fc(cf, f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
+    h_gates = [g for g, _ in GATES if layer.linear_before_reset or g != "n"]
+    h_fc = write_fc(cf, f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
+    hn_fc = no_fc if layer.linear_before_reset else write_fc(cf, f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    return x_fc, h_fc, hn_fc
+
+
 def _layer_s8(cf: _CFile, li: int, layer) -> str:
     _check_graph(layer.linear_before_reset)
-    pre, fcs = layer.prepared, layer.fcs
+    pre = layer.prepared
     tag = f"l{li}"
     lbr = layer.linear_before_reset
-    x_fc = _fc_s8(cf, f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
-    h_gates = [g for g, _ in GATES if lbr or g != "n"]  # lbr 0: gh_n's input is r * h, a product of its own
-    h_fc = _fc_s8(cf, f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
-    hn_fc = _NO_FC_S8 if lbr else _fc_s8(cf, f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    x_fc, h_fc, hn_fc = _stacked_products(cf, tag, layer, _fc_s8, _NO_FC_S8)
     r_mul = "r_gh" if lbr else "r_h"
     fields = [
         str(layer.input_size), str(layer.hidden_size), str(lbr), x_fc, h_fc, hn_fc,
@@ -453,13 +462,10 @@ def _table_input_s16(p) -> str:
 
 def _layer_s16(cf: _CFile, li: int, layer) -> str:
     _check_graph(layer.linear_before_reset)
-    pre, fcs = layer.prepared, layer.fcs
+    pre = layer.prepared
     tag = f"l{li}"
     lbr = layer.linear_before_reset
-    x_fc = _fc_s16(cf, f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
-    h_gates = [g for g, _ in GATES if lbr or g != "n"]  # lbr 0: gh_n's input is r * h, a product of its own
-    h_fc = _fc_s16(cf, f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
-    hn_fc = _NO_FC_S16 if lbr else _fc_s16(cf, f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    x_fc, h_fc, hn_fc = _stacked_products(cf, tag, layer, _fc_s16, _NO_FC_S16)
     r_mul = "r_gh" if lbr else "r_h"
     fields = [
         str(layer.input_size), str(layer.hidden_size), str(lbr), x_fc, h_fc, hn_fc,
