@@ -41,6 +41,7 @@ from grukit.errors import BadInputError, GrukitError
 from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.model import GRUModel
 from grukit.report import Report, write_report
+from grukit.runtime.float_gru import layers_forward, output_from_states
 
 SCHEMES = ("int8", "16x8")
 TASKS = ("classification", "regression")
@@ -321,7 +322,8 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
             report.runtimes[runtime] = entry
 
         with stages.run("float check") as rec:
-            float_out = model.predict(val_x)
+            float_states = layers_forward(model, val_x)  # kept for the drift against the integer states
+            float_out = output_from_states(model, float_states)
             record(BASELINE, float_out, "grukit's float NumPy reference (grukit.runtime.float_gru)")
             detail = f"numpy-float {metric} {report.scores[BASELINE]:.4f}"
             try:
@@ -365,8 +367,8 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
                 report.confusion[BASELINE] = confusion_matrix(val_y, predicted_labels(float_out, model), classes)
             bit_exact_checks = []
             if qmodel is not None:
-                bit_exact_checks = _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report,
-                                                     record, rec)
+                bit_exact_checks = _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, float_states,
+                                                     out, report, record, rec)
             rec["detail"] = ", ".join(f"{k} {_short(v)}" for k, v in report.scores.items())
 
         with stages.run("check targets", total=len(boards)) as rec:
@@ -440,11 +442,11 @@ def _bit_exact_check(runtime: str, mismatches: list, compared: str, why_not: str
                     + (" (the number is unknown: a tensor has the wrong shape)" if count is None else "")}
 
 
-def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report: Report, record, rec) -> list[dict]:
+def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, float_states, out, report: Report, record,
+                      rec) -> list[dict]:
     """NumPy integer, LiteRT, TFLite-Micro and the C kernel on the validation data; drift, saturation and
     bit-exactness against the NumPy integer runtime. Returns the bit-exactness checks (report targets lines)."""
     from grukit.runtime import emulate
-    from grukit.runtime.float_gru import layers_forward
     from grukit.runtime.tflm_check import (compare_tflite_micro, first_mismatch, max_lsb_difference,
                                            run_litert_sequence, run_tflm_sequence)
 
@@ -452,13 +454,14 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, out, report
     N, T = val_x.shape[:2]
     x_q = qmodel.quantize_input(val_x)
     y_q, int_states = qmodel.run_int(x_q)
-    record(f"numpy-{scheme}", qmodel.dequantize_output(y_q), "grukit's NumPy integer runtime (grukit.runtime.int_gru)")
+    int_out = qmodel.dequantize_output(y_q)
+    record(f"numpy-{scheme}", int_out, "grukit's NumPy integer runtime (grukit.runtime.int_gru)")
     rec["advance"](f"numpy-{scheme}")
     if task == "classification":
         classes = max(model.output_size, 2)
         report.confusion[f"numpy-{scheme}"] = confusion_matrix(
-            val_y, predicted_labels(qmodel.dequantize_output(y_q), model), classes)
-    report.drift = hidden_drift(layers_forward(model, val_x),
+            val_y, predicted_labels(int_out, model), classes)
+    report.drift = hidden_drift(float_states,
                                 [layer.qparams["h"].dequantize(s) for layer, s in zip(qmodel.layers, int_states)])
     q_report = qmodel.report
     report.saturation = [

@@ -150,7 +150,13 @@ def layers_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = No
 
 def model_forward(model: GRUModel, x: np.ndarray, observe: Observer | None = None) -> np.ndarray:
     """Float output of the whole model: [N, O] for a last-step head, [N, T, O] for a per-step head."""
-    seq = layers_forward(model, x, observe)[-1]
+    return output_from_states(model, layers_forward(model, x, observe), observe)
+
+
+def output_from_states(model: GRUModel, states: list[np.ndarray], observe: Observer | None = None) -> np.ndarray:
+    """The model's output from its layers' output sequences (``layers_forward``): the head on the last step
+    or on every step."""
+    seq = states[-1]
     if model.head is None:
         return seq if model.per_step else seq[:, -1]
     head_in = seq if model.head.per_step else seq[:, -1]
