@@ -166,39 +166,21 @@ def _export(args) -> int:
     return 0
 
 
-def _number(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 100):
-        return f"{int(v):,}"
-    return f"{v:.4g}"
-
-
-def _with_unit(v, unit: str) -> str:
-    """A check's value or limit with its unit ("n/a" when not available)."""
-    from grukit.report import MISMATCH_UNIT
-
-    if v is None:
-        return "n/a"
-    if unit == MISMATCH_UNIT:
-        return f"{_number(v)} mismatching element" + ("" if v == 1 else "s")
-    return _number(v) + (f" {unit}" if unit else "")
-
-
 def _finish_deploy(report, out) -> int:
     """The terminal summary: what a CI log needs without opening the report."""
+    from grukit.report import format_value, verdict
+
     print(f"grukit deploy: {'PASS' if report.passed else 'FAIL'}  ({report.task}, {report.metric}, {report.scheme})")
     width = max((len(r) for r in report.scores), default=8)
     for runtime, value in report.scores.items():
         exact = report.bit_exact.get(runtime)
         mark = "" if exact is None else ("  bit-exact" if exact else "  NOT bit-exact")
-        shown = "n/a" if value is None else f"{value:.4f}"
-        print(f"  {runtime:{width}s}  {shown}{mark}")
+        print(f"  {runtime:{width}s}  {format_value(value)}{mark}")
     for t in report.targets:
-        verdict = {True: "pass", False: "FAIL", None: "not checked"}[t["pass"]] if t["limit"] is not None else ""
-        limit = "" if t["limit"] is None else f" (limit {_with_unit(t['limit'], t['unit'])})"
+        limit = "" if t["limit"] is None else f" (limit {format_value(t['limit'], t['unit'])})"
         est = ", estimate" if t.get("estimate") else ""
-        print(f"  {t['name']}: {_with_unit(t['value'], t['unit'])}{limit}{est}  {verdict}".rstrip())
+        result = "reported" if t["limit"] is None else verdict(t["pass"])
+        print(f"  {t['name']}: {format_value(t['value'], t['unit'])}{limit}{est}  {result}")
     for line in report.failures():
         print(f"  FAILED {line}")
     print(f"report: {Path(out) / 'report.html'}  {Path(out) / 'report.md'}  {Path(out) / 'report.json'}")

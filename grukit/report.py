@@ -130,11 +130,11 @@ class Report:
             if t["pass"] is None:
                 lines.append(f"{t['name']}: could not be checked ({t['note'] or NOT_AVAILABLE})")
             elif t["unit"] == MISMATCH_UNIT:
-                lines.append(f"{t['name']}: {_fmt(t['value'], t['unit'])} (limit {t['limit']}); {t['note']}")
+                lines.append(f"{t['name']}: {format_value(t['value'], t['unit'])} (limit {t['limit']}); {t['note']}")
             else:
                 over = t["value"] - t["limit"]
-                lines.append(f"{t['name']}: {_fmt(t['value'], t['unit'])} exceeds the limit "
-                             f"{_fmt(t['limit'], t['unit'])} by {_fmt(over, t['unit'])}")
+                lines.append(f"{t['name']}: {format_value(t['value'], t['unit'])} exceeds the limit "
+                             f"{format_value(t['limit'], t['unit'])} by {format_value(over, t['unit'])}")
         return lines
 
     @property
@@ -162,7 +162,8 @@ class Report:
         }
 
 
-def _fmt(value, unit: str = "") -> str:
+def format_value(value, unit: str = "") -> str:
+    """A report value with its unit, as every report format (and the CLI summary) shows it."""
     if value is None:
         return NOT_AVAILABLE
     if unit == "bytes":
@@ -176,7 +177,8 @@ def _fmt(value, unit: str = "") -> str:
     return f"{value}" + (f" {unit}" if unit else "")
 
 
-def _verdict(p) -> str:
+def verdict(p) -> str:
+    """pass / FAIL / not checked for a check's pass value."""
     return "pass" if p is True else ("FAIL" if p is False else "not checked")
 
 
@@ -187,8 +189,8 @@ def _score_rows(r: Report) -> list[list[str]]:
     for runtime, value in r.scores.items():
         info = r.runtimes.get(runtime, {})
         seen = f"{info['sequences']} of {info['of']}" if info else ""
-        row = [runtime, seen, _fmt(value), "" if runtime == r.baseline else _fmt(drop[runtime])]
-        row += [_fmt(by_runtime.get(runtime)) for by_runtime in r.extra_scores.values()]
+        row = [runtime, seen, format_value(value), "" if runtime == r.baseline else format_value(drop[runtime])]
+        row += [format_value(by_runtime.get(runtime)) for by_runtime in r.extra_scores.values()]
         row.append("; ".join(x for x in (info.get("what", ""), info.get("note", "")) if x))
         rows.append(row)
     return rows
@@ -213,8 +215,8 @@ def _summary(r: Report) -> str:
 
 
 def _target_rows(r: Report) -> list[list[str]]:
-    return [[t["name"], _fmt(t["value"], t["unit"]), _fmt(t["limit"], t["unit"]) if t["limit"] is not None else "-",
-             "reported" if t["limit"] is None else _verdict(t["pass"]),
+    return [[t["name"], format_value(t["value"], t["unit"]), format_value(t["limit"], t["unit"]) if t["limit"] is not None else "-",
+             "reported" if t["limit"] is None else verdict(t["pass"]),
              ("estimate: " if t["estimate"] else "") + t["note"]] for t in r.targets]
 
 
