@@ -36,6 +36,7 @@ from grukit.quantize.observers import OBSERVERS, RangeObserver
 from grukit.quantize.qparams import INT_RANGE, QParams
 from grukit.quantize.rounding import round_weights_to_inputs
 from grukit.runtime.float_gru import split_biases
+from grukit.runtime.ops_int import round_half_away
 
 SCHEMES = {"int8": "int8", "16x8": "int16"}  # scheme -> activation dtype
 BIAS_DTYPE = {"int8": np.int32, "16x8": np.int64}
@@ -116,7 +117,7 @@ def _qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QP
         hi = lo + MIN_RANGE
     scale = (hi - lo) / (qmax - qmin)
     zp = qmin - lo / scale
-    zp = int(np.clip(np.sign(zp) * np.floor(abs(zp) + 0.5), qmin, qmax))  # round half away from zero
+    zp = int(np.clip(round_half_away(zp), qmin, qmax))
     if hi > 0 and zp == qmax:
         zp -= 1  # hi is under half a step: keep one positive code for it
     # Rounding the zero point shifts the grid by up to half a step: widen the step so both ends stay on it.
