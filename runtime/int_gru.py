@@ -13,16 +13,24 @@ Shapes: integer sequences are [N, T, I]; states [N, H]; outputs [N, O] (last-ste
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, input_side_ops, recurrent_ops
 from grukit.runtime import ops_int as K
 from grukit.runtime.float_gru import as_batch
 from grukit.runtime.int_gru_plan import LayerPlan
 
-INPUT_BLOCK_ROWS = 1024  # sequences x steps of input-side products computed together (L2-sized: measured)
+INPUT_BLOCK_ROWS = 2048  # sequences x steps of input-side products computed together (measured)
+
+# While the recurrence runs one block of steps, one worker thread computes the next block's input-side
+# products: large NumPy calls that release the GIL, on the second core. BLAS is held to one thread meanwhile:
+# OpenBLAS's own second thread would otherwise spin on that core after every small recurrent matmul.
+_prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grukit-input-side")
+_blas = ThreadpoolController()
 
 _KERNELS = {
     (FULLY_CONNECTED, "int8"): K.fully_connected_s8,
@@ -78,27 +86,44 @@ def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) ->
     """Run one quantized layer over x_q [N, T, I] (its input dtype); returns every state [N, T, H].
 
     Computes exactly what ``layer_forward_int_reference`` computes, through the compiled plan of
-    ``grukit.runtime.int_gru_plan``.
+    ``grukit.runtime.int_gru_plan``. With more than one block of steps, the next block's input-side products
+    are computed in a worker thread, and BLAS is held to one thread for the call (process-wide: OpenBLAS
+    has one setting).
     """
     N, T, I = x_q.shape
     H = layer.hidden_size
     dtype = layer.qparams["h"].np_dtype
     input_plan, recurrent_plan = _plans(layer)
     h = np.zeros((N, H), dtype) if h0_q is None else np.asarray(h0_q).astype(dtype, copy=False)
-    states = np.empty((N, T, H), dtype)
-    # The input-side products do not depend on the state: run them for a block of steps at once, a block
-    # small enough that their intermediates stay in cache.
-    block = max(1, INPUT_BLOCK_ROWS // max(N, 1))
-    for t0 in range(0, T, block):
-        t1 = min(T, t0 + block)
-        xs = np.ascontiguousarray(x_q[:, t0:t1].transpose(1, 0, 2)).reshape((t1 - t0) * N, I)
-        pre = {name: v.reshape(t1 - t0, N, H) for name, v in input_plan.run({"x": xs}).items() if name != "x"}
+    h = recurrent_plan.encode("h", h)
+    held = np.empty((T, N, H), h.dtype)  # every state, as the plan holds it
+
+    def input_side(t0: int, t1: int) -> dict[str, np.ndarray]:
+        xs = np.ascontiguousarray(x_q[:, t0:t1].transpose(1, 0, 2))  # [steps, N, I]
+        return {name: v for name, v in input_plan.run({"x": xs}).items() if name != "x"}
+
+    def recurrence(t0: int, t1: int, pre: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
         for t in range(t0, t1):
             env = {name: v[t - t0] for name, v in pre.items()}
             env["h"] = h
-            h = recurrent_plan.run(env)["h_new"]
-            states[:, t] = h
-    return states
+            h = held[t] = recurrent_plan.run(env)["h_new"]
+        return h
+
+    # The input-side products do not depend on the state: computed for a block of steps at once, the next
+    # block in the worker thread while this one's recurrence runs.
+    block = max(1, INPUT_BLOCK_ROWS // max(N, 1))
+    if T <= block:
+        recurrence(0, T, input_side(0, T), h)
+    else:
+        with _blas.limit(limits=1, user_api="blas"):
+            ahead = _prefetch.submit(input_side, 0, block)
+            for t0 in range(0, T, block):
+                t1 = min(T, t0 + block)
+                pre = ahead.result()
+                if t1 < T:
+                    ahead = _prefetch.submit(input_side, t1, min(T, t1 + block))
+                h = recurrence(t0, t1, pre, h)
+    return np.ascontiguousarray(recurrent_plan.decode("h", held).transpose(1, 0, 2))
 
 
 def head_forward_int(head, h_q: np.ndarray) -> np.ndarray:

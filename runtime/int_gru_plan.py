@@ -8,6 +8,9 @@ how the runtime runs it fast enough for whole validation sets. Each transformati
 - int8 elementwise ops: an op's output depends only on its int8 inputs, so it is a table over all 256 (unary)
   or 65,536 (binary) input values, filled by running the specification kernel itself on every input. A unary
   op (LOGISTIC, TANH) whose input is consumed only by it is folded into the table of the op producing it.
+- int8 tensors are held as uint16 codes, (v + 128) << s with s = 0 ("low") or 8 ("high"), chosen per tensor
+  so that every binary op reads one high and one low operand: its table index is then one addition, and
+  each table stores its result already coded for its consumers. Codes are decoded only at the layer's edge.
 - int16 ADD / SUB: each input's rescaled term depends only on that input: two 65,536-entry tables, then the
   output rescale of their sum or difference (the kernel's own arithmetic). int16 LOGISTIC / TANH: one
   65,536-entry table each. int16 MUL: the kernel's arithmetic with the bounded requantization.
@@ -32,12 +35,68 @@ _BINARY_KERNELS = {(ADD, "int8"): K.add_s8, (SUB, "int8"): K.sub_s8, (MUL, "int8
                    (ADD, "int16"): K.add_s16, (SUB, "int16"): K.sub_s16, (MUL, "int16"): K.mul_s16}
 _UINT = {"int8": np.uint8, "int16": np.uint16}
 INT_MIN = {"int8": -128, "int16": -32768}
+LOW, HIGH = 0, 8  # the shift s of an int8 tensor's uint16 code (v + 128) << s
 
 
 def _all_values(dtype: str) -> np.ndarray:
     """Every value of the type, ordered by its unsigned bit pattern (so x.view(uint) indexes the table)."""
     u = _UINT[dtype]
     return np.arange(np.iinfo(u).max + 1, dtype=np.int64).astype(u).view(np.dtype(dtype))
+
+
+def encode_s8(v: np.ndarray, shift: int) -> np.ndarray:
+    """int8 values -> uint16 codes (v + 128) << shift."""
+    return (v.view(np.uint8) ^ 0x80).astype(np.uint16) << shift
+
+
+def decode_s8(code: np.ndarray, shift: int) -> np.ndarray:
+    """uint16 codes (v + 128) << shift -> int8 values."""
+    return ((code >> shift).astype(np.uint8) ^ 0x80).view(np.int8)
+
+
+def int8_encodings(ops: tuple[Op, ...]) -> dict[str, int]:
+    """The code shift (LOW or HIGH) of every int8 tensor of a layer step, ``h_new`` sharing ``h``'s.
+
+    Each binary op needs one HIGH and one LOW operand: a two-colouring of the graph whose edges join the
+    operands of each binary op. Each connected part has two colourings; the one chosen shifts the fewest
+    FULLY_CONNECTED outputs (a HIGH code costs those one extra pass; table outputs are coded for free),
+    counting a per-step output above an input-side one (those are coded once for a block of steps).
+    """
+    same = lambda name: "h" if name == "h_new" else name
+    neighbours: dict[str, set[str]] = {}
+    for op in ops:
+        for name in (*op.inputs, op.output):
+            if name != "x":  # the layer input stays plain int8: only FULLY_CONNECTED ops read it
+                neighbours.setdefault(same(name), set())
+        if op.kind in BINARY:
+            a, b = (same(n) for n in op.inputs)
+            if a == b or "x" in (a, b):
+                raise UnsupportedModelError(f"{op.output}: no table coding for a binary op on {op.inputs}")
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    cost = {same(op.output): (1 if op.inputs == ("x",) else 4) for op in ops if op.kind == FULLY_CONNECTED}
+    shifts: dict[str, int] = {}
+    for root in neighbours:
+        if root in shifts:
+            continue
+        part = {root: 0}
+        queue = [root]
+        while queue:
+            name = queue.pop()
+            for other in neighbours[name]:
+                if other not in part:
+                    part[other] = 1 - part[name]
+                    queue.append(other)
+                elif part[other] == part[name]:
+                    raise UnsupportedModelError(f"no table coding for the step graph: {name} and {other} "
+                                                "must be coded both alike and apart")
+        # colour 1 -> HIGH, or the flipped assignment, whichever shifts fewer FC outputs
+        high_if_1 = sum(cost.get(n, 0) for n, c in part.items() if c == 1)
+        high_if_0 = sum(cost.get(n, 0) for n, c in part.items() if c == 0)
+        high_colour = 1 if high_if_1 <= high_if_0 else 0
+        shifts.update({n: HIGH if c == high_colour else LOW for n, c in part.items()})
+    shifts["h_new"] = shifts["h"]
+    return shifts
 
 
 def requantize_bounded(acc_i64: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -55,6 +114,28 @@ def requantize_bounded(acc_i64: np.ndarray, multiplier: np.ndarray, shift: np.nd
     return (t + half - ((t < 0) & (right > 0))) >> right
 
 
+class _RowConstants:
+    """Per-column constants broadcast to whole [rows, C] blocks, made once per row count.
+
+    Elementwise passes against a contiguous [rows, C] operand run about twice as fast as against one
+    broadcast row (measured: the inner loop is then the whole block, not one row)."""
+
+    KEEP = 2  # row counts kept (the batch and the input-side block; a new batch size replaces them)
+
+    def __init__(self, *columns: np.ndarray):
+        self.columns = columns
+        self.blocks: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def __call__(self, rows: int) -> tuple[np.ndarray, ...]:
+        block = self.blocks.get(rows)
+        if block is None:
+            if len(self.blocks) >= self.KEEP:
+                self.blocks.clear()
+            block = self.blocks[rows] = tuple(np.ascontiguousarray(np.broadcast_to(c, (rows, len(c))))
+                                              for c in self.columns)
+        return block
+
+
 class FloatRequant:
     """An int8 FULLY_CONNECTED's output stage, per column, in float64, exactly:
     clamp(MultiplyByQuantizedMultiplier(acc + bias, m, shift) + zp) for integer products acc = x . w.
@@ -70,7 +151,7 @@ class FloatRequant:
         t < 0  <=>  acc S < -2^30 / 2^(31+r) - bias S.
     While |a m| < 2^52 for every reachable accumulator (checked per column when the plan is built) the
     product, the sum and the floor are exact in float64 (53-bit mantissa); the output zero point is added
-    inside B only where |a m| + 130 * 2^(31+r) < 2^53 keeps that true.
+    inside B only where |a m| + (|zp| + 2) 2^(31+r) < 2^53 keeps that true.
     """
 
     EXACT_BOUND = 1 << 52
@@ -79,19 +160,20 @@ class FloatRequant:
         left = np.maximum(shift, 0)
         right = np.maximum(-shift, 0)
         denom = np.ldexp(1.0, -(31 + right))
-        self.scale = (multiplier << left).astype(np.float64) * denom  # exact: m << left < 2^38
-        bias_scaled = bias.astype(np.float64) * self.scale  # exact: |bias m << left| < 2^52 (checked)
+        scale = (multiplier << left).astype(np.float64) * denom  # exact: m << left < 2^38
+        bias_scaled = bias.astype(np.float64) * scale  # exact: |bias m << left| < 2^52 (checked)
         half = np.where(right > 0, np.ldexp(1.0, right - 1), 0.0)
         c_positive = (np.ldexp(1.0, 30) + np.ldexp(1.0, 31) * half) * denom
         negative_step = np.where(right > 0, np.ldexp(1.0, 31) * denom, 0.0)
-        self.negative_below = -np.ldexp(1.0, 30) * denom - bias_scaled
+        negative_below = -np.ldexp(1.0, 30) * denom - bias_scaled
         grid = [1 << (31 + int(r)) for r in right]
         wide = [int(a) << int(lf) for a, lf in zip(max_abs_acc, left)]
-        self.zero_point_folded = all(a * int(m) + 130 * g < (1 << 53) for a, m, g in zip(wide, multiplier, grid))
-        zp = zero_point.astype(np.float64)
-        self.b_positive = bias_scaled + c_positive + (zp if self.zero_point_folded else 0.0)
-        self.negative_step = negative_step
-        self.zero_point = zp
+        zp_room = int(np.abs(zero_point).max()) + 2
+        self.zero_point_folded = all(a * int(m) + zp_room * g < (1 << 53)
+                                     for a, m, g in zip(wide, multiplier, grid))
+        self.zero_point = zero_point.astype(np.float64)
+        b_positive = bias_scaled + c_positive + (self.zero_point if self.zero_point_folded else 0.0)
+        self.constants = _RowConstants(scale, negative_below, negative_step, b_positive)
         self.qmin, self.qmax = qmin, qmax
 
     @staticmethod
@@ -99,16 +181,30 @@ class FloatRequant:
         wide = [int(a) << int(max(s, 0)) for a, s in zip(max_abs_acc, shift)]
         return all(a < (1 << 31) and a * int(m) < FloatRequant.EXACT_BOUND for a, m in zip(wide, multiplier))
 
+    def _unclamped(self, acc: np.ndarray) -> np.ndarray:
+        """The argument of the floor (plus zp if folded), float64; acc [..., rows, C]."""
+        scale, negative_below, negative_step, b_positive = self.constants(acc.shape[-2])
+        v = acc * scale  # a float32 acc widens exactly
+        correction = (v < negative_below) * negative_step  # measured faster than np.where here
+        v += b_positive
+        v -= correction
+        if not self.zero_point_folded:
+            np.floor(v, out=v)
+            v += self.zero_point
+        return v
+
     def __call__(self, acc: np.ndarray) -> np.ndarray:
         """acc: the integer products x . w (float32 or float64 holding integers) -> clamped outputs, float64."""
-        v = acc * self.scale  # a float32 acc widens exactly
-        correction = (v < self.negative_below) * self.negative_step  # measured faster than np.where here
-        v += self.b_positive
-        v -= correction
+        v = self._unclamped(acc)
         np.floor(v, out=v)
-        if not self.zero_point_folded:
-            v += self.zero_point
         return np.clip(v, self.qmin, self.qmax, out=v)
+
+    def to_uint16(self, acc: np.ndarray) -> np.ndarray:
+        """The same outputs as uint16, for a range qmin >= 0: clamping first to integer bounds, the cast's
+        truncation is the floor (the values are not negative)."""
+        assert self.qmin >= 0
+        v = self._unclamped(acc)
+        return np.clip(v, self.qmin, self.qmax, out=v).astype(np.uint16)
 
 
 class _Float64Requant:
@@ -118,30 +214,41 @@ class _Float64Requant:
     exact while |a r| < 2^52 (checked when the plan is built), the bias folded in as bias r / 2^s."""
 
     def __init__(self, reduced: np.ndarray, total_shift: np.ndarray, bias, zero_point, qmin: int, qmax: int):
-        self.scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
-        self.offset = bias.astype(np.float64) * self.scale + 0.5
-        self.zero_point = zero_point.astype(np.float64)
+        scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
+        offset = bias.astype(np.float64) * scale + 0.5
+        self.constants = _RowConstants(scale, offset, zero_point.astype(np.float64))
         self.qmin, self.qmax = qmin, qmax
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
-        v = acc * self.scale
-        v += self.offset
+        scale, offset, zero_point = self.constants(acc.shape[-2])
+        v = acc * scale
+        v += offset
         np.floor(v, out=v)
-        v += self.zero_point
+        v += zero_point
         return np.clip(v, self.qmin, self.qmax, out=v)
 
 
 class FCGroup:
-    """FULLY_CONNECTED ops sharing one input: one matmul, per-column requantization, outputs split."""
+    """FULLY_CONNECTED ops sharing one input: one matmul, per-column requantization, outputs split.
 
-    def __init__(self, layer, ops: list[Op]):
+    int8 plans read and write uint16 codes: ``in_shift`` is the input's code shift (None: plain int8, the
+    layer input), ``out_shifts`` each output's."""
+
+    def __init__(self, layer, ops: list[Op], in_shift: int | None = None, out_shifts: tuple[int, ...] = ()):
         self.outputs = [op.output for op in ops]
         params = [layer.prepared[name] for name in self.outputs]
         fcs = [layer.fcs[name] for name in self.outputs]
         self.dtype = params[0].dtype
+        self.coded = self.dtype == "int8"
+        self.in_shift = in_shift
+        self.out_shifts = out_shifts
+        # A coded input is read as code - (128 << s) = v 2^s; weights scaled by 2^-s (exact: a power of two)
+        # make every product v w again.
+        self.in_offset = 0 if in_shift is None else 128 << in_shift
+        w_scale = 1.0 if in_shift is None else np.ldexp(1.0, -in_shift)
         self.input_zero_point = params[0].input_zero_point
         w = np.concatenate([fc.w_q for fc in fcs]).astype(np.int64)  # [O, K]
-        self.w_t = np.ascontiguousarray(w.astype(np.float64).T)
+        self.w_t = np.ascontiguousarray(w.astype(np.float64).T * w_scale)
         self.bias = np.concatenate([
             fc.bias_q.astype(np.int64) if fc.bias_q is not None else np.zeros(fc.w_q.shape[0], np.int64)
             for fc in fcs])
@@ -160,19 +267,19 @@ class FCGroup:
         max_abs_x = -INT_MIN[self.dtype]
         self.w_t32 = None
         if max_abs_x * int(np.abs(w).sum(axis=1).max()) < (1 << 24):
-            self.w_t32 = np.ascontiguousarray(w.astype(np.float32).T)
+            self.w_t32 = np.ascontiguousarray(w.astype(np.float32).T * np.float32(w_scale))
         # The largest |accumulator| any input can produce, per channel.
         max_acc = K.MAX_ABS_X_OFFSET[self.dtype] * np.abs(w).sum(axis=1) + np.abs(self.bias)
         # (x - zp) . w + bias = x . w + (bias - zp * sum(w)): integers, exact; saves a pass per call.
         self.bias_with_offset = self.bias - self.input_zero_point * w.sum(axis=1)
         self.bias_f64 = self.bias_with_offset.astype(np.float64)
-        self.out_zero_point_f64 = self.out_zero_point.astype(np.float64)
         self.float_requant = None
         if self.dtype == "int8":
             self.bounded = bool(np.all(max_acc << np.maximum(self.shift, 0) < (1 << 31)))
             if FloatRequant.exact_for(max_acc, self.multiplier, self.shift):
+                # Codes (y + 128): the zero point and the range moved up by 128.
                 self.float_requant = FloatRequant(self.multiplier, self.shift, self.bias_with_offset,
-                                                  self.out_zero_point, max_acc, self.qmin, self.qmax)
+                                                  self.out_zero_point + 128, max_acc, 0, 255)
         else:
             # The 64-bit requantization, with its per-channel constants precomputed; the final int64 ->
             # int32 cast can only wrap if some channel's largest result reaches 2^31.
@@ -188,16 +295,34 @@ class FCGroup:
                 self.float_requant = _Float64Requant(self.reduced, self.total_shift, self.bias_with_offset,
                                                      self.out_zero_point, self.qmin, self.qmax)
 
-    def __call__(self, x_q: np.ndarray) -> list[np.ndarray]:
+    def _products(self, x: np.ndarray, float_type) -> np.ndarray:
+        if self.in_shift is None:
+            return x.astype(float_type)
+        return np.subtract(x, self.in_offset, dtype=float_type)  # a code, read as v 2^s
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """x [..., rows, K] -> each op's output [..., rows, O_op] (int8 plans: codes)."""
         # Same arithmetic as ops_int.fully_connected_s8 / _s16, for all stacked channels at once.
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
         if self.w_t32 is not None:
-            acc_f = x_q.astype(np.float32) @ self.w_t32  # integers below 2^24: exact in float32
+            acc_f = self._products(x2, np.float32) @ self.w_t32  # integers below 2^24: exact in float32
         else:
-            acc_f = x_q.astype(np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
+            acc_f = self._products(x2, np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
+        acc_f = acc_f.reshape(*lead, -1)
         if self.float_requant is not None:
-            return np.split(self.float_requant(acc_f).astype(self.np_dtype), self.splits, axis=-1)
-        acc_f = acc_f.astype(np.float64) + self.bias_f64  # integers below 2^53: exact
-        acc = acc_f.astype(np.int64)
+            y = self.float_requant.to_uint16(acc_f) if self.coded else \
+                self.float_requant(acc_f).astype(self.np_dtype)
+        else:
+            y = self._integer_requant(acc_f)
+        outs = np.split(y, self.splits, axis=-1)
+        for out, shift in zip(outs, self.out_shifts):
+            if shift:
+                out <<= shift  # a view into y: shifts its columns in place
+        return outs
+
+    def _integer_requant(self, acc_f: np.ndarray) -> np.ndarray:
+        acc = (acc_f.astype(np.float64) + self.bias_f64).astype(np.int64)  # integers below 2^53: exact
         if self.dtype == "int8":
             if self.bounded:
                 y = requantize_bounded(acc, self.multiplier, self.shift)
@@ -207,34 +332,45 @@ class FCGroup:
             y = (acc * self.reduced + self.rounding) >> self.total_shift
             if not self.bounded:
                 y = K.wrap_int32(y)
-        y = np.clip(y + self.out_zero_point, self.qmin, self.qmax).astype(self.np_dtype)
-        return np.split(y, self.splits, axis=-1)
+        y = np.clip(y + self.out_zero_point, self.qmin, self.qmax)
+        return (y + 128).astype(np.uint16) if self.coded else y.astype(self.np_dtype)
 
 
 class Table2D:
-    """An int8 binary op (optionally followed by a unary op) as a 256 x 256 table."""
+    """An int8 binary op (optionally followed by a unary op) as one table over the sum of its two codes.
 
-    def __init__(self, layer, op: Op, unary: Op | None):
+    The operands' codes are (a + 128) << sa and (b + 128) << sb with {sa, sb} = {0, 8}: their sum is a
+    16-bit index; the table holds the result's own code."""
+
+    def __init__(self, layer, op: Op, unary: Op | None, shifts: dict[str, int]):
         v = _all_values("int8")
         a, b = np.meshgrid(v, v, indexing="ij")
         out = _BINARY_KERNELS[(op.kind, "int8")](a, b, layer.prepared[op.output])
         if unary is not None:
             out = _UNARY_KERNELS[(unary.kind, "int8")](out, layer.prepared[unary.output])
-        self.table = out.ravel()
+        sa, sb = (shifts[name] for name in op.inputs)
+        assert {sa, sb} == {LOW, HIGH}, (op, sa, sb)
+        index = encode_s8(a, sa) + encode_s8(b, sb)
+        self.table = np.zeros(1 << 16, np.uint16)
+        self.table[index.ravel()] = encode_s8(out, shifts[(unary or op).output]).ravel()
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        idx = a.view(np.uint8).astype(np.uint16)
-        idx <<= 8
-        idx |= b.view(np.uint8)
-        return np.take(self.table, idx)
+        return np.take(self.table, a + b)
 
 
 class Table1D:
-    """A unary op over every value of its input type."""
+    """A unary op over every value of its input type (int8: indexed by the input's code)."""
 
-    def __init__(self, layer, op: Op, dtype: str):
-        self.table = _UNARY_KERNELS[(op.kind, dtype)](_all_values(dtype), layer.prepared[op.output])
-        self.uint = _UINT[dtype]
+    def __init__(self, layer, op: Op, dtype: str, shifts: dict[str, int]):
+        v = _all_values(dtype)
+        out = _UNARY_KERNELS[(op.kind, dtype)](v, layer.prepared[op.output])
+        if dtype == "int8":
+            self.table = np.zeros(1 << 16, np.uint16)
+            self.table[encode_s8(v, shifts[op.inputs[0]])] = encode_s8(out, shifts[op.output])
+            self.uint = np.uint16
+        else:
+            self.table = out
+            self.uint = _UINT[dtype]
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         return np.take(self.table, a.view(self.uint))
@@ -307,10 +443,15 @@ class Kernel:
 
 
 class LayerPlan:
-    """Compiled steps for a sequence of ops: each step is (callable, input names, output names)."""
+    """Compiled steps for a sequence of ops: each step is (callable, input names, output names).
+
+    int8 plans hold every tensor as its uint16 code (``shifts``); ``encode`` / ``decode`` convert the
+    layer's state at its edge. The layer input ``x`` is read as plain integers."""
 
     def __init__(self, layer, ops: tuple[Op, ...]):
         dtype = layer.qparams["h"].dtype
+        self.shifts = int8_encodings(layer.ops) if dtype == "int8" else {}
+        shifts = self.shifts
         consumers: dict[str, list[Op]] = {}
         for op in ops:
             for name in op.inputs:
@@ -328,7 +469,8 @@ class LayerPlan:
                 while i + len(group) < len(ops) and ops[i + len(group)].kind == FULLY_CONNECTED \
                         and ops[i + len(group)].inputs == op.inputs:
                     group.append(ops[i + len(group)])
-                self.steps.append((FCGroup(layer, group), op.inputs, tuple(g.output for g in group)))
+                fc = FCGroup(layer, group, shifts.get(op.inputs[0]), tuple(shifts.get(g.output, 0) for g in group))
+                self.steps.append((fc, op.inputs, tuple(g.output for g in group)))
                 i += len(group)
                 continue
             # An int8 binary op whose only consumer is a unary op becomes one table for both (the unary op
@@ -337,18 +479,26 @@ class LayerPlan:
             unary = users[0] if (dtype == "int8" and op.kind in BINARY and len(users) == 1
                                  and users[0].kind in UNARY) else None
             if op.kind in UNARY:
-                self.steps.append(((Table1D(layer, op, dtype)), op.inputs, (op.output,)))
+                self.steps.append((Table1D(layer, op, dtype, shifts), op.inputs, (op.output,)))
             elif dtype == "int8":
-                self.steps.append(((Table2D(layer, op, unary)), op.inputs, ((unary or op).output,)))
+                self.steps.append((Table2D(layer, op, unary, shifts), op.inputs, ((unary or op).output,)))
                 if unary is not None:
                     folded.add(unary.output)
             elif op.kind in (ADD, SUB):
-                self.steps.append(((AddSub16(layer, op)), op.inputs, (op.output,)))
+                self.steps.append((AddSub16(layer, op), op.inputs, (op.output,)))
             elif Mul16.applies(layer, op):
-                self.steps.append(((Mul16(layer, op)), op.inputs, (op.output,)))
+                self.steps.append((Mul16(layer, op), op.inputs, (op.output,)))
             else:
-                self.steps.append(((Kernel(layer, op, dtype)), op.inputs, (op.output,)))
+                self.steps.append((Kernel(layer, op, dtype), op.inputs, (op.output,)))
             i += 1
+
+    def encode(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Integer values of tensor ``name`` -> how this plan holds them."""
+        return encode_s8(values, self.shifts[name]) if self.shifts else values
+
+    def decode(self, name: str, held: np.ndarray) -> np.ndarray:
+        """How this plan holds tensor ``name`` -> its integer values."""
+        return decode_s8(held, self.shifts[name]) if self.shifts else held
 
     def run(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for fn, inputs, outputs in self.steps:

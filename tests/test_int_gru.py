@@ -145,9 +145,13 @@ def test_every_observer_quantizes(observer):
     (11, 1, 0, False),       # ONNX-default variant: MUL before the hidden FC
     (12, 3, [0, 1, 0], True),  # stacked, mixed, every step
 ])
-def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, lbr, per_step):
+@pytest.mark.parametrize("block_rows", [16 * 12, 16 * 5])  # one input-side block; blocks computed ahead
+def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, lbr, per_step, block_rows,
+                                                         monkeypatch):
+    from grukit.runtime import int_gru
     from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
 
+    monkeypatch.setattr(int_gru, "INPUT_BLOCK_ROWS", block_rows)  # 16 sequences x 12 or 5 steps
     model = random_model(seed=seed, layers=layers, lbr=lbr, per_step=per_step, scale=3.0)
     x = random_inputs(seed, N=16, T=12, scale=2.0)
     q = grukit.quantize(model, x[:4], scheme=scheme)  # calibrate on a subset: the rest saturates some tensors
@@ -157,6 +161,31 @@ def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, l
         spec = layer_forward_int_reference(layer, seq)
         assert_equal_first_mismatch(fast, spec, f"layer {k} states")
         seq = spec
+
+
+@pytest.mark.parametrize("lbr", [0, 1])
+def test_int8_codes_give_every_binary_op_one_high_and_one_low_operand(lbr):
+    from grukit.quantize.graph import FULLY_CONNECTED, recurrent_ops, step_ops
+    from grukit.runtime.int_gru_plan import BINARY, HIGH, LOW, int8_encodings
+
+    shifts = int8_encodings(step_ops(lbr))
+    for op in step_ops(lbr):
+        if op.kind in BINARY:
+            assert sorted(shifts[name] for name in op.inputs) == [LOW, HIGH], op
+    assert shifts["h_new"] == shifts["h"]  # the state is fed back as it was written
+    # Per-step FC outputs are never shifted (an extra pass every step): here a coding exists with none.
+    assert all(shifts[op.output] == LOW for op in recurrent_ops(lbr) if op.kind == FULLY_CONNECTED)
+
+
+@pytest.mark.parametrize("shift", [0, 8])
+def test_int8_codes_round_trip_every_value(shift):
+    from grukit.runtime.int_gru_plan import decode_s8, encode_s8
+
+    v = np.arange(-128, 128, dtype=np.int64).astype(np.int8)
+    code = encode_s8(v, shift)
+    assert code.dtype == np.uint16
+    assert_equal_first_mismatch(code.astype(np.int64), (v.astype(np.int64) + 128) << shift, "codes")
+    assert_equal_first_mismatch(decode_s8(code, shift), v, "decoded")
 
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -201,10 +230,14 @@ def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, bias,
     max_abs = np.abs(acc).max(keepdims=True) + np.abs(b)
     if not FloatRequant.exact_for(max_abs, m, sh):
         return  # outside the proven-exact domain the plan does not use it
+    column = acc.astype(np.float64)[:, None]  # [rows, 1 channel]
     wide = 1 << 40  # no clamping: compare the requantization itself
-    got = FloatRequant(m, sh, b, zp, max_abs, -wide, wide)(acc.astype(np.float64)).astype(np.int64)
+    got = FloatRequant(m, sh, b, zp, max_abs, -wide, wide)(column)[:, 0].astype(np.int64)
     expected = K.multiply_by_quantized_multiplier(acc + b, multiplier, shift) + zero_point
     assert_equal_first_mismatch(got, expected, "float requant")
+    # The plan's form: uint16 codes y + 128, clamped to [0, 255] before the truncating cast.
+    codes = FloatRequant(m, sh, b, zp + 128, max_abs, 0, 255).to_uint16(column)[:, 0]
+    assert_equal_first_mismatch(codes.astype(np.int64), np.clip(expected + 128, 0, 255), "float requant codes")
 
 
 @settings(max_examples=200, deadline=None)
@@ -230,7 +263,7 @@ def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shi
     expected = K.multiply_by_quantized_multiplier_i64(total, m, np.int64(shift))
     wide = 1 << 40
     requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -wide, wide)
-    got = requant(acc.astype(np.float64)).astype(np.int64)
+    got = requant(acc.astype(np.float64)[:, None])[:, 0].astype(np.int64)
     assert_equal_first_mismatch(got, expected, "64-bit float requant")
 
 
