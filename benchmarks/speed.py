@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     for label, t in times.items():
         ratio = np.array(t) / t_ort
         print(f"  {label + ':':29s} {1e3 * np.median(t):8.1f} ms   ratio to onnxruntime: median "
-              f"{np.median(ratio):.2f}x (range {ratio.min():.2f}-{ratio.max():.2f}x)")
+              f"{np.median(ratio):.2f}x (range {ratio.min():.2f}-{ratio.max():.2f}x, "
+              f"{np.sum(ratio > TARGET_RATIO)} of {len(ratio)} rounds above {TARGET_RATIO:g}x)")
     print(f"target: the integer runtime at most {TARGET_RATIO:g}x onnxruntime float (per-round ratios: absolute "
           "times drift with the machine)")
     return 0

@@ -202,7 +202,8 @@ class FloatRequant:
     def to_uint16(self, acc: np.ndarray) -> np.ndarray:
         """The same outputs as uint16, for a range qmin >= 0: clamping first to integer bounds, the cast's
         truncation is the floor (the values are not negative)."""
-        assert self.qmin >= 0
+        if self.qmin < 0:
+            raise ValueError(f"to_uint16 needs a range of codes (qmin >= 0), not [{self.qmin}, {self.qmax}]")
         v = self._unclamped(acc)
         return np.clip(v, self.qmin, self.qmax, out=v).astype(np.uint16)
 
