@@ -1,6 +1,6 @@
 """Speed of the NumPy integer runtime against onnxruntime running the float ONNX model.
 
-    .venv/bin/python benchmarks/speed.py [--n 256 --t 100 --i 16 --h 64]
+    .venv/bin/python benchmarks/speed.py [--n 256 --t 100 --i 16 --h 64 --rounds 9]
 
 Same batch for both, 2 cores. Rounds are interleaved (onnxruntime, int8, 16x8, then again), each runtime timed
 warm within a round (the median of 3 back-to-back calls after an untimed one), so that both sides of each
