@@ -100,7 +100,7 @@ def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) ->
 
     def input_side(t0: int, t1: int) -> dict[str, np.ndarray]:
         xs = np.ascontiguousarray(x_q[:, t0:t1].transpose(1, 0, 2))  # [steps, N, I]
-        return {name: v for name, v in input_plan.run({"x": xs}).items() if name != "x"}
+        return recurrent_plan.hold({name: v for name, v in input_plan.run({"x": xs}).items() if name != "x"})
 
     def recurrence(t0: int, t1: int, pre: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
         for t in range(t0, t1):

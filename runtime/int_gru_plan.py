@@ -11,9 +11,11 @@ how the runtime runs it fast enough for whole validation sets. Each transformati
 - int8 tensors are held as uint16 codes, (v + 128) << s with s = 0 ("low") or 8 ("high"), chosen per tensor
   so that every binary op reads one high and one low operand: its table index is then one addition, and
   each table stores its result already coded for its consumers. Codes are decoded only at the layer's edge.
-- int16 ADD / SUB: each input's rescaled term depends only on that input: two 65,536-entry tables, then the
-  output rescale of their sum or difference (the kernel's own arithmetic). int16 LOGISTIC / TANH: one
-  65,536-entry table each. int16 MUL: the kernel's arithmetic with the bounded requantization.
+- int16 ADD / SUB: each input's rescaled term depends only on that input: a 65,536-entry table, or a shift
+  for the input of the larger scale (rescaled by exactly 1/2), then the output rescale of their sum or
+  difference (the kernel's own arithmetic). The terms of input-side operands are computed ahead, with the
+  input-side products (``LayerPlan.hold``). int16 LOGISTIC / TANH: one 65,536-entry table each. int16 MUL:
+  the kernel's arithmetic with the bounded requantization, in place.
 - Requantization in float64 where it is provably exact (``FloatRequant``), in int64 otherwise.
 
 ``tests/test_int_gru.py`` checks the plan against the op-by-op walk, element for element.
@@ -218,6 +220,7 @@ class _Float64Requant:
         scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
         offset = bias.astype(np.float64) * scale + 0.5
         self.constants = _RowConstants(scale, offset, zero_point.astype(np.float64))
+        self.has_zero_point = bool(np.any(zero_point))  # int16 tensors are symmetric: a pass saved
         self.qmin, self.qmax = qmin, qmax
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
@@ -225,7 +228,8 @@ class _Float64Requant:
         v = acc * scale
         v += offset
         np.floor(v, out=v)
-        v += zero_point
+        if self.has_zero_point:
+            v += zero_point
         return np.clip(v, self.qmin, self.qmax, out=v)
 
 
@@ -377,59 +381,90 @@ class Table1D:
         return np.take(self.table, a.view(self.uint))
 
 
-class AddSub16:
-    """int16 ADD / SUB: each input's rescaled term from a table, then the kernel's output rescale."""
+def _requantize_in_place(p: np.ndarray, multiplier: int, right: int, lo: int, hi: int) -> np.ndarray:
+    """requantize_bounded(p, multiplier, -right) then clip to [lo, hi], overwriting int64 ``p``.
 
-    def __init__(self, layer, op: Op):
+    The same precondition (|p| < 2^31, multiplier < 2^31, right >= 0) and the same two roundings, with
+    RoundingDivideByPOT's [t < 0] written as -(t >> 63) (an arithmetic shift of int64 t)."""
+    p *= multiplier
+    p += 1 << 30
+    p >>= 31
+    if right:
+        p += p >> 63
+        p += (1 << right) >> 1
+        p >>= right
+    return np.clip(p, np.int64(lo), np.int64(hi), out=p)  # int64 bounds: a faster clip than Python ints
+
+
+class AddSub16:
+    """int16 ADD / SUB: each input's rescaled term (a table, or a shift), then the kernel's output rescale.
+
+    Inputs named in ``held`` arrive as their terms already (``term``, applied ahead by ``LayerPlan.hold``)."""
+
+    def __init__(self, layer, op: Op, held: frozenset[str] = frozenset()):
         p = self.params = layer.prepared[op.output]
+        self.held = tuple(name in held for name in op.inputs)
         v = _all_values("int16").astype(np.int64)
-        # The input halves of ops_int._add_or_sub, evaluated for every int16 input.
-        # int32: the terms are int32 values (half the cache footprint of int64 tables).
-        self.term1 = K.rescale_smaller_than_one((v - p.input1_zero_point) << p.left_shift, p.input1).astype(np.int32)
-        self.term2 = K.rescale_smaller_than_one((v - p.input2_zero_point) << p.left_shift, p.input2).astype(np.int32)
-        self.sign = 1 if op.kind == ADD else -1
-        self.out_multiplier = np.int64(p.output.multiplier)
-        self.out_shift = np.int64(p.output.shift)
+        self.tables, self.shifts = [], []
+        for zero_point, requant in ((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2)):
+            # The input half of ops_int._add_or_sub, for every int16 input; int32 (the terms are int32 values).
+            table = K.rescale_smaller_than_one((v - zero_point) << p.left_shift, requant).astype(np.int32)
+            # The input of the larger scale is rescaled by exactly 1/2 (multiplier 2^30, shift 0), so its term
+            # is v << (left_shift - 1) (SaturatingRoundingDoublingHighMul(v 2^15, 2^30) = floor(v 2^14 + 1/2)):
+            # a shift, cheaper than a gather. Confirmed against the table, not assumed.
+            linear = zero_point == 0 and np.array_equal(table, v << (p.left_shift - 1))
+            self.tables.append(table)
+            self.shifts.append(p.left_shift - 1 if linear else None)
+        self.combine = np.add if op.kind == ADD else np.subtract
+        self.multiplier = int(p.output.multiplier)
         self.right = int(-p.output.shift)
-        self.half = (1 << self.right) >> 1
-        if p.output.shift > 0 or (np.abs(self.term1.astype(np.int64)).max()
-                                  + np.abs(self.term2.astype(np.int64)).max()) >= (1 << 31):
+        self.lo, self.hi = p.qmin - p.output_zero_point, p.qmax - p.output_zero_point
+        # |term| <= 2^30 * 1/2 (Prepare's input rescales are <= 1/2), so |raw| < 2^31: requantize_bounded's
+        # precondition, and the int32 sum cannot wrap; the output shift is <= 0 (SmallerThanOneExp).
+        if p.output.shift > 0 or sum(int(np.abs(t.astype(np.int64)).max()) for t in self.tables) >= (1 << 31):
             raise UnsupportedModelError(f"{op.output}: int16 {op.kind} parameters outside what Prepare guarantees "
                                         "(output shift > 0 or terms reaching 2^31)")
 
+    def term(self, i: int, x: np.ndarray) -> np.ndarray:
+        """Input i's rescaled term (int32) for int16 values x."""
+        if self.shifts[i] is not None:
+            return np.left_shift(x, self.shifts[i], dtype=np.int32)
+        return np.take(self.tables[i], x.view(np.uint16))
+
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        p = self.params
-        t1 = np.take(self.term1, a.view(np.uint16)).astype(np.int64)
-        t2 = np.take(self.term2, b.view(np.uint16))
-        raw = t1 + t2 if self.sign > 0 else t1 - t2
-        # |term| <= 2^30 * 1/2 (Prepare's input rescales are <= 1/2), so |raw| < 2^31: requantize_bounded's
-        # precondition; its shift is <= 0, the SmallerThanOneExp form.
-        # requantize_bounded with its scalar constants precomputed (this op runs 5 times a step).
-        t = (raw * self.out_multiplier + (1 << 30)) >> 31
-        if self.right:
-            t = (t + self.half - (t < 0)) >> self.right
-        y = t + p.output_zero_point
-        return np.clip(y, p.qmin, p.qmax).astype(np.int16)
+        t1 = a if self.held[0] else self.term(0, a)
+        t2 = b if self.held[1] else self.term(1, b)
+        y = _requantize_in_place(self.combine(t1, t2).astype(np.int64), self.multiplier, self.right,
+                                 self.lo, self.hi)
+        return _to_int16(y, self.params.output_zero_point)
+
+
+def _to_int16(y: np.ndarray, zero_point: int) -> np.ndarray:
+    """Clamped results y in [qmin - zp, qmax - zp] -> int16 y + zp (a cast that wraps is undone by the
+    wrapping add: y + zp is in [qmin, qmax])."""
+    out = y.astype(np.int16)
+    if zero_point:
+        out += np.int16(zero_point)
+    return out
 
 
 class Mul16:
-    """int16 MUL: (a - zp1)(b - zp2), |product| <= 2^30, requantized with requantize_bounded."""
+    """int16 MUL (zero points 0, as TFLM requires): a b, |a b| <= 2^30, requantized as requantize_bounded."""
 
     def __init__(self, layer, op: Op):
         p = self.params = layer.prepared[op.output]
-        self.multiplier = np.int64(p.output.multiplier)
-        self.shift = np.int64(p.output.shift)
+        self.multiplier = int(p.output.multiplier)
+        self.right = int(-p.output.shift)
+        self.lo, self.hi = p.qmin - p.output_zero_point, p.qmax - p.output_zero_point
 
     @staticmethod
     def applies(layer, op: Op) -> bool:
         p = layer.prepared[op.output]
-        return (1 << 30) << max(p.output.shift, 0) < (1 << 31)
+        return p.output.shift <= 0 and p.input1_zero_point == 0 and p.input2_zero_point == 0
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        p = self.params
-        product = (a.astype(np.int64) - p.input1_zero_point) * (b.astype(np.int64) - p.input2_zero_point)
-        y = requantize_bounded(product, self.multiplier, self.shift) + p.output_zero_point
-        return np.clip(y, p.qmin, p.qmax).astype(np.int16)
+        y = _requantize_in_place(np.multiply(a, b, dtype=np.int64), self.multiplier, self.right, self.lo, self.hi)
+        return _to_int16(y, self.params.output_zero_point)
 
 
 class Kernel:
@@ -458,6 +493,13 @@ class LayerPlan:
             for name in op.inputs:
                 consumers.setdefault(name, []).append(op)
         folded: set[str] = set()  # unary ops computed inside the table of the op that feeds them
+        # int16: inputs from outside the plan (the input-side products; not the state h) read only by one ADD
+        # or SUB arrive as that op's term, computed ahead for a block of steps (``hold``).
+        produced = {op.output for op in ops}
+        external = [name for op in ops for name in op.inputs if name not in produced and name not in ("h", "x")]
+        held = frozenset(name for name in external if dtype == "int16" and len(consumers[name]) == 1
+                         and consumers[name][0].kind in (ADD, SUB))
+        self.holders: dict[str, tuple[AddSub16, int]] = {}
         self.steps = []
         i = 0
         while i < len(ops):
@@ -486,7 +528,10 @@ class LayerPlan:
                 if unary is not None:
                     folded.add(unary.output)
             elif op.kind in (ADD, SUB):
-                self.steps.append((AddSub16(layer, op), op.inputs, (op.output,)))
+                add_sub = AddSub16(layer, op, held)
+                self.holders.update({name: (add_sub, slot) for slot, name in enumerate(op.inputs)
+                                     if name in held})
+                self.steps.append((add_sub, op.inputs, (op.output,)))
             elif Mul16.applies(layer, op):
                 self.steps.append((Mul16(layer, op), op.inputs, (op.output,)))
             else:
@@ -500,6 +545,11 @@ class LayerPlan:
     def decode(self, name: str, held: np.ndarray) -> np.ndarray:
         """How this plan holds tensor ``name`` -> its integer values."""
         return decode_s8(held, self.shifts[name]) if self.shifts else held
+
+    def hold(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs from outside the plan (integer values) -> as ``run`` reads them (int16 ADD/SUB terms)."""
+        return {name: (self.holders[name][0].term(self.holders[name][1], v) if name in self.holders else v)
+                for name, v in inputs.items()}
 
     def run(self, env: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for fn, inputs, outputs in self.steps:

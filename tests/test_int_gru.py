@@ -213,6 +213,48 @@ def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, mul
 
 @settings(max_examples=300, deadline=None)
 @given(
+    p=st.lists(st.integers(-(1 << 31) + 1, (1 << 31) - 1), min_size=1, max_size=32),
+    multiplier=st.integers(1 << 30, (1 << 31) - 1),
+    right=st.integers(0, 31),
+    bound=st.integers(1, 1 << 15),
+)
+def test_in_place_requantization_equals_the_bounded_one(p, multiplier, right, bound):
+    from grukit.runtime.int_gru_plan import _requantize_in_place, requantize_bounded
+
+    p = np.array(p, np.int64)
+    p = np.concatenate([p, -p, p | 1, [0, 1, -1]])
+    expected = np.clip(requantize_bounded(p, np.int64(multiplier), np.int64(-right)), -bound, bound - 1)
+    got = _requantize_in_place(p.copy(), multiplier, right, -bound, bound - 1)
+    assert_equal_first_mismatch(got, expected, f"multiplier {multiplier}, right shift {right}")
+
+
+@pytest.mark.parametrize("lbr", [0, 1])
+def test_int16_add_sub_terms_equal_the_kernel_for_every_input(lbr):
+    # Each ADD / SUB input's term, by table or by shift, is the kernel's own rescale of that input; the input
+    # of the larger scale takes the shift (its rescale is exactly 1/2), so every op here uses one.
+    from grukit.runtime import ops_int as K
+    from grukit.runtime.int_gru import _plans
+    from grukit.runtime.int_gru_plan import AddSub16
+
+    model = random_model(seed=40, lbr=lbr, scale=3.0)
+    q = grukit.quantize(model, random_inputs(40, N=8, T=10, scale=2.0), scheme="16x8")
+    layer = q.layers[0]
+    v = np.arange(-32768, 32768, dtype=np.int64)
+    add_subs = [fn for plan in _plans(layer) for fn, _, _ in plan.steps if isinstance(fn, AddSub16)]
+    assert len(add_subs) == 5
+    for fn in add_subs:
+        p = fn.params
+        assert fn.shifts.count(None) < 2, "neither input took the shift"
+        for i, (zp, requant) in enumerate(((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2))):
+            expected = K.rescale_smaller_than_one((v - zp) << p.left_shift, requant)
+            assert_equal_first_mismatch(fn.term(i, v.astype(np.int16)).astype(np.int64), expected, f"term {i}")
+    # The input-side operands arrive as terms, computed ahead of the recurrence.
+    recurrent = _plans(layer)[1]
+    assert set(recurrent.holders) == {"gx_z", "gx_r", "gx_n"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     acc=st.lists(st.integers(-(1 << 20), 1 << 20), min_size=1, max_size=32),
     bias=st.integers(-(1 << 20), 1 << 20),
     zero_point=st.integers(-128, 127),
