@@ -26,7 +26,8 @@ import numpy as np
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import FrameworkUnavailable, run_source, source_meta
+from grukit.export.source_runtime import (FrameworkUnavailable, output_core, require_output_layout, run_source,
+                                           source_meta)
 from grukit.model import Dense, GRUModel
 
 # Sizes used for dynamic (named) input dims during the walk and the self check; distinct from each other
@@ -381,14 +382,9 @@ class _Walk:
         if out.stage == "gru" and out.source != len(self.layers) - 1:
             raise UnsupportedModelError("the graph output is not computed from the last GRU layer")
         # Size-1 axes (a unidirectional D, a kept last step) are layout only; the self check squeezes them.
-        core = tuple(a for a, s in zip(out.axes, out.sizes) if not (s == 1 and a in ("D", "1", "T1")))
-        if out.stage == "gru" and "D" in core:
+        if out.stage == "gru" and "D" in output_core(out.axes, out.sizes):
             raise UnsupportedModelError("the graph outputs the GRU's directions on a separate axis")
-        if core not in (("N", "F"), ("N", "T", "F"), ("T", "N", "F")):
-            raise UnsupportedModelError(f"the graph output has axes {out.axes}, which grukit cannot lay out")
-        if out.stage == "gru" and "T" in core:
-            raise UnsupportedModelError("the graph outputs every step's hidden state without a dense head; "
-                                        "grukit's model without a head outputs the last step")
+        require_output_layout(out.axes, out.sizes, out.stage == "gru", "the graph output")
         self.head = None
         if self.head_W is not None:
             self.head = Dense(W=self.head_W, b=self.head_b, per_step=self.head_per_step, activation=self.activation)

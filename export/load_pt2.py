@@ -20,7 +20,7 @@ import numpy as np
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.load_torch import TORCH_TO_GRUKIT
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import run_source, source_meta
+from grukit.export.source_runtime import require_output_layout, run_source, source_meta
 from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
 
 
@@ -292,12 +292,8 @@ class _Walk:
             raise UnsupportedModelError("the program's output does not come from the GRU's output sequence")
         if not self.layers:
             raise UnsupportedModelError("the program holds no aten.gru.input")
-        core = tuple(a for a in out.axes if a != "T1")
-        if core not in (("N", "F"), ("N", "T", "F"), ("T", "N", "F")) or out.last_state:
-            raise UnsupportedModelError(f"the program's output has axes {out.axes}, which grukit cannot lay out")
-        if out.stage == "gru" and "T" in core:
-            raise UnsupportedModelError("the program returns every step's hidden state without a dense head; "
-                                        "grukit's model without a head outputs the last step")
+        # h_n itself keeps its layer axis "L", which no output layout has.
+        require_output_layout(out.axes, out.sizes, out.stage == "gru", "the program's output")
         self.head = None
         if self.head_W is not None:
             self.head = Dense(W=self.head_W, b=self.head_b, per_step=self.head_per_step, activation=self.activation)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.errors import BadInputError
+from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.model import GRUModel
 
 # Size-1 axes of a raw output that are layout only: a GRU's single direction, an unsqueezed unit axis, the
@@ -76,6 +76,26 @@ def source_meta(batch_first: bool, output_axes) -> dict:
 def to_input_layout(x: np.ndarray, layout: str | None) -> np.ndarray:
     """x [N, T, I] as the source takes it: unchanged, or [T, N, I] for layout "time_major"."""
     return np.ascontiguousarray(x.transpose(1, 0, 2)) if layout == "time_major" else x
+
+
+# The output layouts ``to_batch_first`` lays out (size-1 layout-only axes dropped): last step, every step.
+OUTPUT_LAYOUTS = (("N", "F"), ("N", "T", "F"), ("T", "N", "F"))
+
+
+def output_core(axes, sizes) -> tuple[str, ...]:
+    """An output's axis labels without its size-1 layout-only axes."""
+    return tuple(a for a, n in zip(axes, sizes) if not (n == 1 and a in LAYOUT_ONLY_AXES))
+
+
+def require_output_layout(axes, sizes, gru_state: bool, what: str) -> None:
+    """Refuse, naming ``what``, a source output a GRUModel cannot stand for: axes ``to_batch_first`` cannot
+    lay out, or every step's hidden state with no head after it (``gru_state``: the GRU's state itself)."""
+    core = output_core(axes, sizes)
+    if core not in OUTPUT_LAYOUTS:
+        raise UnsupportedModelError(f"{what} has axes {tuple(axes)}, which grukit cannot lay out")
+    if gru_state and "T" in core:
+        raise UnsupportedModelError(f"{what} is every step's hidden state without a dense head; "
+                                    "grukit's model without a head outputs the last step")
 
 
 def to_batch_first(out: np.ndarray, axes) -> np.ndarray:

@@ -165,3 +165,31 @@ def test_head_on_a_middle_step_is_refused(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(UnsupportedModelError, match="time step 0"):
         grukit.load(path)
+
+
+def _with_output(model, nodes, name, shape, inits=()):
+    """The hand-built graph with extra nodes and ``name`` as its only output."""
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    return model
+
+
+@pytest.mark.parametrize(
+    "nodes, name, shape, inits, named",
+    [
+        # Y [T, 1, N, H] squeezed to [T, N, H]: every step's state, no head to read it
+        ([helper.make_node("Squeeze", ["Y", "axis1"], ["Ys"])], "Ys", [T, N, H],
+         [numpy_helper.from_array(np.array([1], np.int64), "axis1")], "every step's hidden state without a dense head"),
+        ([helper.make_node("Identity", ["fc_b"], ["c"])], "c", [O], [], "does not depend on the input sequence"),
+        ([helper.make_node("Identity", ["X"], ["xo"])], "xo", [T, N, I], [], "not computed from the last GRU layer"),
+        ([helper.make_node("Transpose", ["h_last"], ["ht"], perm=[1, 0])], "ht", [H, N], [], "cannot lay out"),
+    ],
+    ids=["every-step-state", "constant", "input-passed-through", "transposed"],
+)
+def test_an_output_grukit_cannot_produce_is_refused(tmp_path, nodes, name, shape, inits, named):
+    path = tmp_path / "gru.onnx"
+    onnx.save(_with_output(_gru_graph(), nodes, name, shape, inits), str(path))
+    with pytest.raises(UnsupportedModelError, match=named):
+        grukit.load(path)

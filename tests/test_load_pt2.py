@@ -66,3 +66,39 @@ def test_unknown_op_is_refused_by_name(tmp_path):
     path = _save(Relu(I, 10, 2), tmp_path / "model.pt2")
     with pytest.raises(UnsupportedModelError, match="relu"):
         grukit.load(path)
+
+
+class _StateSequence(LastStep):
+    def forward(self, x):
+        return self.gru(x)[0]
+
+
+class _NoGRU(LastStep):
+    def forward(self, x):
+        return x[:, -1]
+
+
+class _FinalStateRaw(LastStep):
+    def forward(self, x):
+        return self.gru(x)[1]  # h_n [layers, N, H]
+
+
+class _FeaturesFirst(LastStep):
+    def forward(self, x):
+        return self.gru(x)[0].permute(2, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "cls, named",
+    [
+        (_StateSequence, "every step's hidden state without a dense head"),
+        (_NoGRU, "holds no aten.gru.input"),
+        (_FeaturesFirst, "cannot lay out"),
+        (_FinalStateRaw, "cannot lay out"),
+    ],
+)
+def test_an_output_grukit_cannot_produce_is_refused(tmp_path, cls, named):
+    torch.manual_seed(0)
+    path = _save(cls(I, 10, 2), tmp_path / "model.pt2")
+    with pytest.raises(UnsupportedModelError, match=named):
+        grukit.load(path)
