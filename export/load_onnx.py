@@ -25,10 +25,10 @@ import numpy as np
 
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
+from grukit.export.graph_walk import LayoutGuessWrong, walk_either_layout, walked_model
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import (FrameworkUnavailable, output_core, require_output_layout, run_source,
-                                           source_meta)
-from grukit.model import Dense, GRUModel
+from grukit.export.source_runtime import FrameworkUnavailable, output_core, require_output_layout, run_source
+from grukit.model import GRUModel
 
 # Sizes used for dynamic (named) input dims during the walk and the self check; distinct from each other
 # and from typical hidden sizes so a Reshape that mixes axes cannot match by coincidence.
@@ -49,10 +49,6 @@ class _Seq:
     stage: str = "gru"  # "gru", "matmul" (head bias still to add), "head", "activation"
 
 
-class _Layout(Exception):
-    """The graph input's axes are the other way round from the guess (batch-first vs time-major)."""
-
-
 def load_onnx(path, name: str | None = None, self_check: bool = True) -> GRUModel:
     """Read an ONNX GRU network (see the module docstring for what is understood) and check it with
     onnxruntime. Returns a GRUModel whose ``meta`` records the input layout ("batch_first"/"time_major")."""
@@ -64,19 +60,15 @@ def load_onnx(path, name: str | None = None, self_check: bool = True) -> GRUMode
     except Exception as e:  # onnx raises assorted errors for a broken or incomplete file
         raise BadInputError(f"{path}: cannot read ONNX model ({e})") from e
     graph = proto.graph
-    try:
-        walk = _Walk(graph, batch_first=True)
-    except _Layout:
-        walk = _Walk(graph, batch_first=False)
-    model = GRUModel(layers=tuple(walk.layers), head=walk.head, name=name or path.stem, source=str(path),
-                     meta=source_meta(walk.batch_first, walk.output_axes))
+    walk = walk_either_layout(_Walk, graph)
+    model = walked_model(walk, path, name)
     if self_check:
         _self_check(path, walk, model)
     return model
 
 
 class _Walk:
-    """One pass over the graph under a guess of the input layout; raises _Layout if the guess is wrong."""
+    """One pass over the graph under a guess of the input layout; raises LayoutGuessWrong if the guess is wrong."""
 
     def __init__(self, graph, batch_first: bool):
         import onnx
@@ -166,7 +158,7 @@ class _Walk:
             raise UnsupportedModelError(f"{where}: X has axes {X.axes}, expected {want}")
         if axes != want:
             if len(self.layers) == 0:
-                raise _Layout()
+                raise LayoutGuessWrong()
             raise UnsupportedModelError(f"{where}: X has axes {X.axes}, expected {want} (layout={attrs['layout']})")
         layer = gru_layer_from_onnx(W, R, B, attrs["linear_before_reset"], attrs["direction"])
         if layer.hidden_size != attrs["hidden_size"] or layer.input_size != X.sizes[2]:
@@ -385,9 +377,6 @@ class _Walk:
         if out.stage == "gru" and "D" in output_core(out.axes, out.sizes):
             raise UnsupportedModelError("the graph outputs the GRU's directions on a separate axis")
         require_output_layout(out.axes, out.sizes, out.stage == "gru", "the graph output")
-        self.head = None
-        if self.head_W is not None:
-            self.head = Dense(W=self.head_W, b=self.head_b, per_step=self.head_per_step, activation=self.activation)
         self.output_axes = out.axes
 
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from grukit.errors import BadInputError, UnsupportedModelError
 from grukit.export.load_torch import TORCH_TO_GRUKIT
+from grukit.export.graph_walk import LayoutGuessWrong, walk_either_layout, walked_model
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import require_output_layout, run_source, source_meta
-from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.export.source_runtime import require_output_layout, run_source
+from grukit.model import GRUDirection, GRULayer, GRUModel
 
 
 # Ops that only re-view a tensor; on the sequence they change nothing grukit tracks.
@@ -37,10 +38,6 @@ class _Seq:
     last_state: bool = False  # h_n rather than the output sequence
 
 
-class _Layout(Exception):
-    """The input's axes are the other way round from the guess."""
-
-
 def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel:
     """Read a ``torch.export`` program holding ``aten.gru.input`` and an optional head, checked against the
     program's own module. ``meta`` records the input layout ("batch_first"/"time_major") and the labels of
@@ -52,12 +49,8 @@ def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel
         ep = torch.export.load(str(path))
     except Exception as e:  # torch raises assorted errors for a file that is not an exported program
         raise BadInputError(f"{path}: cannot read a torch.export program ({e})") from e
-    try:
-        walk = _Walk(ep, batch_first=True)
-    except _Layout:
-        walk = _Walk(ep, batch_first=False)
-    model = GRUModel(layers=tuple(walk.layers), head=walk.head, name=name or path.stem, source=str(path),
-                     meta=source_meta(walk.batch_first, walk.output_axes))
+    walk = walk_either_layout(_Walk, ep)
+    model = walked_model(walk, path, name)
     if self_check:
         _self_check(ep, walk, model, path)
     return model
@@ -154,7 +147,7 @@ class _Walk:
         want = ("N", "T", "F") if batch_first else ("T", "N", "F")
         if X.axes != want:
             if not self.layers and sorted(X.axes) == sorted(want):
-                raise _Layout()
+                raise LayoutGuessWrong()
             raise UnsupportedModelError(f"{where}: input axes {X.axes}, expected {want}")
         per_dir = 4 if has_biases else 2
         D = 2 if bidirectional else 1
@@ -294,9 +287,6 @@ class _Walk:
             raise UnsupportedModelError("the program holds no aten.gru.input")
         # h_n itself keeps its layer axis "L", which no output layout has.
         require_output_layout(out.axes, out.sizes, out.stage == "gru", "the program's output")
-        self.head = None
-        if self.head_W is not None:
-            self.head = Dense(W=self.head_W, b=self.head_b, per_step=self.head_per_step, activation=self.activation)
         self.output_axes = out.axes
 
 
