@@ -405,7 +405,8 @@ class AddSub16:
         p = self.params = layer.prepared[op.output]
         self.held = tuple(name in held for name in op.inputs)
         v = _all_values("int16").astype(np.int64)
-        self.tables, self.shifts = [], []
+        self.tables, self.shifts = [], []  # per input: its term table, or None where a shift gives the term
+        largest_term = 0
         for zero_point, requant in ((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2)):
             # The input half of ops_int._add_or_sub, for every int16 input; int32 (the terms are int32 values).
             table = K.rescale_smaller_than_one((v - zero_point) << p.left_shift, requant).astype(np.int32)
@@ -413,7 +414,8 @@ class AddSub16:
             # is v << (left_shift - 1) (SaturatingRoundingDoublingHighMul(v 2^15, 2^30) = floor(v 2^14 + 1/2)):
             # a shift, cheaper than a gather. Confirmed against the table, not assumed.
             linear = zero_point == 0 and np.array_equal(table, v << (p.left_shift - 1))
-            self.tables.append(table)
+            largest_term += int(np.abs(table.astype(np.int64)).max())
+            self.tables.append(None if linear else table)
             self.shifts.append(p.left_shift - 1 if linear else None)
         self.combine = np.add if op.kind == ADD else np.subtract
         self.multiplier = int(p.output.multiplier)
@@ -421,7 +423,7 @@ class AddSub16:
         self.lo, self.hi = p.qmin - p.output_zero_point, p.qmax - p.output_zero_point
         # |term| <= 2^30 * 1/2 (Prepare's input rescales are <= 1/2), so |raw| < 2^31: requantize_bounded's
         # precondition, and the int32 sum cannot wrap; the output shift is <= 0 (SmallerThanOneExp).
-        if p.output.shift > 0 or sum(int(np.abs(t.astype(np.int64)).max()) for t in self.tables) >= (1 << 31):
+        if p.output.shift > 0 or largest_term >= (1 << 31):
             raise UnsupportedModelError(f"{op.output}: int16 {op.kind} parameters outside what Prepare guarantees "
                                         "(output shift > 0 or terms reaching 2^31)")
 
