@@ -1,12 +1,16 @@
 """Speed of the NumPy integer runtime against onnxruntime running the float ONNX model.
 
-    .venv/bin/python benchmarks/speed.py [--n 256 --t 100 --i 16 --h 64 --rounds 9]
+    .venv/bin/python benchmarks/speed.py [--n 256 --t 100 --i 16 --h 64 --rounds 9 --workers 2]
 
-Same batch for both, 2 cores. Rounds are interleaved (onnxruntime, int8, 16x8, then again), each runtime timed
-warm within a round (the median of 3 back-to-back calls after an untimed one), so that both sides of each
-ratio see the same machine: shared VMs drift by more than the margins measured here. Prints the median time
-of each and the median and range of the per-round ratios. Target (issue 3): the integer
-runtime at most 3x slower than onnxruntime float.
+Same batch for both, on the same cores: onnxruntime with --workers intra-op threads, the integer runtime
+split across --workers processes (grukit.runtime.workers; default: every usable CPU) and, for comparison,
+in one process. onnxruntime's threads do not spin-wait after a run here: spinning threads would hold the
+cores the next runtime timed needs (its own time is the same either way, within noise). Rounds are
+interleaved (onnxruntime, then each integer runtime, then again), each runtime timed warm within a round
+(the median of 3 back-to-back calls after an untimed one), so that both sides of each ratio see the same
+machine: shared VMs drift by more than the margins measured here. Prints the median time of each and the
+median and range of the per-round ratios. Target (issue 3): the integer runtime at most 3x slower than
+onnxruntime float.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 import grukit
 from grukit.export.onnx_export import export_onnx_sequence
 from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.runtime.workers import worker_count
 
 ROUNDS = 9
 REPEATS = 3
@@ -56,7 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--i", type=int, default=16)
     ap.add_argument("--h", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--workers", type=int, default=None, help="processes / threads (default: every usable CPU)")
     args = ap.parse_args(argv)
+    workers = worker_count(args.workers)
     import onnxruntime as ort
 
     model = random_model(args.i, args.h, 4)
@@ -64,21 +71,24 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx_sequence(model, Path(tmp) / "model.onnx")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
+        opts.intra_op_num_threads = workers
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     runs = {"onnxruntime float": lambda: sess.run(None, {name: x})}
     for scheme in ("int8", "16x8"):
         q = grukit.quantize(model, x[:64], scheme=scheme)
         x_q = q.quantize_input(x)
-        runs[f"grukit integer runtime {scheme}"] = lambda q=q, x_q=x_q: q.predict_int(x_q)
+        runs[f"integer {scheme}, {workers} processes"] = lambda q=q, x_q=x_q: q.predict_int(x_q, workers)
+        runs[f"integer {scheme}, 1 process"] = lambda q=q, x_q=x_q: q.predict_int(x_q, 1)
     times = {label: [] for label in runs}
     for _ in range(args.rounds):
         for label, fn in runs.items():
             times[label].append(warm_seconds(fn))
     t_ort = np.array(times.pop("onnxruntime float"))
-    print(f"batch {args.n} sequences x {args.t} steps, I={args.i}, H={args.h}, 2 cores, {args.rounds} interleaved rounds of {REPEATS} warm runs")
-    print(f"  onnxruntime float:            {1e3 * np.median(t_ort):8.1f} ms")
+    print(f"batch {args.n} sequences x {args.t} steps, I={args.i}, H={args.h}, {workers} cores, {args.rounds} "
+          f"interleaved rounds of {REPEATS} warm runs")
+    print(f"  {'onnxruntime float:':29s} {1e3 * np.median(t_ort):8.1f} ms")
     for label, t in times.items():
         ratio = np.array(t) / t_ort
         print(f"  {label + ':':29s} {1e3 * np.median(t):8.1f} ms   ratio to onnxruntime: median "

@@ -54,6 +54,12 @@ def _saturation_limit(kind: str, out_scale: float) -> float:
 MIN_RANGE = 1e-6  # a tensor that is constant zero in calibration still needs a positive scale
 
 
+def without_caches(obj) -> dict:
+    """A frozen dataclass's pickled state without what the runtime caches on it under _names (compiled
+    plans, a worker message): those are rebuilt where they are needed, never shipped."""
+    return {k: v for k, v in obj.__dict__.items() if not k.startswith("_")}
+
+
 @dataclass(frozen=True)
 class QuantizedFC:
     """One fully connected product: w_q int8 [O, K] symmetric per output channel, bias_q int32/int64 [O]."""
@@ -77,6 +83,9 @@ class QuantizedLayer:
     @property
     def ops(self) -> tuple[Op, ...]:
         return step_ops(self.linear_before_reset)
+
+    def __getstate__(self):
+        return without_caches(self)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, input_side_ops, recurrent_ops
+from grukit.quantize.quantize import without_caches
 from grukit.runtime import ops_int as K
+from grukit.runtime import workers as W
 from grukit.runtime.float_gru import as_batch
 from grukit.runtime.int_gru_plan import LayerPlan
 
@@ -82,13 +84,14 @@ def _plans(layer) -> tuple[LayerPlan, LayerPlan]:
     return plans
 
 
-def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) -> np.ndarray:
+def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None, input_ahead: bool = True) -> np.ndarray:
     """Run one quantized layer over x_q [N, T, I] (its input dtype); returns every state [N, T, H].
 
     Computes exactly what ``layer_forward_int_reference`` computes, through the compiled plan of
-    ``grukit.runtime.int_gru_plan``. With more than one block of steps, the next block's input-side products
-    are computed in a worker thread, and BLAS is held to one thread for the call (process-wide: OpenBLAS
-    has one setting).
+    ``grukit.runtime.int_gru_plan``. With more than one block of steps and ``input_ahead``, the next block's
+    input-side products are computed in a worker thread, and BLAS is held to one thread for the call
+    (process-wide: OpenBLAS has one setting). Without (the batch is split across processes, which hold the
+    other cores), each block's input side is computed in line.
     """
     N, T, I = x_q.shape
     H = layer.hidden_size
@@ -114,6 +117,10 @@ def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) ->
     block = max(1, INPUT_BLOCK_ROWS // max(N, 1))
     if T <= block:
         recurrence(0, T, input_side(0, T), h)
+    elif not input_ahead:
+        with _blas.limit(limits=1, user_api="blas"):
+            for t0 in range(0, T, block):
+                h = recurrence(t0, min(T, t0 + block), input_side(t0, min(T, t0 + block)), h)
     else:
         with _blas.limit(limits=1, user_api="blas"):
             ahead = _prefetch.submit(input_side, 0, block)
@@ -142,6 +149,9 @@ class QuantizedGRUModel:
     predict_int(x_q) integer [N, T, I] -> integer output (for bit-exact comparison)
     run_int(x_q)     integer output and every layer's integer states [N, T, H]
     stream(N)        a streaming runner: step(x_t_q) -> y_t_q, reset(), state / restore(state)
+
+    predict, predict_int and run_int split large batches across worker processes (``workers=``, else
+    $GRUKIT_WORKERS, else every usable CPU; see ``grukit.runtime.workers``): the same integers.
     """
 
     scheme: str
@@ -165,16 +175,29 @@ class QuantizedGRUModel:
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return self.input_q.quantize(as_batch(x, self.float_model.input_size))
 
-    def run_int(self, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def __getstate__(self):
+        return without_caches(self)
+
+    def run_int(self, x_q: np.ndarray, workers: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """(integer output, [states of each layer [N, T, H]]) for integer input x_q [N, T, I]."""
+        return self._run_int(x_q, workers, want_states=True)
+
+    def _run_int(self, x_q: np.ndarray, workers: int | None, want_states: bool):
         x_q = np.asarray(x_q)
         if x_q.ndim == 2:
             x_q = x_q[None]
         self.check_int_input(x_q, "integer input [N, T, I]")
+        chunks = W.chunks_for(x_q.shape[0], W.worker_count(workers))
+        if chunks > 1:
+            return W.run_split(self, x_q, chunks, want_states)
+        return self.run_here(x_q, input_ahead=True)
+
+    def run_here(self, x_q: np.ndarray, input_ahead: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """run_int in this process, on checked input (``layer_forward_int``'s ``input_ahead``)."""
         states = []
         seq = x_q
         for layer in self.layers:
-            seq = layer_forward_int(layer, seq)
+            seq = layer_forward_int(layer, seq, input_ahead=input_ahead)
             states.append(seq)
         top = seq if self.per_step else seq[:, -1]
         y = top if self.head is None else head_forward_int(self.head, top)
@@ -187,8 +210,8 @@ class QuantizedGRUModel:
         if x_q.shape[-1] != self.float_model.input_size:
             raise ValueError(f"{what} must have {self.float_model.input_size} features, got shape {x_q.shape}")
 
-    def predict_int(self, x_q: np.ndarray) -> np.ndarray:
-        return self.run_int(x_q)[0]
+    def predict_int(self, x_q: np.ndarray, workers: int | None = None) -> np.ndarray:
+        return self._run_int(x_q, workers, want_states=False)[0]
 
     def dequantize_output(self, y_q: np.ndarray) -> np.ndarray:
         from grukit.runtime.float_gru import sigmoid
@@ -202,10 +225,10 @@ class QuantizedGRUModel:
             y = sigmoid(y)
         return y.astype(np.float32)
 
-    def predict(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    def predict(self, x: np.ndarray, batch: int = 1024, workers: int | None = None) -> np.ndarray:
         """Float in, float out, integer arithmetic in between."""
         x = as_batch(x, self.float_model.input_size)
-        outs = [self.dequantize_output(self.predict_int(self.quantize_input(x[i : i + batch])))
+        outs = [self.dequantize_output(self.predict_int(self.quantize_input(x[i : i + batch]), workers))
                 for i in range(0, x.shape[0], batch)]
         return np.concatenate(outs, axis=0)
 

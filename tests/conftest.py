@@ -1,5 +1,11 @@
+import os
+
 import numpy as np
 import pytest
+
+# Tests run under pytest-xdist on every core already: the integer runtime stays in each test's process unless
+# a test asks for worker processes (tests/test_workers.py). An explicit setting is kept.
+os.environ.setdefault("GRUKIT_WORKERS", "1")
 
 
 @pytest.fixture

@@ -145,9 +145,13 @@ def test_every_observer_quantizes(observer):
     (11, 1, 0, False),       # ONNX-default variant: MUL before the hidden FC
     (12, 3, [0, 1, 0], True),  # stacked, mixed, every step
 ])
-@pytest.mark.parametrize("block_rows", [16 * 12, 16 * 5])  # one input-side block; blocks computed ahead
+@pytest.mark.parametrize("block_rows, input_ahead", [
+    (16 * 12, True),   # one input-side block
+    (16 * 5, True),    # blocks computed ahead in the worker thread
+    (16 * 5, False),   # blocks computed in line (a batch split across processes)
+])
 def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, lbr, per_step, block_rows,
-                                                         monkeypatch):
+                                                         input_ahead, monkeypatch):
     from grukit.runtime import int_gru
     from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
 
@@ -157,7 +161,7 @@ def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, l
     q = grukit.quantize(model, x[:4], scheme=scheme)  # calibrate on a subset: the rest saturates some tensors
     seq = q.quantize_input(x)
     for k, layer in enumerate(q.layers):
-        fast = layer_forward_int(layer, seq)
+        fast = layer_forward_int(layer, seq, input_ahead=input_ahead)
         spec = layer_forward_int_reference(layer, seq)
         assert_equal_first_mismatch(fast, spec, f"layer {k} states")
         seq = spec
