@@ -187,7 +187,7 @@ class QuantizedGRUModel:
         if x_q.ndim == 2:
             x_q = x_q[None]
         self.check_int_input(x_q, "integer input [N, T, I]")
-        chunks = W.chunks_for(x_q.shape[0], W.worker_count(workers))
+        chunks = W.chunks_for(x_q.shape[0], x_q.shape[1], W.worker_count(workers))
         if chunks > 1:
             return W.run_split(self, x_q, chunks, want_states)
         return self.run_here(x_q, input_ahead=True)

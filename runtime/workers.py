@@ -19,7 +19,8 @@ stdin closes (at exit, or when the parent dies).
 
 How many processes compute, the caller included: ``workers=`` on ``run_int`` / ``predict_int`` /
 ``predict``, else the ``GRUKIT_WORKERS`` environment variable, else every CPU this process may use; a chunk
-is never below ``MIN_ROWS`` sequences, so small batches (and every streaming step) run in the caller alone.
+is never below ``MIN_ROWS`` sequences and ``MIN_ROW_STEPS`` sequence steps, so small batches (and every
+streaming step) run in the caller alone.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ import uuid
 import numpy as np
 
 WORKERS_ENV = "GRUKIT_WORKERS"
-# Below this many sequences per worker, the pipe round trip and the shorter NumPy calls cost more than the
-# second core gives (measured with benchmarks/speed.py --n).
-MIN_ROWS = 64
+# A chunk has at least MIN_ROWS sequences and MIN_ROW_STEPS sequence steps: below, the pipe round trip and
+# the shorter NumPy calls cost more than another core gives. Measured on 2 cores (I=16, H=64, int8 / 16x8,
+# one process vs two): 2 x 32 sequences x 100 steps took 12 / 24 ms against 21 / 36; 2 x 16 x 100 took 22 / 39
+# against 17 / 24; 2 x 32 x 40 and 2 x 128 x 10 gained nothing for 16x8; 2 x 128 x 5 lost for both.
+MIN_ROWS = 32
+MIN_ROW_STEPS = 2048
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_TOP_PAD_": str(64 << 20)}
 MODELS_KEPT = 4  # models a worker keeps (plans built once each); the least recently used goes first
@@ -63,9 +67,9 @@ def worker_count(requested: int | None = None) -> int:
     return int(requested)
 
 
-def chunks_for(rows: int, workers: int) -> int:
-    """How many row chunks a batch of ``rows`` sequences is cut into (1: run in this process)."""
-    return max(1, min(workers, rows // MIN_ROWS))
+def chunks_for(rows: int, steps: int, workers: int) -> int:
+    """How many row chunks a batch of ``rows`` sequences of ``steps`` steps is cut into (1: this process)."""
+    return max(1, min(workers, rows // MIN_ROWS, rows * steps // MIN_ROW_STEPS))
 
 
 class _Worker:

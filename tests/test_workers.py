@@ -15,6 +15,7 @@ from test_int_gru import CASES, assert_equal_first_mismatch
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(W, "MIN_ROWS", 4)  # split even small test batches
+    monkeypatch.setattr(W, "MIN_ROW_STEPS", 4)
 
 
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
@@ -74,11 +75,14 @@ def test_a_dead_worker_is_reported_then_replaced(small_chunks):
 
 def test_small_batches_run_in_the_caller():
     W.stop_workers()
-    x = random_inputs(25, N=2 * W.MIN_ROWS - 1, T=3)
+    x = random_inputs(25, N=4 * W.MIN_ROWS, T=3)  # many sequences, too few steps
     q = grukit.quantize(random_model(seed=25), x[:8], scheme="int8")
     q.predict_int(q.quantize_input(x), workers=8)
     assert not W._workers
-    assert W.chunks_for(2 * W.MIN_ROWS, 8) == 2 and W.chunks_for(100 * W.MIN_ROWS, 3) == 3
+    long = W.MIN_ROW_STEPS  # steps enough for one row per chunk
+    assert W.chunks_for(2 * W.MIN_ROWS - 1, long, 8) == 1 and W.chunks_for(2 * W.MIN_ROWS, long, 8) == 2
+    assert W.chunks_for(100 * W.MIN_ROWS, long, 3) == 3
+    assert W.chunks_for(2 * W.MIN_ROW_STEPS, 1, 8) == 2  # one step: the sequence steps decide
 
 
 def test_worker_count_from_argument_then_environment(monkeypatch):
