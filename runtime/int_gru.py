@@ -113,21 +113,17 @@ def layer_forward_int(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None, in
         return h
 
     # The input-side products do not depend on the state: computed for a block of steps at once, the next
-    # block in the worker thread while this one's recurrence runs.
+    # block (input_ahead) in the worker thread while this one's recurrence runs.
     block = max(1, INPUT_BLOCK_ROWS // max(N, 1))
     if T <= block:
         recurrence(0, T, input_side(0, T), h)
-    elif not input_ahead:
-        with _blas.limit(limits=1, user_api="blas"):
-            for t0 in range(0, T, block):
-                h = recurrence(t0, min(T, t0 + block), input_side(t0, min(T, t0 + block)), h)
     else:
         with _blas.limit(limits=1, user_api="blas"):
-            ahead = _prefetch.submit(input_side, 0, block)
+            ahead = _prefetch.submit(input_side, 0, block) if input_ahead else None
             for t0 in range(0, T, block):
                 t1 = min(T, t0 + block)
-                pre = ahead.result()
-                if t1 < T:
+                pre = ahead.result() if input_ahead else input_side(t0, t1)
+                if input_ahead and t1 < T:
                     ahead = _prefetch.submit(input_side, t1, min(T, t1 + block))
                 h = recurrence(t0, t1, pre, h)
     return np.ascontiguousarray(recurrent_plan.decode("h", held).transpose(1, 0, 2))
