@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     for scheme in ("int8", "16x8"):
         q = grukit.quantize(model, x[:64], scheme=scheme)
         x_q = q.quantize_input(x)
-        runs[f"integer {scheme}, {workers} processes"] = lambda q=q, x_q=x_q: q.predict_int(x_q, workers)
-        runs[f"integer {scheme}, 1 process"] = lambda q=q, x_q=x_q: q.predict_int(x_q, 1)
+        for n in sorted({workers, 1}, reverse=True):  # --workers 1: the one-process run only
+            runs[f"integer {scheme}, {n} process{'es' if n > 1 else ''}"] = lambda q=q, x_q=x_q, n=n: q.predict_int(x_q, n)
     times = {label: [] for label in runs}
     for _ in range(args.rounds):
         for label, fn in runs.items():
