@@ -14,8 +14,10 @@ how the runtime runs it fast enough for whole validation sets. Each transformati
 - int16 ADD / SUB: each input's rescaled term depends only on that input: a 65,536-entry table, or a shift
   for the input of the larger scale (rescaled by exactly 1/2), then the output rescale of their sum or
   difference (the kernel's own arithmetic). The terms of input-side operands are computed ahead, with the
-  input-side products (``LayerPlan.hold``). int16 LOGISTIC / TANH: one 65,536-entry table each. int16 MUL:
-  the kernel's arithmetic with the bounded requantization, in place.
+  input-side products (``LayerPlan.hold``). int16 LOGISTIC / TANH: one 65,536-entry table each, read by the
+  ADD / SUB feeding it when that is its only input's only consumer. int16 MUL: the kernel's arithmetic with
+  the bounded requantization. These three run as compiled loops (``int16_loops``), as does the 16x8
+  FULLY_CONNECTED output stage.
 - Requantization in float64 where it is provably exact (``FloatRequant``), in int64 otherwise.
 
 ``tests/test_int_gru.py`` checks the plan against the op-by-op walk, element for element.
@@ -27,6 +29,7 @@ import numpy as np
 
 from grukit.errors import UnsupportedModelError
 from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
+from grukit.runtime import int16_loops as L
 from grukit.runtime import ops_int as K
 
 UNARY = (LOGISTIC, TANH)
@@ -214,23 +217,18 @@ class _Float64Requant:
     """16x8: clamp(TFLite's 64-bit MultiplyByQuantizedMultiplier(acc + bias) + zp), exactly, in float64.
 
     (a r + 2^(s-1)) >> s = floor(a r / 2^s + 1/2) with a = acc + bias and r the 16-bit rounded multiplier;
-    exact while |a r| < 2^52 (checked when the plan is built), the bias folded in as bias r / 2^s."""
+    exact while |a r| < 2^52 (checked when the plan is built), the bias folded in as bias r / 2^s. Runs as
+    one compiled loop (``int16_loops.requantize_fc_s16``) writing each stacked op's int16 output apart."""
 
     def __init__(self, reduced: np.ndarray, total_shift: np.ndarray, bias, zero_point, qmin: int, qmax: int):
         scale = reduced.astype(np.float64) * np.ldexp(1.0, -total_shift)
         offset = bias.astype(np.float64) * scale + 0.5
-        self.constants = _RowConstants(scale, offset, zero_point.astype(np.float64))
-        self.has_zero_point = bool(np.any(zero_point))  # int16 tensors are symmetric: a pass saved
+        self.columns = (scale, offset, zero_point.astype(np.float64))
         self.qmin, self.qmax = qmin, qmax
 
-    def __call__(self, acc: np.ndarray) -> np.ndarray:
-        scale, offset, zero_point = self.constants(acc.shape[-2])
-        v = acc * scale
-        v += offset
-        np.floor(v, out=v)
-        if self.has_zero_point:
-            v += zero_point
-        return np.clip(v, self.qmin, self.qmax, out=v)
+    def __call__(self, acc: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """acc: float64 [rows, blocks x width] products -> out: int16 [blocks, rows, width]."""
+        return L.requantize_fc_s16(acc, *self.columns, self.qmin, self.qmax, out)
 
 
 class FCGroup:
@@ -263,7 +261,9 @@ class FCGroup:
                                               for fc, p in zip(fcs, params)])
         self.qmin, self.qmax = params[0].qmin, params[0].qmax
         self.np_dtype = params[0].np_dtype
-        self.splits = np.cumsum([fc.w_q.shape[0] for fc in fcs])[:-1]
+        widths = [fc.w_q.shape[0] for fc in fcs]
+        self.splits = np.cumsum(widths)[:-1]
+        self.width = widths[0] if len(set(widths)) == 1 else None  # every GRU group: H outputs per op
         if self.w_t.shape[0] > K.MAX_K[self.dtype]:
             raise UnsupportedModelError(f"{self.outputs}: K = {self.w_t.shape[0]} exceeds the exact-float64 "
                                         f"bound {K.MAX_K[self.dtype]} of ops_int.dot_exact_i64")
@@ -296,7 +296,7 @@ class FCGroup:
                                             "64-bit requantization")
             self.bounded = bool(np.all((max_acc * self.reduced + self.rounding) >> self.total_shift < (1 << 31)))
             # (acc r + 2^(s-1)) >> s = floor(acc r / 2^s + 1/2): exact in float64 while |acc r| < 2^52.
-            if self.bounded and np.all(max_acc * self.reduced < FloatRequant.EXACT_BOUND):
+            if self.bounded and np.all(max_acc * self.reduced < FloatRequant.EXACT_BOUND) and self.width:
                 self.float_requant = _Float64Requant(self.reduced, self.total_shift, self.bias_with_offset,
                                                      self.out_zero_point, self.qmin, self.qmax)
 
@@ -314,10 +314,13 @@ class FCGroup:
             acc_f = self._products(x2, np.float32) @ self.w_t32  # integers below 2^24: exact in float32
         else:
             acc_f = self._products(x2, np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
+        if self.float_requant is not None and not self.coded:
+            # int16: each op's output written apart, contiguous (as the int16 loops read it)
+            out = self.float_requant(acc_f, np.empty((len(self.outputs), acc_f.shape[0], self.width), np.int16))
+            return [block.reshape(*lead, -1) for block in out]
         acc_f = acc_f.reshape(*lead, -1)
         if self.float_requant is not None:
-            y = self.float_requant.to_uint16(acc_f) if self.coded else \
-                self.float_requant(acc_f).astype(self.np_dtype)
+            y = self.float_requant.to_uint16(acc_f)
         else:
             y = self._integer_requant(acc_f)
         outs = np.split(y, self.splits, axis=-1)
@@ -381,27 +384,20 @@ class Table1D:
         return np.take(self.table, a.view(self.uint))
 
 
-def _requantize_in_place(p: np.ndarray, multiplier: int, right: int, lo: int, hi: int) -> np.ndarray:
-    """requantize_bounded(p, multiplier, -right) then clip to [lo, hi], overwriting int64 ``p``.
-
-    The same precondition (|p| < 2^31, multiplier < 2^31, right >= 0) and the same two roundings, with
-    RoundingDivideByPOT's [t < 0] written as -(t >> 63) (an arithmetic shift of int64 t)."""
-    p *= multiplier
-    p += 1 << 30
-    p >>= 31
-    if right:
-        p += p >> 63
-        p += (1 << right) >> 1
-        p >>= right
-    return np.clip(p, np.int64(lo), np.int64(hi), out=p)  # int64 bounds: a faster clip than Python ints
+def _same_shape(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
+    """The shape both operands of a compiled int16 loop share (the loops do not broadcast)."""
+    if a.shape != b.shape:
+        raise ValueError(f"int16 loop operands must have one shape, got {a.shape} and {b.shape}")
+    return a.shape
 
 
 class AddSub16:
-    """int16 ADD / SUB: each input's rescaled term (a table, or a shift), then the kernel's output rescale.
+    """int16 ADD / SUB: each input's rescaled term (a table, or a shift), then the kernel's output rescale, and
+    the table of a LOGISTIC / TANH folded in (``unary``): one call of ``int16_loops.add_sub_s16``.
 
     Inputs named in ``held`` arrive as their terms already (``term``, applied ahead by ``LayerPlan.hold``)."""
 
-    def __init__(self, layer, op: Op, held: frozenset[str] = frozenset()):
+    def __init__(self, layer, op: Op, held: frozenset[str] = frozenset(), unary: Op | None = None):
         p = self.params = layer.prepared[op.output]
         self.held = tuple(name in held for name in op.inputs)
         v = _all_values("int16").astype(np.int64)
@@ -417,7 +413,10 @@ class AddSub16:
             largest_term += int(np.abs(table.astype(np.int64)).max())
             self.tables.append(None if linear else table)
             self.shifts.append(p.left_shift - 1 if linear else None)
-        self.combine = np.add if op.kind == ADD else np.subtract
+        self.b_sign = 1 if op.kind == ADD else -1
+        # A LOGISTIC / TANH that is this op's only consumer, folded in: its table over every int16 value.
+        self.lut = None if unary is None else \
+            _UNARY_KERNELS[(unary.kind, "int16")](_all_values("int16"), layer.prepared[unary.output])
         self.multiplier = int(p.output.multiplier)
         self.right = int(-p.output.shift)
         self.lo, self.hi = p.qmin - p.output_zero_point, p.qmax - p.output_zero_point
@@ -434,24 +433,20 @@ class AddSub16:
         return np.take(self.tables[i], x.view(np.uint16))
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        t1 = a if self.held[0] else self.term(0, a)
-        t2 = b if self.held[1] else self.term(1, b)
-        y = _requantize_in_place(self.combine(t1, t2).astype(np.int64), self.multiplier, self.right,
-                                 self.lo, self.hi)
-        return _to_int16(y, self.params.output_zero_point)
+        out = np.empty(_same_shape(a, b), np.int16)
+        return L.add_sub_s16(*self._loop_input(0, a), *self._loop_input(1, b), self.b_sign, self.multiplier,
+                             self.right, self.lo, self.hi, self.params.output_zero_point, self.lut, out)
 
-
-def _to_int16(y: np.ndarray, zero_point: int) -> np.ndarray:
-    """Clamped results y in [qmin - zp, qmax - zp] -> int16 y + zp (a cast that wraps is undone by the
-    wrapping add: y + zp is in [qmin, qmax])."""
-    out = y.astype(np.int16)
-    if zero_point:
-        out += np.int16(zero_point)
-    return out
+    def _loop_input(self, i: int, x: np.ndarray) -> tuple:
+        """Input i as int16_loops.add_sub_s16 reads it: (values or held terms, table, shift)."""
+        if self.held[i]:
+            return x, None, None
+        return x, self.tables[i], self.shifts[i]
 
 
 class Mul16:
-    """int16 MUL (zero points 0, as TFLM requires): a b, |a b| <= 2^30, requantized as requantize_bounded."""
+    """int16 MUL (zero points 0, as TFLM requires): a b, |a b| <= 2^30, requantized as requantize_bounded,
+    in one call of ``int16_loops.mul_s16``."""
 
     def __init__(self, layer, op: Op):
         p = self.params = layer.prepared[op.output]
@@ -465,8 +460,8 @@ class Mul16:
         return p.output.shift <= 0 and p.input1_zero_point == 0 and p.input2_zero_point == 0
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        y = _requantize_in_place(np.multiply(a, b, dtype=np.int64), self.multiplier, self.right, self.lo, self.hi)
-        return _to_int16(y, self.params.output_zero_point)
+        out = np.empty(_same_shape(a, b), np.int16)
+        return L.mul_s16(a, b, self.multiplier, self.right, self.lo, self.hi, self.params.output_zero_point, out)
 
 
 class Kernel:
@@ -518,22 +513,23 @@ class LayerPlan:
                 self.steps.append((fc, op.inputs, tuple(g.output for g in group)))
                 i += len(group)
                 continue
-            # An int8 binary op whose only consumer is a unary op becomes one table for both (the unary op
-            # runs later in graph order; computing it here is the same function of the same inputs).
+            # A binary op whose only consumer is a unary op computes both (int8: one table; int16 ADD / SUB: the
+            # unary op's table read in the same loop). The unary op runs later in graph order; computing it here
+            # is the same function of the same inputs.
             users = consumers.get(op.output, [])
-            unary = users[0] if (dtype == "int8" and op.kind in BINARY and len(users) == 1
+            unary = users[0] if (op.kind in BINARY and (dtype == "int8" or op.kind != MUL) and len(users) == 1
                                  and users[0].kind in UNARY) else None
+            if unary is not None:
+                folded.add(unary.output)
             if op.kind in UNARY:
                 self.steps.append((Table1D(layer, op, dtype, shifts), op.inputs, (op.output,)))
             elif dtype == "int8":
                 self.steps.append((Table2D(layer, op, unary, shifts), op.inputs, ((unary or op).output,)))
-                if unary is not None:
-                    folded.add(unary.output)
             elif op.kind in (ADD, SUB):
-                add_sub = AddSub16(layer, op, held)
+                add_sub = AddSub16(layer, op, held, unary)
                 self.holders.update({name: (add_sub, slot) for slot, name in enumerate(op.inputs)
                                      if name in held})
-                self.steps.append((add_sub, op.inputs, (op.output,)))
+                self.steps.append((add_sub, op.inputs, ((unary or op).output,)))
             elif Mul16.applies(layer, op):
                 self.steps.append((Mul16(layer, op), op.inputs, (op.output,)))
             else:

@@ -38,11 +38,12 @@ import numpy as np
 
 WORKERS_ENV = "GRUKIT_WORKERS"
 # A chunk has at least MIN_ROWS sequences and MIN_ROW_STEPS sequence steps: below, the pipe round trip and
-# the shorter NumPy calls cost more than another core gives. Measured on 2 cores (I=16, H=64, int8 / 16x8,
-# one process vs two): 2 x 32 sequences x 100 steps took 12 / 24 ms against 21 / 36; 2 x 16 x 100 took 22 / 39
-# against 17 / 24; 2 x 32 x 40 and 2 x 128 x 10 gained nothing for 16x8; 2 x 128 x 5 lost for both.
+# the shorter calls cost more than another core gives. Measured on 2 cores (I=16, H=64, one process vs two,
+# medians of 5 interleaved rounds, int8 / 16x8): 64 x 100 steps took 12.0 / 10.4 ms split against 16.9 / 13.6
+# whole, 128 x 64 12.5 / 9.4 against 16.8 / 13.8; but 64 x 64, 128 x 32 and 256 x 16 (2,048 sequence steps
+# per chunk) lost 15-45% for both. Earlier: 2 x 16 x 100 lost, 2 x 128 x 5 lost.
 MIN_ROWS = 32
-MIN_ROW_STEPS = 2048
+MIN_ROW_STEPS = 3072
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_TOP_PAD_": str(64 << 20)}
 MODELS_KEPT = 4  # models a worker keeps (plans built once each); the least recently used goes first

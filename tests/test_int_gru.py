@@ -222,14 +222,49 @@ def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, mul
     right=st.integers(0, 31),
     bound=st.integers(1, 1 << 15),
 )
-def test_in_place_requantization_equals_the_bounded_one(p, multiplier, right, bound):
-    from grukit.runtime.int_gru_plan import _requantize_in_place, requantize_bounded
+def test_compiled_requantization_equals_the_bounded_one(p, multiplier, right, bound):
+    # int16_loops' per-element requantization (ADD, SUB, MUL of the 16x8 plan) against the vectorized one.
+    from grukit.runtime.int16_loops import _requantize_clamp
+    from grukit.runtime.int_gru_plan import requantize_bounded
 
     p = np.array(p, np.int64)
     p = np.concatenate([p, -p, p | 1, [0, 1, -1]])
     expected = np.clip(requantize_bounded(p, np.int64(multiplier), np.int64(-right)), -bound, bound - 1)
-    got = _requantize_in_place(p.copy(), multiplier, right, -bound, bound - 1)
+    got = np.array([_requantize_clamp(v, multiplier, right, -bound, bound - 1) for v in p])
     assert_equal_first_mismatch(got, expected, f"multiplier {multiplier}, right shift {right}")
+
+
+@pytest.mark.parametrize("lbr", [0, 1])
+def test_int16_loops_equal_the_kernels_on_every_input(lbr):
+    # Every 16x8 ADD / SUB (its inputs by table, by shift or held as terms; a LOGISTIC / TANH folded in) and
+    # MUL of the plan, on random int16 operands and the extremes, against the specification kernels.
+    from grukit.runtime import ops_int as K
+    from grukit.runtime.int_gru import _plans
+    from grukit.runtime.int_gru_plan import _UNARY_KERNELS, AddSub16, Mul16
+
+    model = random_model(seed=41, lbr=lbr, scale=3.0)
+    q = grukit.quantize(model, random_inputs(41, N=8, T=10, scale=2.0), scheme="16x8")
+    layer = q.layers[0]
+    rng = np.random.default_rng(41)
+    a, b = rng.integers(-32768, 32768, (2, 64, 48)).astype(np.int16)
+    a[0, :4], b[0, :4] = [-32768, 32767, 0, -1], [32767, -32768, -1, 0]
+    recurrent = _plans(layer)[1]
+    ops = {op.output: op for op in layer.ops}
+    checked = {AddSub16: 0, Mul16: 0}
+    for fn, inputs, outputs in recurrent.steps:
+        if not isinstance(fn, (AddSub16, Mul16)):
+            continue
+        (output,) = outputs
+        op = ops[output] if ops[output].inputs == inputs else next(o for o in layer.ops if o.inputs == inputs)
+        kind = op.kind.lower()
+        expected = getattr(K, f"{kind}_s16")(a, b, layer.prepared[op.output])
+        if op.output != output:  # a unary op folded in
+            unary = ops[output]
+            expected = _UNARY_KERNELS[(unary.kind, "int16")](expected, layer.prepared[output])
+        held = [fn.term(i, x) if isinstance(fn, AddSub16) and fn.held[i] else x for i, x in enumerate((a, b))]
+        assert_equal_first_mismatch(fn(*held), expected, f"{output} ({op.kind} of {inputs})")
+        checked[type(fn)] += 1
+    assert checked == {AddSub16: 5, Mul16: 2}
 
 
 @pytest.mark.parametrize("lbr", [0, 1])
@@ -297,20 +332,21 @@ def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shi
     from grukit.runtime import ops_int as K
     from grukit.runtime.int_gru_plan import _Float64Requant
 
-    acc = np.concatenate([np.array(acc, np.int64), [0, -1, 1, -bias]])
     m = np.array([multiplier], np.int64)
     reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    # Accumulators whose results land inside int16 (near every rounding step) as well as saturating ones.
+    inside = ((np.arange(-40, 40, 3, dtype=np.int64) << (15 - shift)) // reduced) - bias
+    acc = np.concatenate([np.array(acc, np.int64), [0, -1, 1, -bias], inside, inside + 1, inside - 1])
     total = acc + bias
     if int(np.abs(acc).max() + abs(bias)) * int(reduced[0]) >= 1 << 52:
         return
     unwrapped = (total * reduced + (1 << (14 - shift))) >> (15 - shift)
     if np.abs(unwrapped).max() >= 1 << 31:
         return  # would wrap in the int32 cast: the plan keeps the integer path there
-    expected = K.multiply_by_quantized_multiplier_i64(total, m, np.int64(shift))
-    wide = 1 << 40
-    requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -wide, wide)
-    got = requant(acc.astype(np.float64)[:, None])[:, 0].astype(np.int64)
-    assert_equal_first_mismatch(got, expected, "64-bit float requant")
+    expected = np.clip(K.multiply_by_quantized_multiplier_i64(total, m, np.int64(shift)), -32768, 32767)
+    requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -32768, 32767)
+    got = requant(acc.astype(np.float64)[:, None], np.empty((1, acc.size, 1), np.int16))[0, :, 0]
+    assert_equal_first_mismatch(got.astype(np.int64), expected, "64-bit float requant")
 
 
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
