@@ -1,4 +1,4 @@
-"""Speed of the NumPy integer runtime against onnxruntime running the float ONNX model.
+"""Speed of the integer runtime against onnxruntime running the float ONNX model.
 
     .venv/bin/python benchmarks/speed.py [--n 256 --t 100 --i 16 --h 64 --rounds 9 --workers 2]
 
