@@ -59,8 +59,9 @@ def add_sub_s16(a, a_table, a_shift, b, b_table, b_shift, b_sign, multiplier, ri
     """out = clamp(requantize(term_a + b_sign term_b), lo, hi) + zero_point, or ``lut`` of that (a folded
     LOGISTIC / TANH, indexed like a table), element for element.
 
-    a, b: C-contiguous int16 values, or int32 terms (table and shift None); b_sign 1 (ADD) or -1 (SUB);
-    multiplier < 2^31 and right >= 0 the output rescale; lut: int16 [65,536] or None; out: int16, a's shape."""
+    a, b: int16 values, or int32 terms (table and shift None), of out's shape (C-contiguous is fastest: others
+    are copied); b_sign 1 (ADD) or -1 (SUB); multiplier < 2^31 and right >= 0 the output rescale; lut: int16
+    [65,536] or None; out: C-contiguous int16."""
     a, b, o = a.ravel(), b.ravel(), out.ravel()
     a_terms = _gather(a_table, a) if a_table is not None else np.empty(0, np.int32)
     b_terms = _gather(b_table, b) if b_table is not None else np.empty(0, np.int32)
@@ -78,7 +79,7 @@ def add_sub_s16(a, a_table, a_shift, b, b_table, b_shift, b_sign, multiplier, ri
 def mul_s16(a, b, multiplier, right, lo, hi, zero_point, out):
     """out = clamp(requantize(a b), lo, hi) + zero_point: int16 MUL with zero input points (|a b| <= 2^30).
 
-    a, b, out: C-contiguous int16 of one shape."""
+    a, b: int16 of out's shape (C-contiguous is fastest: others are copied); out: C-contiguous int16."""
     a, b, o = a.ravel(), b.ravel(), out.ravel()
     for i in range(o.size):
         o[i] = _requantize_clamp(np.int64(a[i]) * np.int64(b[i]), multiplier, right, lo, hi) + zero_point
