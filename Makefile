@@ -36,6 +36,7 @@ test: $(STAMP) firmware-tools
 bench: $(STAMP) firmware-tools
 	$(PY) benchmarks/accuracy.py
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/step_profile.py
 	$(PY) benchmarks/bench_firmware_gru.py
 
 clean:

@@ -8,8 +8,8 @@ the folded unary op's table. The arithmetic is ``int_gru_plan.requantize_bounded
 int64 throughout, arithmetic right shifts, no float; its precondition is proved when the plan is built. The
 FULLY_CONNECTED stage runs ``int_gru_plan._Float64Requant``'s float64 operations, in its order.
 ``tests/test_int_gru.py`` compares each loop with the specification kernels and the plan with the op-by-op
-specification, element for element. Measured on 128 x 64 (one process's share of the speed benchmark): a
-16x8 step 383 -> 160 us.
+specification, element for element. ``benchmarks/step_profile.py`` on 128 x 64 (one process's share of the
+speed benchmark): a 16x8 step 383 -> 160 us (427-450 -> 206-213 in a slower phase of the machine).
 
 Each input of an ADD / SUB is given as values plus how to make its rescaled term:
 - a table (int32 [65,536], indexed by the int16 value's bit pattern), or
