@@ -15,6 +15,7 @@ Runtimes evaluated on the validation data (the report's ``scores`` keys):
     numpy-float    grukit's float reference (the baseline every drop is measured from)
     numpy-<scheme> the NumPy integer runtime
     litert         the integer TFLite sequence model in LiteRT (its own kernels: compared in LSB)
+    onnxruntime-qdq  the QDQ ONNX step model in onnxruntime, default session options (compared in LSB)
     tflite-micro   the integer TFLite sequence model in TFLite-Micro
     c-kernel       firmware_ref's C kernel built for the host, on the generated model constants
 
@@ -358,7 +359,7 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
         for path in files.values():
             report.artifacts[_relative(path, out)] = path.stat().st_size
 
-        with stages.run("evaluate", total=7) as rec:
+        with stages.run("evaluate", total=8) as rec:
             record("onnxruntime", _run_onnx(files["onnx_sequence"], val_x),
                    f"the exported float ONNX sequence model ({_relative(files['onnx_sequence'], out)}) in onnxruntime")
             rec["advance"]("onnxruntime")
@@ -447,8 +448,10 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, float_state
     """NumPy integer, LiteRT, TFLite-Micro and the C kernel on the validation data; drift, saturation and
     bit-exactness against the NumPy integer runtime. Returns the bit-exactness checks (report targets lines)."""
     from grukit.runtime import emulate
+    import onnxruntime
+
     from grukit.runtime.tflm_check import (compare_tflite_micro, first_mismatch, max_lsb_difference,
-                                           run_litert_sequence, run_tflm_sequence)
+                                           run_litert_sequence, run_onnx_qdq_steps, run_tflm_sequence)
 
     scheme, task = qmodel.scheme, report.task
     N, T = val_x.shape[:2]
@@ -481,6 +484,17 @@ def _evaluate_integer(model, qmodel, files, val_x, val_y, float_out, float_state
            note=f"max |litert - numpy-{scheme}| = {max_lsb_difference(y_litert, y_q[:k])} LSB (LiteRT's own "
                 f"kernels); {subset}".rstrip("; "))
     rec["advance"]("LiteRT")
+
+    qdq_file = files["onnx_qdq"]
+    y_steps, qdq_states = run_onnx_qdq_steps(qdq_file, x_q, [layer.hidden_size for layer in qmodel.layers])
+    y_qdq = y_steps if qmodel.per_step else y_steps[:, -1]
+    state_lsb = max(max_lsb_difference(got, expected) for got, expected in zip(qdq_states, int_states))
+    record("onnxruntime-qdq", qmodel.dequantize_output(y_qdq),
+           f"{_relative(qdq_file, out)} in onnxruntime {onnxruntime.__version__}, default session options, "
+           "states fed back step by step",
+           note=f"max |onnxruntime-qdq - numpy-{scheme}| = {max_lsb_difference(y_qdq, y_q)} LSB in y, {state_lsb} "
+                "LSB in the states (float ops between QuantizeLinear / DequantizeLinear: close, not bit-exact)")
+    rec["advance"]("QDQ ONNX")
 
     y_tflm = run_tflm_sequence(seq_file, x_q[:k])
     record("tflite-micro", qmodel.dequantize_output(y_tflm), f"{_relative(seq_file, out)} in TFLite-Micro", n=k,

@@ -19,8 +19,9 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
     baseline         "numpy-float": the runtime every drop is measured from
     scores           {runtime -> value of `metric` on the validation sequences it saw}. Runtimes:
                      "framework" (the source model in its own framework), "onnxruntime" (the exported float
-                     ONNX), "numpy-float", "numpy-<scheme>" (NumPy integer), "litert", "tflite-micro",
-                     "c-kernel" (firmware_ref's C, host build)
+                     ONNX), "numpy-float", "numpy-<scheme>" (NumPy integer), "litert", "onnxruntime-qdq"
+                     (the QDQ step model, default session options), "tflite-micro", "c-kernel"
+                     (firmware_ref's C, host build)
     extra_scores     {metric -> {runtime -> value}}: "mae" for regression; {} for classification
     runtimes         {runtime -> {what: str, sequences: int seen, of: int in the validation set, note: str,
                       baseline: numpy-float's metric on the same sequences (only when sequences < of)}}

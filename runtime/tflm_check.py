@@ -8,6 +8,8 @@ invocations, the interpreter reset between them.
   -> (y_q [N, T, O] every step's y_t, [states of layer l [N, T, H_l]]).
 - ``run_litert_sequence`` / ``run_litert_step_iterated``: the same in LiteRT (``ai_edge_litert``), whose
   kernels differ from TFLM's (lookup-table activations), so it is compared in LSB, not for equality.
+- ``run_onnx_qdq_steps``: the QDQ ONNX step model in onnxruntime (float ops between QuantizeLinear and
+  DequantizeLinear: close to the integers, compared in LSB).
 - ``compare_tflite_micro(qmodel, path, x)``: every tensor that differs between TFLM and ``qmodel``, each
   with its first mismatch (position, got, expected) and how many elements differ, or its wrong shape;
   ``bit_exact_tflite_micro`` its boolean.
@@ -142,6 +144,26 @@ def run_litert_sequence(path, x_q: np.ndarray) -> np.ndarray:
 def run_litert_step_iterated(path, x_q: np.ndarray, n_layers: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """LiteRT on a step model; as ``run_tflm_step_iterated``."""
     return _run_step_iterated(_LiteRT(path), path, x_q, n_layers, _state_dtype(x_q))
+
+
+def run_onnx_qdq_steps(path, x_q: np.ndarray, hidden_sizes: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """onnxruntime, default session options, on a QDQ step model (``grukit.export.onnx_qdq_export``) over
+    x_q [N, T, I], all N sequences per call, every layer's state fed back from zero.
+
+    Returns (y_q [N, T, O]: every step's y_t, [layer l's states [N, T, H_l]]), as ``run_tflm_step_iterated``."""
+    import onnxruntime as ort
+
+    x_q = _as_sequences(x_q)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    N, T, _ = x_q.shape
+    h = [np.zeros((N, H), x_q.dtype) for H in hidden_sizes]
+    ys, states = [], [[] for _ in h]
+    for t in range(T):
+        y_t, *h = session.run(None, {"x_t": x_q[:, t], **{f"h{i}": s for i, s in enumerate(h)}})
+        ys.append(y_t)
+        for i, s in enumerate(h):
+            states[i].append(s)
+    return np.stack(ys, axis=1), [np.stack(s, axis=1) for s in states]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """grukit deploy end to end on tiny torch models: scores against torch, report files and their schema."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ DROP_RTOL = 1e-9
 SCHEMA_KEYS = {"schema_version", "model", "task", "metric", "scores", "bit_exact", "artifacts", "targets", "pass",
                "drop", "confusion", "drift", "saturation", "stages", "not_available", "runtimes", "latency",
                "bit_exact_detail", "baseline"}
-RUNTIMES = {"framework", "onnxruntime", "numpy-float", "numpy-int8", "litert", "tflite-micro", "c-kernel"}
+RUNTIMES = {"framework", "onnxruntime", "numpy-float", "numpy-int8", "litert", "onnxruntime-qdq", "tflite-micro",
+            "c-kernel"}
 
 
 class Tiny(nn.Module):
@@ -83,6 +85,9 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     assert set(doc["scores"]) == RUNTIMES
     assert all(doc["runtimes"][r]["sequences"] == len(x) for r in RUNTIMES)  # 48 x 8 steps: all of them
     assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}, doc["bit_exact_detail"]
+    # The QDQ file's agreement as a user running it with default session options sees it, stated in LSB.
+    qdq = doc["runtimes"]["onnxruntime-qdq"]
+    assert "default session options" in qdq["what"] and re.search(r"= \d+ LSB in y, \d+ LSB in the states", qdq["note"])
     assert doc["pass"] == report.passed and report.exit_code == (0 if report.passed else 1)
     assert [t["name"] for t in doc["targets"]] == [
         "stm32l476 flash", "stm32l476 RAM", "stm32l476 latency per step", "stm32l476 latency per sequence",
@@ -163,7 +168,7 @@ def test_interpreters_see_a_documented_subset(tiny, tmp_path, monkeypatch):
         info = report.runtimes[runtime]
         assert (info["sequences"], info["of"]) == (10, 48) and "first 10 of 48" in info["note"]
         assert info["baseline"] == _torch_accuracy(logits[:10], y[:10])  # drop against float on the same 10
-    for runtime in ("numpy-float", "numpy-int8", "c-kernel"):
+    for runtime in ("numpy-float", "numpy-int8", "onnxruntime-qdq", "c-kernel"):
         assert report.runtimes[runtime]["sequences"] == 48
     assert "10 sequences" in report.bit_exact_detail["tflite-micro"]
 
