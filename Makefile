@@ -1,20 +1,34 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Each sets up what it needs.
+#
+# Their environment (.venv) installs the exact versions of constraints.txt, so someone else's release cannot
+# turn the build red overnight. `make test-latest` runs the suite in .venv-latest against the newest releases
+# (pyproject.toml's ranges) to see drift before it lands; `make lock` does that and, when the suite passes,
+# writes those versions into constraints.txt (review the diff, commit it on purpose).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := constraints.txt
+LATEST := .venv-latest
+# Pinned everywhere: 2.13.0 is the CPU wheel here; an unpinned torch pulls the multi-GB CUDA build.
+TORCH := torch==2.13.0
+# Real UCR/UEA recordings for tests and benchmarks: only the data files of aeon's wheel are read, so it is
+# installed without its (large) dependency tree and never imported.
+AEON := aeon==1.6.0
 
-.PHONY: demo test bench firmware-tools clean
+.PHONY: demo test test-latest lock bench firmware-tools clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# Pinned: 2.13.0 is the CPU wheel here; an unpinned torch pulls the multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
-	# Real UCR/UEA recordings for tests and benchmarks: only the data files of aeon's wheel are read,
-	# so it is installed without its (large) dependency tree and never imported.
-	$(PY) -m pip install --quiet --no-deps aeon==1.6.0
+# $(1): the venv, $(2): pip options for grukit's dependencies (the lock, or --upgrade for the newest).
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet $(2) $(TORCH)
+	$(1)/bin/python -m pip install --quiet $(2) -e '.[test]'
+	$(1)/bin/python -m pip install --quiet --no-deps $(AEON)
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(call make_venv,$(VENV),-c $(LOCK))
 	touch $(STAMP)
 
 demo: $(STAMP) firmware-tools
@@ -33,6 +47,19 @@ firmware-tools:
 test: $(STAMP) firmware-tools
 	$(PY) -m pytest -n 2 -q
 
+test-latest: firmware-tools
+	rm -rf $(LATEST)
+	$(call make_venv,$(LATEST),--upgrade --upgrade-strategy eager)
+	@$(LATEST)/bin/python -m pip freeze --exclude-editable | sed 's/^/  latest: /'
+	$(LATEST)/bin/python -m pytest -n 2 -q -p no:cacheprovider
+
+# The suite passed on the newest releases: they become the lock (torch's local +cpu label dropped, so the
+# constraint also matches the wheel on other machines).
+lock: test-latest
+	{ echo "# grukit's test and demo environment, exact versions: written by 'make lock' (Python $$($(LATEST)/bin/python -c 'import platform; print(platform.python_version())'))."; \
+	  echo "# make test, make demo and .ci/run install these; pyproject.toml keeps the ranges users get."; \
+	  $(LATEST)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK)
+
 bench: $(STAMP) firmware-tools
 	$(PY) benchmarks/accuracy.py
 	$(PY) benchmarks/speed.py
@@ -40,4 +67,4 @@ bench: $(STAMP) firmware-tools
 	$(PY) benchmarks/bench_firmware_gru.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LATEST) build dist *.egg-info
