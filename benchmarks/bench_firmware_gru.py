@@ -3,14 +3,14 @@
 For each size (I=16 with H=16, 32, 64, 128; I=40 with H=64) a random 1-layer model with a 4-output
 last-step head is quantized (int8 and 16x8), generated with export_c, built with arm-none-eabi-gcc
 -mcpu=cortex-m4 -O2 (DSP path; the int8 portable path for comparison) and run for 8 steps of random input
-(grukit.runtime.emulate); the I=16, H=64 int8 model (DSP path) also on a Cortex-M7 (mps2-an500), a Cortex-M33
+(grukit.firmware_ref.measure); the I=16, H=64 int8 model (DSP path) also on a Cortex-M7 (mps2-an500), a Cortex-M33
 (mps2-an505) and a Cortex-M55 (mps3-an547), each where the installed QEMU has the machine. Columns:
 - instructions / step: the whole step (every op and the head), mean of 8 steps, measured by SysTick under
   -icount (instructions, not cycles: on a real M4 loads take 1-2 cycles, branches 2-4, plus flash waits);
 - instructions / MAC: that divided by 3 H (I + H) (the head's MACs are not counted in the divisor);
 - kernel code, model flash: text + data bytes (Cortex-M4 build) of the kernel code the scheme links (linked with
   --gc-sections from the scheme's entry points) and of the generated model object (arrays, tables, structs),
-  measured as `grukit deploy` measures flash (grukit.runtime.targets.built_flash_bytes);
+  measured as `grukit deploy` measures flash (grukit.firmware_ref.measure.built_flash_bytes);
 - RAM: state + scratch bytes.
 Bit-exactness of these builds is what tests/test_firmware_gru.py checks.
 
@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import grukit  # noqa: E402
 from gru_factory import random_inputs, random_model  # noqa: E402
-from grukit.export import c_export  # noqa: E402
-from grukit.runtime import emulate, targets  # noqa: E402
+from grukit.firmware_ref import build, c_export, measure  # noqa: E402
 
 SIZES = [(16, 16), (16, 32), (16, 64), (16, 128), (40, 64)]
 STEPS = 8
@@ -37,7 +36,7 @@ OTHER_CORES = ("mps2-an500", "mps2-an505", "mps3-an547")  # M7, M33, M55: the I=
 
 
 def main() -> None:
-    missing = emulate.missing_tools()
+    missing = build.missing_tools()
     if missing:
         raise SystemExit(f"needs Debian packages: {', '.join(missing)}")
     rows = []
@@ -47,19 +46,19 @@ def main() -> None:
             model = random_model(0, I=I, H=H, O=4, layers=1, lbr=1)
             runs = [("int8", True, "mps2-an386"), ("int8", False, "mps2-an386"), ("16x8", True, "mps2-an386")]
             if (I, H) == (16, 64):
-                runs += [("int8", True, m) for m in OTHER_CORES if emulate.emulation_unavailable_reason(m) is None]
+                runs += [("int8", True, m) for m in OTHER_CORES if build.emulation_unavailable_reason(m) is None]
             for scheme, dsp, machine in runs:
                 q = grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
-                build = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}"
-                build.mkdir()
-                image = emulate.build_measure_image(q, build, STEPS, machine=machine, dsp=dsp)
-                per_step = emulate.run_measure_image(image, machine)
+                build_dir = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}"
+                build_dir.mkdir()
+                image = measure.build_measure_image(q, build_dir, STEPS, machine=machine, dsp=dsp)
+                per_step = measure.run_measure_image(image, machine)
                 instructions = sum(per_step) / len(per_step)
-                built = targets.built_flash_bytes(build / "model" / "grukit_model.c", scheme)
+                built = measure.built_flash_bytes(build_dir / "model" / "grukit_model.c", scheme)
                 model_flash, code = built.model_bytes, built.kernel_bytes
                 state, scratch = c_export.buffer_sizes(q)
                 macs = 3 * H * (I + H)
-                core = emulate.MACHINES[machine].cpu.replace("cortex-", "").upper()
+                core = build.MACHINES[machine].cpu.replace("cortex-", "").upper()
                 rows.append((I, H, scheme, f"{'DSP' if dsp else 'portable'} {core}", instructions,
                              instructions / macs, code, model_flash, state + scratch))
     print("| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "

@@ -26,7 +26,7 @@ import numpy as np
 
 import grukit
 from grukit.export.onnx_export import export_onnx_sequence
-from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
 from grukit.runtime.workers import worker_count
 
 ROUNDS = 9

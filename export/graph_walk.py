@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grukit.export.source_runtime import source_meta
-from grukit.model import Dense, GRUModel
+from grukit.core.model import Dense, GRUModel
 
 
 class LayoutGuessWrong(Exception):

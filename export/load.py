@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.model import GRUModel
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.model import GRUModel
 
 SUFFIXES = (".onnx", ".pt2", ".keras")
 
 
 def load(source, **kwargs) -> GRUModel:
-    """Load a trained GRU network into a :class:`grukit.model.GRUModel`.
+    """Load a trained GRU network into a :class:`grukit.core.model.GRUModel`.
 
     source: a ``torch.nn.Module`` in memory, a GRUModel (returned as is), or a path to a ``.onnx``,
     ``.pt2`` (``torch.export.save``) or ``.keras`` (Keras 3) file.
@@ -20,11 +20,11 @@ def load(source, **kwargs) -> GRUModel:
         return source
     if not isinstance(source, (str, Path)):
         try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a test dependency
+            import torch  # optional (grukit[torch]): only a module in memory needs it
+        except ImportError:
             torch = None
         if torch is not None and isinstance(source, torch.nn.Module):
-            from grukit.export.load_torch import load_torch_module
+            from grukit.export.load_torch import load_torch_module  # per format: only this one imports torch
 
             return load_torch_module(source, **kwargs)
         raise BadInputError(f"cannot load a {type(source).__name__}: give a torch.nn.Module or a model file path")
@@ -33,15 +33,15 @@ def load(source, **kwargs) -> GRUModel:
         raise BadInputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from grukit.export.load_onnx import load_onnx
+        from grukit.export.load_onnx import load_onnx  # per format (see load_torch above)
 
         return load_onnx(path, **kwargs)
     if suffix == ".pt2":
-        from grukit.export.load_pt2 import load_pt2
+        from grukit.export.load_pt2 import load_pt2  # per format (see load_torch above)
 
         return load_pt2(path, **kwargs)
     if suffix == ".keras":
-        from grukit.export.load_keras import load_keras
+        from grukit.export.load_keras import load_keras  # per format (see load_torch above)
 
         return load_keras(path, **kwargs)
     raise UnsupportedModelError(f"{path}: unknown model format {suffix!r}; grukit reads {', '.join(SUFFIXES)}")

@@ -18,11 +18,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import h5py
 
-from grukit.errors import BadInputError, MissingDependencyError, UnsupportedModelError
+from grukit.core.errors import BadInputError, MissingDependencyError, UnsupportedModelError
 from grukit.export.self_check import require_agreement
 from grukit.export.source_runtime import FrameworkUnavailable, run_source
-from grukit.model import HEAD_ACTIVATIONS, Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import HEAD_ACTIVATIONS, Dense, GRUDirection, GRULayer, GRUModel
 
 # Sequence length of the self check when the file does not fix one.
 FREE_TIME = 7
@@ -42,8 +43,6 @@ def load_keras(path, name: str | None = None, self_check: bool | None = None) ->
             weights_bytes = z.read("model.weights.h5")
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
         raise BadInputError(f"{path}: not a Keras 3 .keras archive ({e})") from e
-    import h5py
-
     with h5py.File(io.BytesIO(weights_bytes), "r") as h5:
         model, time_steps = _read_model(config, h5, name or path.stem, str(path))
     if self_check is not False:

@@ -22,13 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
 from grukit.export.graph_walk import LayoutGuessWrong, walk_either_layout, walked_model
 from grukit.export.self_check import require_agreement
 from grukit.export.source_runtime import FrameworkUnavailable, output_core, require_output_layout, run_source
-from grukit.model import GRUModel
+from grukit.core.model import GRUModel
 
 # Sizes used for dynamic (named) input dims during the walk and the self check; distinct from each other
 # and from typical hidden sizes so a Reshape that mixes axes cannot match by coincidence.
@@ -52,8 +55,6 @@ class _Seq:
 def load_onnx(path, name: str | None = None, self_check: bool = True) -> GRUModel:
     """Read an ONNX GRU network (see the module docstring for what is understood) and check it with
     onnxruntime. Returns a GRUModel whose ``meta`` records the input layout ("batch_first"/"time_major")."""
-    import onnx
-
     path = Path(path)
     try:
         proto = onnx.load(str(path))  # loads external data (model.onnx.data) from beside the file
@@ -71,9 +72,6 @@ class _Walk:
     """One pass over the graph under a guess of the input layout; raises LayoutGuessWrong if the guess is wrong."""
 
     def __init__(self, graph, batch_first: bool):
-        import onnx
-        from onnx import numpy_helper
-
         self.batch_first = batch_first
         self.layers = []
         self.head_W = self.head_b = None
@@ -390,8 +388,6 @@ def _missing(node, name):
 
 
 def _attrs(node) -> dict:
-    from onnx import helper
-
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)
@@ -411,8 +407,6 @@ def _const_input(ins, i, where, what) -> np.ndarray:
 
 def _fold(node, ins) -> list:
     """Evaluate a plumbing node on constant inputs with ONNX's reference implementation."""
-    from onnx.reference import ReferenceEvaluator
-
     feeds = {name: value for name, value in zip(node.input, ins) if name}
     return ReferenceEvaluator(node).run(None, feeds)
 

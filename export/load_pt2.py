@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.load_torch import TORCH_TO_GRUKIT
 from grukit.export.graph_walk import LayoutGuessWrong, walk_either_layout, walked_model
 from grukit.export.self_check import require_agreement
 from grukit.export.source_runtime import require_output_layout, run_source
-from grukit.model import GRUDirection, GRULayer, GRUModel
+from grukit.core.model import GRUDirection, GRULayer, GRUModel
 
 
 # Ops that only re-view a tensor; on the sequence they change nothing grukit tracks.
@@ -42,7 +42,7 @@ def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel
     """Read a ``torch.export`` program holding ``aten.gru.input`` and an optional head, checked against the
     program's own module. ``meta`` records the input layout ("batch_first"/"time_major") and the labels of
     the program's output axes (``output_axes``), which running the program needs."""
-    import torch
+    import torch  # optional (grukit[torch]): only a .pt2 needs it
 
     path = Path(path)
     try:

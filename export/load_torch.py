@@ -8,11 +8,14 @@ forward that does more than GRU -> Linear on the last (or every) step is reporte
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
-from grukit.errors import UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
+from grukit.core.float_gru import layers_forward
 from grukit.export.self_check import require_agreement
 from grukit.export.source_runtime import run_torch_module, source_meta, to_batch_first, to_input_layout
-from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
 
 # PyTorch stacks gates r, z, n; grukit's order is z, r, n.
 TORCH_TO_GRUKIT = [1, 0, 2]
@@ -50,8 +53,6 @@ def load_torch_module(module, per_step: bool | None = None, name: str | None = N
     one ([N, O]). None works it out from the module's own output shape. ``meta`` records the input layout
     and the labels of the forward's output axes, which running the module needs.
     """
-    from torch import nn
-
     grus = [m for m in module.modules() if isinstance(m, nn.GRU)]
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if isinstance(module, nn.GRU):
@@ -116,6 +117,4 @@ def _output_axes(out: np.ndarray, N: int, T: int) -> tuple[str, ...] | None:
 
 
 def _all_steps(model: GRUModel, x: np.ndarray) -> np.ndarray:
-    from grukit.runtime.float_gru import layers_forward
-
     return layers_forward(model, x)[-1]

@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import grukit
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.model import GATE_N, GATE_R, GATE_Z, GATES, GRUDirection, GRUModel
+from grukit.core.version import __version__
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.model import GATE_N, GATE_R, GATE_Z, GATES, GRUDirection, GRUModel
 
 # GRU-14 is the current GRU definition (it added ``layout``); Softmax-13 normalises over one axis only.
 MIN_OPSET = 14
@@ -116,7 +116,7 @@ def _save(g: _Graph, model: GRUModel, path, opset: int, inputs, outputs, kind: s
         opset_imports=opset_ids,
         ir_version=helper.find_min_ir_version_for(opset_ids),
         producer_name="grukit",
-        producer_version=grukit.__version__,
+        producer_version=__version__,
         doc_string=doc,
     )
     helper.set_model_props(proto, _metadata(model, kind))

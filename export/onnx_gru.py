@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukit.errors import UnsupportedModelError
-from grukit.model import GRUDirection, GRULayer
+from grukit.core.errors import UnsupportedModelError
+from grukit.core.model import GRUDirection, GRULayer
 
 # The only activations grukit's GRU computes (per direction: the gate activation f, the candidate's g).
 DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh")

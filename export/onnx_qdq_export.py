@@ -1,6 +1,6 @@
 """Write a quantized GRU as a QDQ ONNX step model (QuantizeLinear / DequantizeLinear around float ops).
 
-The graph is the integer step graph of ``grukit.quantize.graph`` written in ONNX's QDQ form, one step, for
+The graph is the integer step graph of ``grukit.core.graph`` written in ONNX's QDQ form, one step, for
 streaming (the form the brief allowed; a sequence runs by feeding the states back, as with the TFLite step
 model). Every graph tensor is quantized with the QParams the NumPy runtime uses:
 
@@ -37,10 +37,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import grukit
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.quantize import prepare as P
-from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH
+from grukit.core.version import __version__
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.quantized import bias_scales
+from grukit.core.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH
 
 QDQ_OPSET = 21  # int16 QuantizeLinear/DequantizeLinear
 _FLOAT_OPS = {ADD: "Add", SUB: "Sub", MUL: "Mul", LOGISTIC: "Sigmoid", TANH: "Tanh"}
@@ -85,7 +85,7 @@ def _fc(g: _QDQGraph, prefix: str, x_dq: str, fc, input_q, out_name: str, out_q)
     ], f"{prefix}.w_dq", axis=0)
     inputs = [x_dq, w_dq]
     if fc.bias_q is not None:
-        scales = P.bias_scales(input_q.scale, fc.w_scales)
+        scales = bias_scales(input_q.scale, fc.w_scales)
         if fc.bias_q.dtype == np.int32:
             inputs.append(g.op("DequantizeLinear", [
                 g.const(f"{prefix}.b_q", fc.bias_q), g.const(f"{prefix}.b_scales", scales),
@@ -143,9 +143,9 @@ def export_onnx_qdq(qmodel, path) -> Path:
                               doc_string=doc)
     opsets = [helper.make_opsetid("", QDQ_OPSET)]
     proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
-                              producer_name="grukit", producer_version=grukit.__version__, doc_string=doc)
+                              producer_name="grukit", producer_version=__version__, doc_string=doc)
     helper.set_model_props(proto, {
-        "producer": "grukit", "grukit.model_kind": "qdq_step", "grukit.scheme": qmodel.scheme,
+        "producer": "grukit", "grukit.model_kind": "qdq_step", "grukit.scheme": qmodel.scheme.name,
         **{f"grukit.layer{i}.gate_variant": f"linear_before_reset={layer.linear_before_reset}"
            for i, layer in enumerate(qmodel.layers)},
         "grukit.head_activation": "linear" if qmodel.head is None else qmodel.head.activation,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukit.errors import UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
 
 # float32 framework vs float32 NumPy on random inputs: summation order differs, nothing else.
 SELF_CHECK_ATOL = 1e-4

@@ -23,9 +23,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
+from onnx.external_data_helper import load_external_data_for_model
+from onnx.reference import ReferenceEvaluator
 
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.model import GRUModel
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.model import GRUModel
 
 # Size-1 axes of a raw output that are layout only: a GRU's single direction, an unsqueezed unit axis, the
 # last time step kept as an axis of 1.
@@ -53,13 +57,13 @@ def run_source(source, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]
         if suffix == ".onnx":
             return run_onnx_file(path, model, x)
         if suffix == ".pt2":
-            import torch
+            import torch  # optional (grukit[torch]): only .pt2 and nn.Module sources need it
 
             return run_exported_program(torch.export.load(str(path)), model, x)
         if suffix == ".keras":
             return run_keras_file(path, x)
         raise BadInputError(f"{path}: no framework runs {suffix!r} files; grukit reads .onnx, .pt2, .keras")
-    import torch
+    import torch  # optional (see above)
 
     if isinstance(source, torch.export.ExportedProgram):
         return run_exported_program(source, model, x)
@@ -117,8 +121,6 @@ def run_onnx_file(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarra
     """The .onnx file's output on x in onnxruntime, or in ONNX's reference evaluator if a GRU has layout=1.
 
     Raises FrameworkUnavailable (its cause: onnxruntime's own error) when onnxruntime cannot run the file."""
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)  # the structure only; weights are read below
     constants = {init.name for init in proto.graph.initializer}
     name = next(i.name for i in proto.graph.input if i.name not in constants)
@@ -126,16 +128,11 @@ def run_onnx_file(path: Path, model: GRUModel, x: np.ndarray) -> tuple[np.ndarra
     batch_major_gru = any(n.op_type == "GRU" and any(a.name == "layout" and a.i == 1 for a in n.attribute)
                           for n in proto.graph.node)
     if batch_major_gru:
-        from onnx.external_data_helper import load_external_data_for_model
-        from onnx.reference import ReferenceEvaluator
-
         load_external_data_for_model(proto, str(path.parent))
         out, who = ReferenceEvaluator(proto).run(None, feed)[0], "ONNX reference evaluator (GRU layout=1)"
     else:
-        import onnxruntime as ort
-
         try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             out, who = session.run(None, feed)[0], "onnxruntime"
         except Exception as e:  # onnxruntime's own errors (IR version, invalid graph) have no common base class
             raise FrameworkUnavailable(f"onnxruntime cannot run {path.name} ({e})") from e
@@ -156,7 +153,7 @@ def run_torch_module(module, feed: np.ndarray) -> np.ndarray:
 
 def _torch_call(module, feed: np.ndarray) -> np.ndarray:
     """module(feed) without autograd, as NumPy; for an nn.GRU-style (output, h_n) pair, the output."""
-    import torch
+    import torch  # optional (see run_source)
 
     with torch.no_grad():
         out = module(torch.from_numpy(feed))
@@ -168,7 +165,7 @@ def _torch_call(module, feed: np.ndarray) -> np.ndarray:
 def run_exported_program(ep, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]:
     """A torch.export program's output on x. Its input shape may fix the batch (x runs in chunks of it, the
     last one padded with copies of its last row, which are dropped) and T (refused unless x has that T)."""
-    import torch
+    import torch  # optional (see run_source)
 
     layout = model.meta.get("input_layout")
     user_inputs = set(ep.graph_signature.user_inputs)
@@ -199,7 +196,7 @@ def run_keras_file(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
         # Keras 3 defaults to TensorFlow, which grukit never needs; torch is grukit's framework dependency.
         os.environ["KERAS_BACKEND"] = "torch"
     try:
-        import keras
+        import keras  # optional: grukit reads .keras files without it, and runs them in Keras when present
     except ImportError as e:
         raise FrameworkUnavailable(f"Keras is not importable ({e})") from e
     net = keras.saving.load_model(str(path), compile=False)

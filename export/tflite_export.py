@@ -1,6 +1,6 @@
 """Write grukit GRUs as ``.tflite`` files: a one-step streaming model and a fixed-length sequence model.
 
-Both forms walk ``grukit.quantize.graph.step_ops`` and emit exactly one TFLite op per graph op, in graph
+Both forms walk ``grukit.core.graph.step_ops`` and emit exactly one TFLite op per graph op, in graph
 order, so TFLite-Micro executes the same integer ops on the same parameters as the NumPy runtime
 (``grukit.runtime.int_gru``) and lands on the same integers:
 
@@ -40,12 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.tflite_writer import TFLiteBuilder, TensorQuant
-from grukit.model import GATES, GRUModel
-from grukit.quantize import prepare as P
-from grukit.quantize.graph import FULLY_CONNECTED, step_ops
-from grukit.runtime.float_gru import split_biases
+from grukit.core.model import GATES, GRUModel
+from grukit.core.quantized import bias_scales
+from grukit.core.graph import FULLY_CONNECTED, split_biases, step_ops
 
 # TFLite-Micro's CONCATENATION takes at most this many inputs (kMaxInputNum in concatenation.cc).
 CONCAT_MAX_INPUTS = 10
@@ -115,7 +114,7 @@ def _int_spec(qmodel) -> _NetSpec:
         raise BadInputError(f"expected a grukit QuantizedGRUModel, got a {type(qmodel).__name__}")
     _refuse_bidirectional(qmodel.float_model)
     act = qmodel.input_q.dtype
-    bias_dtype = {"int8": "int32", "16x8": "int64"}[qmodel.scheme]
+    bias_dtype = qmodel.scheme.bias
 
     def fc_consts(fc, input_q) -> _FC:
         O = fc.w_q.shape[0]
@@ -125,7 +124,7 @@ def _int_spec(qmodel) -> _NetSpec:
         if fc.bias_q is not None:
             if fc.bias_q.dtype != np.dtype(bias_dtype):
                 raise UnsupportedModelError(f"{qmodel.scheme} bias must be {bias_dtype}, got {fc.bias_q.dtype}")
-            bias = _Const(fc.bias_q, bias_dtype, TensorQuant(P.bias_scales(input_q.scale, fc.w_scales), zeros, 0))
+            bias = _Const(fc.bias_q, bias_dtype, TensorQuant(bias_scales(input_q.scale, fc.w_scales), zeros, 0))
         return _FC(weight, bias)
 
     layers = []
@@ -135,7 +134,7 @@ def _int_spec(qmodel) -> _NetSpec:
         layers.append(_LayerSpec(ql.linear_before_reset, ql.input_size, ql.hidden_size, dict(ql.qparams), fcs))
     head = qmodel.head
     return _NetSpec(
-        scheme=qmodel.scheme, act_dtype=act, layers=tuple(layers),
+        scheme=qmodel.scheme.name, act_dtype=act, layers=tuple(layers),
         head=None if head is None else fc_consts(head.fc, head.input_q),
         head_out_quant=None if head is None else head.output_q,
         per_step=qmodel.per_step, head_activation="linear" if head is None else head.activation,
@@ -378,7 +377,7 @@ def export_tflite_all(model: GRUModel, qmodel, out_dir, T: int) -> dict[str, Pat
     ``qmodel`` is given), named e.g. ``model_float_step.tflite``, ``model_int8_seq_T50.tflite``.
     """
     out_dir = Path(out_dir)
-    names = tflite_file_names(None if qmodel is None else qmodel.scheme, T)
+    names = tflite_file_names(None if qmodel is None else qmodel.scheme.name, T)
     paths = {
         "float_step": export_tflite_step_float(model, out_dir / names["float_step"]),
         "float_seq": export_tflite_sequence_float(model, out_dir / names["float_seq"], T),

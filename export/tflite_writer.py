@@ -33,7 +33,8 @@ import flatbuffers
 import numpy as np
 import tflite as tfl
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.version import __version__
+from grukit.core.errors import BadInputError, UnsupportedModelError
 
 SCHEMA_VERSION = 3
 GRUKIT_METADATA_NAME = "grukit"
@@ -240,8 +241,6 @@ class TFLiteBuilder:
     def add_grukit_metadata(self, scheme: str, gate_variant: str, **extra) -> None:
         """Store a small JSON record under ``"grukit"``: the quantization scheme, the gate variant, the
         grukit version, and any JSON-serializable ``extra`` fields."""
-        from grukit import __version__
-
         record = {"scheme": scheme, "gate_variant": gate_variant, "grukit_version": __version__, **extra}
         self.add_metadata(GRUKIT_METADATA_NAME, json.dumps(record, sort_keys=True).encode("utf-8"))
 
@@ -508,53 +507,3 @@ def _int32_vector(fb, values) -> int:
 
 def _numpy_vector(fb, arr: np.ndarray) -> int:
     return fb.CreateNumpyVector(np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")))
-
-
-# --- reading back ------------------------------------------------------------------------------------------
-
-
-def _model_from(path_or_bytes):
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data = bytes(path_or_bytes)
-    else:
-        path = Path(path_or_bytes)
-        if not path.is_file():
-            raise BadInputError(f"no such .tflite file: {path}")
-        data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise BadInputError("not a .tflite flatbuffer (file identifier TFL3 missing)")
-    return tfl.Model.GetRootAs(data, 0)
-
-
-def read_metadata_buffers(path_or_bytes) -> dict[str, bytes]:
-    """All metadata entries of a ``.tflite`` file: name -> raw buffer bytes."""
-    model = _model_from(path_or_bytes)
-    out = {}
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        buf = model.Buffers(entry.Buffer())
-        out[entry.Name().decode("utf-8")] = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
-    return out
-
-
-def read_tflite_metadata(path_or_bytes) -> dict:
-    """The grukit JSON record of a ``.tflite`` file (scheme, gate variant, grukit version, ...)."""
-    entries = read_metadata_buffers(path_or_bytes)
-    if GRUKIT_METADATA_NAME not in entries:
-        raise BadInputError(f"the .tflite file has no {GRUKIT_METADATA_NAME!r} metadata; it has {sorted(entries)}")
-    try:
-        return json.loads(entries[GRUKIT_METADATA_NAME].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"the {GRUKIT_METADATA_NAME!r} metadata is not JSON: {exc}") from exc
-
-
-def read_operator_codes(path_or_bytes) -> list[tuple[str, int, int, int]]:
-    """The operator codes of a ``.tflite`` file: (op name, builtin_code, deprecated_builtin_code, version)."""
-    model = _model_from(path_or_bytes)
-    names = {v: k for k, v in vars(_BO).items() if not k.startswith("_")}
-    out = []
-    for i in range(model.OperatorCodesLength()):
-        c = model.OperatorCodes(i)
-        code = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
-        out.append((names.get(code, str(code)), c.BuiltinCode(), c.DeprecatedBuiltinCode(), c.Version()))
-    return out

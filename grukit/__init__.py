@@ -5,23 +5,34 @@
     y = model.predict(x)                    # float NumPy reference, x [N, T, I]
     qmodel = grukit.quantize(model, calib_x, scheme="int8")
     y_int = qmodel.predict(x)               # integer inference, float in and out
+
+This module is the library's front door and part of the wiring layer (with ``grukit.cli`` and
+``grukit.pipeline``): it re-exports the core's types and connects the stages (``load`` is
+``grukit.export``'s, ``quantize`` is ``grukit.quantize``'s, and a quantized model runs on
+``grukit.runtime``).
 """
 
-from grukit.errors import BadInputError, GrukitError, UnsupportedModelError
-from grukit.model import GATES, Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.errors import BadInputError, GrukitError, MissingDependencyError, UnsupportedModelError
+from grukit.core.model import GATES, Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.quantized import QuantizedGRUModel, use_executor
+from grukit.core.scheme import INT8, S16X8, SCHEME_NAMES, Scheme
+from grukit.core.version import __version__
+from grukit.export.load import load
 
-__version__ = "0.1.0"
+
+def _integer_runtime():
+    # Imported on first use, not with grukit: numba and the compiled plans take about 0.5 s to import.
+    from grukit.runtime import executor
+
+    return executor
 
 
-def load(source, **kwargs) -> GRUModel:
-    from grukit.export.load import load as _load
-
-    return _load(source, **kwargs)
-
+use_executor(_integer_runtime)
 
 from grukit import quantize  # noqa: E402  (a callable package: grukit.quantize(model, calib_x, scheme=...))
 
 __all__ = [
-    "GATES", "Dense", "GRUDirection", "GRULayer", "GRUModel", "load", "quantize",
-    "GrukitError", "UnsupportedModelError", "BadInputError", "__version__",
+    "GATES", "Dense", "GRUDirection", "GRULayer", "GRUModel", "QuantizedGRUModel", "Scheme", "INT8", "S16X8",
+    "SCHEME_NAMES", "load", "quantize", "GrukitError", "UnsupportedModelError", "BadInputError",
+    "MissingDependencyError", "__version__",
 ]

@@ -9,6 +9,9 @@
 Exit codes: 0 success (deploy: every check passed), 1 deploy ran but a check failed or could not be
 evaluated (the report says which and by how much), 2 bad input: one line on stderr, no traceback unless
 --debug.
+
+Each command imports what it needs when it runs: ``grukit targets`` and ``grukit --help`` answer in a
+fraction of a second instead of first loading ONNX, TFLite and the runtimes a deploy uses.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from grukit.errors import BadInputError, GrukitError
+import grukit
+from grukit.core.errors import BadInputError, GrukitError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_TARGET = "stm32l476"
@@ -68,61 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _describe_tflite(path: Path) -> str:
-    """What a grukit-written .tflite holds, from its grukit metadata and its output tensor's shape."""
-    from grukit.export.tflite_writer import _model_from, read_tflite_metadata
-
-    meta = read_tflite_metadata(path)
-    graph = _model_from(path).Subgraphs(0)
-    out_shape = [int(v) for v in graph.Tensors(graph.Outputs(0)).ShapeAsNumpy()]
-    kind = meta.get("kind")
-    lines = [f"{path.name}: grukit {meta.get('grukit_version')} TFLite {kind} model"
-             + (f" over T={meta['T']}" if meta.get("T") else "") + f", batch {meta.get('batch')}",
-             f"  scheme: {meta.get('scheme')}, gate order {meta.get('gate_order')}"]
-    params = macs = 0
-    for i, layer in enumerate(meta["layers"]):
-        I, H = layer["input_size"], layer["hidden_size"]
-        state = layer.get("state") or {}
-        lines.append(f"  layer {i}: GRU input {I} -> hidden {H}, {layer['gate_variant']}"
-                     + (f", state {state['dtype']} scale {state['scale']:.6g} zero point {state['zero_point']}"
-                        if state else ""))
-        # The same count as GRUModel.param_count / macs_per_step: W, R and both bias vectors per gate.
-        params += 3 * H * I + 3 * H * H + 6 * H
-        macs += 3 * H * (I + H)
-    head = meta.get("head")
-    if head is not None:
-        O, F = out_shape[-1], meta["layers"][-1]["hidden_size"]
-        where = "every step" if head["per_step"] else "last step"
-        lines.append(f"  head: Dense {F} -> {O} on {where}, activation {head['activation']} (applied after "
-                     "dequantizing, not in the file)")
-        params += O * F + O
-        macs += O * F
-    for side in ("input", "output"):
-        q = meta.get(side)
-        if q:
-            lines.append(f"  {side}: {q['dtype']} scale {q['scale']:.6g} zero point {q['zero_point']}")
-    lines += [f"  size: {path.stat().st_size:,} bytes", f"  parameters: {params:,}", f"  MACs per step: {macs:,}"]
-    return "\n".join(lines)
-
-
 def _inspect(args) -> int:
-    import grukit
+    from grukit.export.tflite_read import describe_tflite  # per command (see the top of this module)
 
     path = Path(args.model)
     if path.suffix.lower() == ".tflite":
         if not path.is_file():
             raise BadInputError(f"{path}: no such file")
-        print(_describe_tflite(path))
+        print(describe_tflite(path))
     else:
         print(grukit.load(args.model).describe())
     return 0
 
 
 def _export(args) -> int:
-    import grukit
-    from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
-    from grukit.export.tflite_export import export_tflite_sequence_float, export_tflite_step_float
-    from grukit.pipeline import load_x
+    from grukit.artifacts import write_artifacts  # per command (see the top of this module)
+    from grukit.inputs import load_x  # per command (see the top of this module)
 
     if args.c and not args.calib:
         raise BadInputError("--c writes integer C code and needs --calib to quantize")
@@ -131,33 +96,16 @@ def _export(args) -> int:
     T = args.steps if args.steps is not None else (calib_x.shape[1] if calib_x is not None else None)
     if T is not None and T < 1:
         raise BadInputError(f"--steps must be at least 1, got {T}")
-    # A bidirectional GRU has no streaming integer form: it is not quantized, its float exports are written.
-    quantize = calib_x is not None and not model.bidirectional
-    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if quantize else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [export_onnx_sequence(model, out / "model.onnx")]
     if model.bidirectional:
+        # No streaming integer form: not quantized; its float exports are written.
         unused = [flag for flag, given in (("--calib", calib_x is not None), ("--c", args.c)) if given]
         print("bidirectional GRU: no step model (ONNX, TFLite) and no integer exports"
               + (f" ({' and '.join(unused)} not used)" if unused else ""), file=sys.stderr)
-    else:
-        written.append(export_onnx_step(model, out / "model_step.onnx"))
-        written.append(export_tflite_step_float(model, out / "model_float_step.tflite"))
-        if T is not None:
-            written.append(export_tflite_sequence_float(model, out / f"model_float_seq_T{T}.tflite", T))
-    if qmodel is not None:
-        from grukit.export.onnx_qdq_export import export_onnx_qdq
-        from grukit.export.tflite_export import export_tflite_sequence, export_tflite_step
-
-        written.append(export_onnx_qdq(qmodel, out / f"model_{args.scheme}_qdq.onnx"))
-        written.append(export_tflite_step(qmodel, out / f"model_{args.scheme}_step.tflite"))
-        written.append(export_tflite_sequence(qmodel, out / f"model_{args.scheme}_seq_T{T}.tflite", T))
-        if args.c:
-            from grukit.export.c_export import export_c
-
-            written.extend(export_c(qmodel, out / "c"))
-    rows = [(str(Path(p).relative_to(out)), Path(p).stat().st_size) for p in written]
+    quantize = calib_x is not None and not model.bidirectional
+    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if quantize else None
+    out = Path(args.out)
+    files = write_artifacts(model, qmodel, out, T, c=args.c)
+    rows = [(str(path.relative_to(out)), path.stat().st_size) for path in files.values()]
     width = max(len(name) for name, _ in rows)
     print(f"{'file':{width}s}  {'bytes':>10s}")
     for name, size in rows:
@@ -168,7 +116,7 @@ def _export(args) -> int:
 
 def _finish_deploy(report, out) -> int:
     """The terminal summary: what a CI log needs without opening the report."""
-    from grukit.report import format_value, verdict
+    from grukit.report import format_value, verdict  # per command (see the top of this module)
 
     print(f"grukit deploy: {'PASS' if report.passed else 'FAIL'}  ({report.task}, {report.metric}, {report.scheme})")
     width = max((len(r) for r in report.scores), default=8)
@@ -188,7 +136,7 @@ def _finish_deploy(report, out) -> int:
 
 
 def _deploy(args) -> int:
-    from grukit.pipeline import deploy
+    from grukit.pipeline import deploy  # per command (see the top of this module)
 
     report = deploy(args.model, args.calib, args.val, args.target, scheme=args.scheme, max_drop=args.max_drop,
                     max_latency_ms=args.max_latency_ms, out_dir=args.out, task=args.task,
@@ -197,7 +145,7 @@ def _deploy(args) -> int:
 
 
 def _demo(args) -> int:
-    from grukit.pipeline import deploy
+    from grukit.pipeline import deploy  # per command (see the top of this module)
 
     info = json.loads((DATA_DIR / "demo.json").read_text())
     report = deploy(DATA_DIR / "demo_model.onnx", DATA_DIR / "demo_calib.npz", DATA_DIR / "demo_val.npz",
@@ -207,7 +155,7 @@ def _demo(args) -> int:
 
 
 def _targets(args) -> int:
-    from grukit.runtime.targets import list_targets, load_target
+    from grukit.runtime.targets import list_targets, load_target  # per command (see the top of this module)
 
     for name in list_targets():
         t = load_target(name)

@@ -65,6 +65,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grukit.core.version import __version__
+
 SCHEMA_VERSION = 2
 NOT_AVAILABLE = "not available"
 MISMATCH_UNIT = "mismatching elements"  # the unit of the bit-exactness checks
@@ -145,13 +147,11 @@ class Report:
 
     def to_json(self) -> dict:
         """The report.json document (schema above)."""
-        import grukit
-
         d = asdict(self)
         d.pop("class_names")
         return {
             "schema_version": SCHEMA_VERSION,
-            "grukit_version": grukit.__version__,
+            "grukit_version": __version__,
             **{k: d[k] for k in ("source", "scheme", "model", "task", "metric", "higher_is_better", "baseline",
                                  "scores", "extra_scores", "runtimes")},
             "drop": self.drop(),
@@ -281,10 +281,11 @@ def to_markdown(r: Report) -> str:
 
 # --- plots ---------------------------------------------------------------------------------------------
 def _pyplot():
+    # matplotlib loads on the first plot, after choosing its file-only backend: never a window, no display.
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: never open a window, work without a display
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg") (see above)
 
     return plt
 

@@ -8,12 +8,12 @@ would shadow a plain function of that name, so the package itself is made callab
 import sys
 import types
 
+from grukit.quantize.quantize import quantize_model
+
 
 class _CallablePackage(types.ModuleType):
-    def __call__(self, model, calib_x, scheme: str = "int8", **kwargs):
-        """Calibrate ``model`` on calib_x [N, T, I] and return a QuantizedGRUModel (see quantize.quantize)."""
-        from grukit.quantize.quantize import quantize_model
-
+    def __call__(self, model, calib_x, scheme="int8", **kwargs):
+        """Calibrate ``model`` on calib_x [N, T, I] and return a QuantizedGRUModel (``quantize_model``)."""
         return quantize_model(model, calib_x, scheme=scheme, **kwargs)
 
 

@@ -1,7 +1,7 @@
 """Calibration: run representative sequences through the float model and observe every quantized tensor.
 
 Whole sequences go through the float reference and every tensor of the integer graph
-(``grukit.quantize.graph``) is observed at every step: a GRU's hidden state drifts over long sequences, and
+(``grukit.core.graph``) is observed at every step: a GRU's hidden state drifts over long sequences, and
 ranges taken from the first steps only would saturate later. Tensors are keyed ``(layer, name)``; each layer's
 input is ``(layer, "x")``, its previous state ``(layer, "h_prev")``, the head's input and output
 ``(len(layers), "head_in" / "head_out")``. For the inputs of fully connected ops (GRAM_TENSORS) the observer
@@ -14,15 +14,15 @@ from typing import Callable
 
 import numpy as np
 
-from grukit.errors import BadInputError
-from grukit.model import GRUModel
+from grukit.core.errors import BadInputError
+from grukit.core.float_gru import as_batch, model_forward
+from grukit.core.model import GRUModel
+from grukit.core.quantized import TensorKey
 from grukit.quantize.observers import RangeObserver
-from grukit.runtime.float_gru import as_batch, model_forward
 
 CALIB_BATCH = 256  # sequences per float forward pass
 GRAM_TENSORS = ("x", "h_prev", "r_h", "head_in")  # inputs of fully connected ops
 
-TensorKey = tuple[int, str]
 Progress = Callable[[int, int], None]  # progress(done, total) in sequences
 
 

@@ -17,19 +17,22 @@ double conversions and the same formulas, so the integers match the device's bit
   (symmetric int8 weights in [-127, 127], biases in the accumulator's scale), round half away from zero.
 
 Combinations TFLite-Micro rejects (or would run on undefined behaviour) raise UnsupportedModelError.
-The records returned are consumed by the kernels of ``grukit.runtime.ops_int``.
+The records returned (``grukit.core.qparams``) are consumed by the kernels of ``grukit.core.ops_int``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace, dataclass, field
+from dataclasses import replace
 
 import numpy as np
 
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.quantize.qparams import INT_RANGE, IntegerType, QParams, Requant
-from grukit.runtime.ops_int import round_half_away
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
+from grukit.core.fixedpoint import round_half_away
+from grukit.core.qparams import (ActivationParams, AddParams, FullyConnectedParams, MulParams, QParams,
+                                 Requant)
+from grukit.core.quantized import QuantizedFC
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -84,30 +87,6 @@ def _same_dtype(op: str, *qparams: QParams) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FullyConnectedParams(IntegerType):
-    """Integer parameters of a per-channel FULLY_CONNECTED (OpDataFullyConnected).
-
-    output_requants[o] requantizes channel o; ``output_multiplier`` / ``output_shift`` are the same as
-    int64 arrays [O] for the kernels. int16: zero points 0 and shifts <= 7 (64-bit requantization).
-    """
-
-    dtype: str
-    input_zero_point: int
-    output_zero_point: int
-    output_requants: tuple[Requant, ...]
-    output_multiplier: np.ndarray = field(init=False, repr=False, compare=False)
-    output_shift: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self):
-        multiplier = np.array([r.multiplier for r in self.output_requants], np.int64)
-        shift = np.array([r.shift for r in self.output_requants], np.int64)
-        multiplier.setflags(write=False)
-        shift.setflags(write=False)
-        object.__setattr__(self, "output_multiplier", multiplier)
-        object.__setattr__(self, "output_shift", shift)
-
-
 def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_q: QParams) -> FullyConnectedParams:
     """Per output channel o: QuantizeMultiplier(double(input_scale) * double(w_scale[o]) / double(output_scale)).
 
@@ -132,32 +111,6 @@ def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_
 # ---------------------------------------------------------------------------------------------------------
 # ADD, SUB
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AddParams(IntegerType):
-    """Integer parameters of ADD or SUB (OpDataAdd / OpDataSub): ``op`` is "ADD" or "SUB".
-
-    Each input, minus its zero point, is shifted left by ``left_shift`` (20 for int8, 15 for int16) and
-    rescaled by its Requant (shift <= 0); the sum or difference is rescaled by ``output``.
-    """
-
-    op: str
-    dtype: str
-    input1_zero_point: int
-    input2_zero_point: int
-    output_zero_point: int
-    left_shift: int
-    input1: Requant
-    input2: Requant
-    output: Requant
-
-    def __post_init__(self):
-        if self.op not in ("ADD", "SUB"):
-            raise ValueError(f"op must be 'ADD' or 'SUB', got {self.op!r}")
-        for r in (self.input1, self.input2, self.output):
-            if r.shift > 0:
-                raise ValueError(f"ADD/SUB rescales need shift <= 0, got {r}")
 
 
 def _add_sub_left_shift(dtype: str) -> int:
@@ -196,17 +149,6 @@ def prepare_sub(input1_q: QParams, input2_q: QParams, output_q: QParams) -> AddP
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MulParams(IntegerType):
-    """Integer parameters of MUL (OpDataMul): (a - zp1) * (b - zp2) requantized by ``output``."""
-
-    dtype: str
-    input1_zero_point: int
-    input2_zero_point: int
-    output_zero_point: int
-    output: Requant
-
-
 def prepare_mul(input1_q: QParams, input2_q: QParams, output_q: QParams) -> MulParams:
     """CalculateOpDataMul: QuantizeMultiplier(double(s1) * double(s2) / double(s_out))."""
     dtype = _same_dtype("MUL", input1_q, input2_q, output_q)
@@ -230,33 +172,6 @@ def tanh_output_qparams(dtype: str) -> QParams:
     """The output quantization TANH has in TFLM: int8 1/128 zp 0 (the kernel writes a Q0.7 result with
     no offset), int16 2^-15 zp 0 (Prepare checks log2(scale) == -15)."""
     return {"int8": QParams(1 / 128, 0, "int8"), "int16": QParams(1 / 32768, 0, "int16")}[dtype]
-
-
-@dataclass(frozen=True)
-class ActivationParams(IntegerType):
-    """Integer parameters of LOGISTIC or TANH (OpDataLogistic / tanh's OpData); ``op`` names which.
-
-    int8: input_multiplier in [2^30, 2^31) and input_left_shift in [0, 30] rescale x - zp to Q4.27;
-    |x - zp| >= input_range_radius saturates. int16: input_multiplier 0 (power-of-two input scale,
-    the kernel uses 3 << input_left_shift) or in (0, 32767], input_left_shift in [0, 31]; zp 0, radius 0.
-    """
-
-    op: str
-    dtype: str
-    input_zero_point: int
-    input_range_radius: int
-    input_multiplier: int
-    input_left_shift: int
-
-    def __post_init__(self):
-        if self.op not in ("LOGISTIC", "TANH"):
-            raise ValueError(f"op must be 'LOGISTIC' or 'TANH', got {self.op!r}")
-        if self.dtype == "int8":
-            ok = (1 << 30) <= self.input_multiplier < (1 << 31) and 0 <= self.input_left_shift <= 30
-        else:
-            ok = 0 <= self.input_multiplier <= 32767 and 0 <= self.input_left_shift <= 31
-        if not ok:
-            raise ValueError(f"input multiplier/shift out of range for {self.dtype}: {self!r}")
 
 
 def checked_log2(x: float) -> tuple[bool, int]:
@@ -354,15 +269,6 @@ def quantize_weights_with_scales(w: np.ndarray, scales: np.ndarray) -> np.ndarra
     return np.clip(round_half_away(np.asarray(w, np.float64) / s), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
 
 
-def bias_scales(input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
-    """The bias tensor's scales as a .tflite stores them: float32(input_scale * w_scale[o]).
-
-    (TFLM does not read them for requantization; the bias lives in the accumulator's scale.)
-    """
-    return (float(np.float32(input_scale)) * np.asarray(weight_scales, np.float32).astype(np.float64)).astype(
-        np.float32)
-
-
 BIAS_BOUND = {np.dtype(np.int32): (1 << 31) - 1, np.dtype(np.int64): (1 << 47) - 1}
 
 
@@ -392,3 +298,23 @@ def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray, 
             f"bias {b[o]!r} of channel {o} needs {b_q[o]:.3g} steps of its accumulator scale "
             f"{accumulator_scale[o]:.3g}, beyond the {dtype} bias range: widen that channel's weight scale")
     return b_q.astype(dtype)
+
+
+def prepare_op(op: Op, qp: dict[str, QParams], fc: QuantizedFC | None):
+    """The prepared integer parameters of one step-graph op, from the QParams of its tensors (and, for a
+    FULLY_CONNECTED, its weight scales)."""
+    ins = [qp[name] for name in op.inputs]
+    out = qp[op.output]
+    if op.kind == FULLY_CONNECTED:
+        return prepare_fully_connected(ins[0], fc.w_scales, out)
+    if op.kind == ADD:
+        return prepare_add(ins[0], ins[1], out)
+    if op.kind == SUB:
+        return prepare_sub(ins[0], ins[1], out)
+    if op.kind == MUL:
+        return prepare_mul(ins[0], ins[1], out)
+    if op.kind == LOGISTIC:
+        return prepare_logistic(ins[0], out)
+    if op.kind == TANH:
+        return prepare_tanh(ins[0], out)
+    raise AssertionError(f"unknown op kind {op.kind}")

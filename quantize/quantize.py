@@ -1,11 +1,10 @@
 """``grukit.quantize(model, calib_x, scheme)``: choose every integer parameter of the GRU.
 
-Schemes:
-- ``int8``: int8 activations (asymmetric) and hidden state (symmetric), int8 symmetric per-channel weights,
-  int32 biases.
-- ``16x8``: int16 symmetric activations and hidden state, int8 symmetric per-channel weights, int64 biases.
+Schemes (``grukit.core.scheme``): ``int8`` (int8 activations, asymmetric, and state, symmetric; int8
+symmetric per-channel weights; int32 biases) and ``16x8`` (int16 symmetric activations and state, int8
+weights, int64 biases).
 
-Every quantized tensor of the step graph (``grukit.quantize.graph``) gets a QParams:
+Every quantized tensor of the step graph (``grukit.core.graph``) gets a QParams:
 - the layer input of layer 0 from its observer, of layer l > 0 the state quantization of layer l - 1;
 - the state ``h`` / ``h_new``: symmetric, covering the largest |h| seen in calibration (never clipped by a
   percentile or MSE observer: the state is the GRU's memory and a clipped state does not recover), capped
@@ -16,30 +15,28 @@ Every quantized tensor of the step graph (``grukit.quantize.graph``) gets a QPar
   same output, so range there is wasted);
 - everything else: the observer's range.
 
-Floats live only here; the returned model holds integer weights, biases and the prepared integer
-parameters of every op, and runs with ``grukit.runtime.int_gru``.
+Floats live only here and in ``prepare``; the returned ``grukit.core.quantized.QuantizedGRUModel`` holds
+integer weights, biases and the prepared integer parameters of every op.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.model import GRUModel
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.fixedpoint import round_half_away
+from grukit.core.graph import FULLY_CONNECTED, LOGISTIC, TANH, split_biases, step_ops
+from grukit.core.model import GRULayer, GRUModel
+from grukit.core.qparams import INT_RANGE, QParams
+from grukit.core.quantized import (QuantizationReport, QuantizedFC, QuantizedGRUModel, QuantizedHead,
+                                   QuantizedLayer, TensorKey)
+from grukit.core.scheme import INT8, S16X8, Scheme, scheme_named
 from grukit.quantize import prepare as P
-from grukit.quantize.calibrate import TensorKey, calibrate, count_saturation
-from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op, step_ops
+from grukit.quantize.calibrate import calibrate, count_saturation
 from grukit.quantize.observers import OBSERVERS, RangeObserver
-from grukit.quantize.qparams import INT_RANGE, QParams
 from grukit.quantize.rounding import round_weights_to_inputs
-from grukit.runtime.float_gru import split_biases
-from grukit.runtime.ops_int import round_half_away
-
-SCHEMES = {"int8": "int8", "16x8": "int16"}  # scheme -> activation dtype
-BIAS_DTYPE = {"int8": np.int32, "16x8": np.int64}
 
 # |pre-activation| beyond which the activation's output is constant at its output resolution:
 # sigmoid(a) rounds to its top code once 1 - sigmoid(a) < scale / 2, i.e. a > ln(2 / scale);
@@ -52,61 +49,6 @@ def _saturation_limit(kind: str, out_scale: float) -> float:
 
 
 MIN_RANGE = 1e-6  # a tensor that is constant zero in calibration still needs a positive scale
-
-
-def without_caches(obj) -> dict:
-    """A frozen dataclass's pickled state without what the runtime caches on it under _names (compiled
-    plans, a worker message): those are rebuilt where they are needed, never shipped."""
-    return {k: v for k, v in obj.__dict__.items() if not k.startswith("_")}
-
-
-@dataclass(frozen=True)
-class QuantizedFC:
-    """One fully connected product: w_q int8 [O, K] symmetric per output channel, bias_q int32/int64 [O]."""
-
-    w_q: np.ndarray
-    w_scales: np.ndarray  # float32 [O]
-    bias_q: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class QuantizedLayer:
-    """One quantized GRU layer: QParams of every graph tensor, the FC weights, the prepared op params."""
-
-    linear_before_reset: int
-    input_size: int
-    hidden_size: int
-    qparams: dict[str, QParams]
-    fcs: dict[str, QuantizedFC]  # keyed by the FC op's output tensor name
-    prepared: dict[str, object]  # keyed by op output tensor name
-
-    @property
-    def ops(self) -> tuple[Op, ...]:
-        return step_ops(self.linear_before_reset)
-
-    def __getstate__(self):
-        return without_caches(self)
-
-
-@dataclass(frozen=True)
-class QuantizedHead:
-    fc: QuantizedFC
-    input_q: QParams
-    output_q: QParams
-    prepared: object
-    per_step: bool
-    activation: str
-
-
-@dataclass(frozen=True)
-class QuantizationReport:
-    """What calibration saw: per tensor the observed range, the quantized range and saturation counts."""
-
-    observer: str
-    observed: dict[TensorKey, tuple[float, float]]
-    quantized: dict[TensorKey, tuple[float, float]]
-    saturated: dict[TensorKey, tuple[int, int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # parameter adjustments made, in words
 
 
 def _float32_at_least(x: float) -> float:
@@ -142,13 +84,13 @@ WEIGHT_ROUNDINGS = ("output", "nearest")
 _FC_INPUT_TENSOR = {"x": "x", "h": "h_prev", "r_h": "r_h"}
 
 
-# Largest |bias| in accumulator steps a channel may take, leaving the products added to it room: int8,
-# 2^28, half of the 2^29 the C kernel's fast requantization accepts (an int32 accumulator would allow 2^31);
-# 16x8, 2^46, half of TFLM's 2^47 64-bit requantization bound.
-BIAS_HEADROOM = {"int8": 1 << 21, "16x8": 1 << 46}
+# Largest |bias| in accumulator steps a channel may take, leaving the products added to it room: int8, 2^21,
+# half of the 2^22 the C kernel's packed products allow (256 x 2 x (|bias| + |x - zp| sum |w|) below 2^31;
+# an int32 accumulator alone would allow 2^31); 16x8, 2^46, half of TFLM's 2^47 64-bit requantization bound.
+BIAS_HEADROOM = {INT8: 1 << 21, S16X8: 1 << 46}
 
 
-def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: str, gram=None,
+def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: Scheme, gram=None,
                  where: str = "", notes: list | None = None) -> QuantizedFC:
     w_q, w_scales = P.quantize_weights_per_channel(W)
     if b is not None:
@@ -169,136 +111,117 @@ def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: 
     if gram is not None:
         # Same scales; integers chosen for the inputs this product really sees (quantize/rounding.py).
         w_q = round_weights_to_inputs(W, w_scales, gram)
-    bias_q = None if b is None else P.quantize_bias(b, input_q.scale, w_scales, BIAS_DTYPE[scheme])
+    bias_q = None if b is None else P.quantize_bias(b, input_q.scale, w_scales, scheme.bias_dtype)
     return QuantizedFC(w_q=w_q, w_scales=w_scales, bias_q=bias_q)
 
 
-def _prepare(op: Op, qp: dict[str, QParams], fc: QuantizedFC | None):
-    ins = [qp[name] for name in op.inputs]
-    out = qp[op.output]
-    if op.kind == FULLY_CONNECTED:
-        return P.prepare_fully_connected(ins[0], fc.w_scales, out)
-    if op.kind == ADD:
-        return P.prepare_add(ins[0], ins[1], out)
-    if op.kind == SUB:
-        return P.prepare_sub(ins[0], ins[1], out)
-    if op.kind == MUL:
-        return P.prepare_mul(ins[0], ins[1], out)
-    if op.kind == LOGISTIC:
-        return P.prepare_logistic(ins[0], out)
-    if op.kind == TANH:
-        return P.prepare_tanh(ins[0], out)
-    raise AssertionError(f"unknown op kind {op.kind}")
+class _Ranges:
+    """Chooses each tensor's QParams from its observer and records the observed and quantized ranges."""
+
+    def __init__(self, observers: dict[TensorKey, RangeObserver], observer: str, scheme: Scheme):
+        self.observers, self.observer, self.dtype = observers, observer, scheme.activation
+        self.levels = INT_RANGE[self.dtype][1] - INT_RANGE[self.dtype][0]
+        self.observed = {key: (obs.min, obs.max) for key, obs in observers.items()}
+        self.quantized: dict[TensorKey, tuple[float, float]] = {}
+
+    def chosen(self, key: TensorKey, symmetric: bool = False, cap: float | None = None) -> QParams:
+        """From the observer's proposed range, capped at +-cap."""
+        lo, hi = self.observers[key].range(self.observer, self.levels, symmetric)
+        if cap is not None:
+            lo, hi = max(lo, -cap), min(hi, cap)
+        return self.record(key, _qparams_from_range(lo, hi, self.dtype, symmetric))
+
+    def state(self, key: TensorKey) -> QParams:
+        """The state: symmetric over the exact max |h| (minmax, whatever the observer), capped at 1."""
+        obs = self.observers[key]
+        amax = min(max(-obs.min, obs.max, MIN_RANGE), 1.0)
+        return self.record(key, QParams(_float32_at_least(amax / INT_RANGE[self.dtype][1]), 0, self.dtype))
+
+    def record(self, key: TensorKey, q: QParams) -> QParams:
+        self.quantized[key] = q.range
+        return q
+
+
+def _layer_qparams(li: int, layer: GRULayer, input_q: QParams | None, ranges: _Ranges) -> dict[str, QParams]:
+    """The QParams of every tensor of one layer's step graph (module docstring)."""
+    qp = {"x": ranges.chosen((li, "x")) if input_q is None else input_q}
+    qp["h"] = qp["h_new"] = ranges.state((li, "h"))
+    qp["z"] = qp["r"] = P.logistic_output_qparams(ranges.dtype)
+    qp["n"] = P.tanh_output_qparams(ranges.dtype)
+    caps = {"z_pre": _saturation_limit(LOGISTIC, qp["z"].scale), "r_pre": _saturation_limit(LOGISTIC, qp["r"].scale),
+            "n_pre": _saturation_limit(TANH, qp["n"].scale)}
+    for op in step_ops(layer.linear_before_reset):
+        if op.output not in qp:
+            qp[op.output] = ranges.chosen((li, op.output), cap=caps.get(op.output))
+    return qp
+
+
+def _quantize_layer(li: int, layer: GRULayer, input_q: QParams | None, ranges: _Ranges, scheme: Scheme, grams,
+                    notes: list[str]) -> QuantizedLayer:
+    """Weights, biases and every op's prepared parameters of one layer."""
+    d = layer.forward
+    qp = _layer_qparams(li, layer, input_q, ranges)
+    bx, bh = split_biases(d, layer.linear_before_reset)
+    biases = {"bx": bx, "bh": bh}
+    fcs, prepared = {}, {}
+    for op in step_ops(layer.linear_before_reset):
+        fc = None
+        if op.kind == FULLY_CONNECTED:
+            W = (d.W if op.weight == "W" else d.R)[op.gate]
+            b = None if op.bias is None else biases[op.bias][op.gate]
+            fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme,
+                                               grams((li, _FC_INPUT_TENSOR[op.inputs[0]])),
+                                               f"layer {li} {op.output}", notes)
+        prepared[op.output] = P.prepare_op(op, qp, fc)
+    return QuantizedLayer(layer.linear_before_reset, layer.input_size, layer.hidden_size, qp, fcs, prepared)
+
+
+def _quantize_head(model: GRUModel, input_q: QParams, ranges: _Ranges, scheme: Scheme, grams,
+                   notes: list[str]) -> QuantizedHead:
+    top = len(model.layers)
+    out_q = ranges.chosen((top, "head_out"))
+    fc = _quantize_fc(model.head.W, model.head.b, input_q, scheme, grams((top, "head_in")), "head", notes)
+    return QuantizedHead(fc=fc, input_q=input_q, output_q=out_q,
+                         prepared=P.prepare_fully_connected(input_q, fc.w_scales, out_q),
+                         per_step=model.head.per_step, activation=model.head.activation)
 
 
 def quantize_model(
     model: GRUModel,
     calib_x: np.ndarray,
-    scheme: str = "int8",
+    scheme: str | Scheme = "int8",
     observer: str = "minmax",
     observers: dict[TensorKey, RangeObserver] | None = None,
     progress=None,
     weight_rounding: str = "output",
-):
-    """Calibrate on calib_x [N, T, I] and return a QuantizedGRUModel (see grukit.runtime.int_gru).
+) -> QuantizedGRUModel:
+    """Calibrate on calib_x [N, T, I] and return the QuantizedGRUModel.
 
     observer: how activation ranges are chosen (minmax, percentile, mse; the state always uses minmax).
+    observers: calibration already run on calib_x (``calibrate``), to skip running it again.
     weight_rounding: "output" rounds each weight matrix to minimise its product's error on the calibration
     inputs (quantize/rounding.py); "nearest" rounds every weight to its nearest integer.
     """
-    from grukit.runtime.int_gru import QuantizedGRUModel
-
-    if scheme not in SCHEMES:
-        raise BadInputError(f"unknown scheme {scheme!r}; use one of {tuple(SCHEMES)}")
+    scheme = scheme_named(scheme)
     if weight_rounding not in WEIGHT_ROUNDINGS:
         raise BadInputError(f"unknown weight rounding {weight_rounding!r}; use one of {WEIGHT_ROUNDINGS}")
     if observer not in OBSERVERS:
         raise BadInputError(f"unknown observer {observer!r}; use one of {OBSERVERS}")
     if model.bidirectional:
         raise UnsupportedModelError(
-            "bidirectional GRU layers cannot be quantized: a streaming device sees each sample once"
-        )
-    act = SCHEMES[scheme]
+            "bidirectional GRU layers cannot be quantized: a streaming device sees each sample once")
     if observers is None:
         observers = calibrate(model, calib_x, progress)
-    levels = INT_RANGE[act][1] - INT_RANGE[act][0]
-    observed = {key: (obs.min, obs.max) for key, obs in observers.items()}
-    quantized: dict[TensorKey, tuple[float, float]] = {}
-
-    def gram(layer: int, name: str):
-        if weight_rounding == "nearest":
-            return None
-        return observers[(layer, name)].gram
-
+    ranges = _Ranges(observers, observer, scheme)
+    grams = lambda key: None if weight_rounding == "nearest" else observers[key].gram  # noqa: E731
     notes: list[str] = []
-    layers = []
-    prev_state_q = None
+    layers: list[QuantizedLayer] = []
     for li, layer in enumerate(model.layers):
-        d = layer.forward
-        qp: dict[str, QParams] = {}
-
-        def chosen(name: str, symmetric: bool = False, cap: float | None = None, obs_name=None) -> QParams:
-            obs = observers[(li, obs_name or name)]
-            lo, hi = obs.range(observer, levels, symmetric)
-            if cap is not None:
-                lo, hi = max(lo, -cap), min(hi, cap)
-            q = _qparams_from_range(lo, hi, act, symmetric)
-            quantized[(li, obs_name or name)] = q.range
-            return q
-
-        if li == 0:
-            qp["x"] = chosen("x")
-        else:
-            qp["x"] = prev_state_q
-        # The state: exact max |h| (minmax, whatever the observer), capped at 1.
-        h_obs = observers[(li, "h")]
-        h_amax = min(max(-h_obs.min, h_obs.max, MIN_RANGE), 1.0)
-        qp["h"] = qp["h_new"] = QParams(_float32_at_least(h_amax / INT_RANGE[act][1]), 0, act)
-        quantized[(li, "h")] = qp["h"].range
-        qp["z"] = qp["r"] = P.logistic_output_qparams(act)
-        qp["n"] = P.tanh_output_qparams(act)
-        caps = {
-            "z_pre": _saturation_limit(LOGISTIC, qp["z"].scale),
-            "r_pre": _saturation_limit(LOGISTIC, qp["r"].scale),
-            "n_pre": _saturation_limit(TANH, qp["n"].scale),
-        }
-        ops = step_ops(layer.linear_before_reset)
-        for op in ops:
-            if op.output not in qp:
-                qp[op.output] = chosen(op.output, cap=caps.get(op.output))
-
-        bx, bh = split_biases(d, layer.linear_before_reset)
-        biases = {"bx": bx, "bh": bh}
-        fcs, prepared = {}, {}
-        for op in ops:
-            fc = None
-            if op.kind == FULLY_CONNECTED:
-                W = (d.W if op.weight == "W" else d.R)[op.gate]
-                b = None if op.bias is None else biases[op.bias][op.gate]
-                fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme,
-                                                   gram(li, _FC_INPUT_TENSOR[op.inputs[0]]),
-                                                   f"layer {li} {op.output}", notes)
-            prepared[op.output] = _prepare(op, qp, fc)
-        layers.append(
-            QuantizedLayer(layer.linear_before_reset, layer.input_size, layer.hidden_size, qp, fcs, prepared)
-        )
-        prev_state_q = qp["h"]
-
-    head = None
-    if model.head is not None:
-        hk = (len(model.layers), "head_out")
-        lo, hi = observers[hk].range(observer, levels, False)
-        out_q = _qparams_from_range(lo, hi, act, False)
-        quantized[hk] = out_q.range
-        fc = _quantize_fc(model.head.W, model.head.b, prev_state_q, scheme, gram(len(model.layers), "head_in"),
-                          "head", notes)
-        head = QuantizedHead(
-            fc=fc, input_q=prev_state_q, output_q=out_q,
-            prepared=P.prepare_fully_connected(prev_state_q, fc.w_scales, out_q),
-            per_step=model.head.per_step, activation=model.head.activation,
-        )
-
-    report = QuantizationReport(observer=observer, observed=observed, quantized=quantized, notes=notes)
-    report.saturated.update(count_saturation(model, calib_x, quantized))
+        layers.append(_quantize_layer(li, layer, layers[-1].qparams["h"] if layers else None, ranges, scheme,
+                                      grams, notes))
+    head = None if model.head is None else _quantize_head(model, layers[-1].qparams["h"], ranges, scheme, grams,
+                                                          notes)
+    report = QuantizationReport(observer=observer, observed=ranges.observed, quantized=ranges.quantized,
+                                notes=notes)
+    report.saturated.update(count_saturation(model, calib_x, ranges.quantized))
     return QuantizedGRUModel(scheme=scheme, layers=tuple(layers), head=head, float_model=model, report=report)
-

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from grukit.core.fixedpoint import round_half_away
+from grukit.quantize.prepare import WEIGHT_QMAX
+
 # Relative damping added to G's diagonal: keeps the Cholesky factorisation stable when some inputs are
 # constant or collinear (a hidden unit that never moves, a padded input channel).
 DAMPING = 0.01
@@ -24,9 +27,6 @@ DAMPING = 0.01
 def round_weights_to_inputs(w: np.ndarray, scales: np.ndarray, gram: np.ndarray) -> np.ndarray:
     """Integers for w [O, K] at the given per-channel scales [O] minimising the output error for inputs
     whose Gram matrix (sum of x x^T over calibration samples) is gram [K, K]. Returns int8 [O, K]."""
-    from grukit.quantize.prepare import WEIGHT_QMAX
-    from grukit.runtime.ops_int import round_half_away
-
     w = np.array(w, np.float64)
     O, K = w.shape
     g = np.array(gram, np.float64)

@@ -1,6 +1,6 @@
 """A compiled plan of one quantized layer: the same integers as the op-by-op walk, in far fewer NumPy calls.
 
-The op-by-op walk (``int_gru.run_op`` over ``quantize.graph.step_ops``) is the specification; this plan is
+The op-by-op walk (``int_gru_reference.run_op`` over ``grukit.core.graph.step_ops``) is the specification; this plan is
 how the runtime runs it fast enough for whole validation sets. Each transformation keeps every integer:
 
 - FULLY_CONNECTED ops reading the same tensor become one matmul over the stacked weight rows, with the
@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from grukit.errors import UnsupportedModelError
-from grukit.quantize.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
+from grukit.core.errors import UnsupportedModelError
+from grukit.core.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, Op
 from grukit.runtime import int16_loops as L
-from grukit.runtime import ops_int as K
+from grukit.core import ops_int as K
+from grukit.core import fixedpoint as F
 
 UNARY = (LOGISTIC, TANH)
 BINARY = (ADD, SUB, MUL)
@@ -266,7 +267,7 @@ class FCGroup:
         self.width = widths[0] if len(set(widths)) == 1 else None  # every GRU group: H outputs per op
         if self.w_t.shape[0] > K.MAX_K[self.dtype]:
             raise UnsupportedModelError(f"{self.outputs}: K = {self.w_t.shape[0]} exceeds the exact-float64 "
-                                        f"bound {K.MAX_K[self.dtype]} of ops_int.dot_exact_i64")
+                                        f"bound {K.MAX_K[self.dtype]} of ops_int.dot_exact_s64")
         # float32 BLAS is exact too when every partial sum of x . w is an integer below 2^24, float32's
         # integer range, whatever order BLAS adds in: max |x| * max_row sum |w| < 2^24 (int8: K up to ~1000).
         max_abs_x = -INT_MIN[self.dtype]
@@ -291,7 +292,7 @@ class FCGroup:
             self.reduced = np.where(self.multiplier < 0x7FFF0000, (self.multiplier + (1 << 15)) >> 16, 0x7FFF)
             self.total_shift = 15 - self.shift
             self.rounding = np.int64(1) << (self.total_shift - 1)
-            if not np.all(max_acc < K.ACC64_BOUND):
+            if not np.all(max_acc < F.ACC64_BOUND):
                 raise UnsupportedModelError(f"{self.outputs}: a 16x8 accumulator can reach 2^47, beyond TFLite's "
                                             "64-bit requantization")
             self.bounded = bool(np.all((max_acc * self.reduced + self.rounding) >> self.total_shift < (1 << 31)))
@@ -313,7 +314,7 @@ class FCGroup:
         if self.w_t32 is not None:
             acc_f = self._products(x2, np.float32) @ self.w_t32  # integers below 2^24: exact in float32
         else:
-            acc_f = self._products(x2, np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_i64's bound
+            acc_f = self._products(x2, np.float64) @ self.w_t  # |x| <= 2^15: within dot_exact_s64's bound
         if self.float_requant is not None and not self.coded:
             # int16: each op's output written apart, contiguous (as the int16 loops read it)
             out = self.float_requant(acc_f, np.empty((len(self.outputs), acc_f.shape[0], self.width), np.int16))
@@ -335,11 +336,11 @@ class FCGroup:
             if self.bounded:
                 y = requantize_bounded(acc, self.multiplier, self.shift)
             else:
-                y = K.multiply_by_quantized_multiplier(K.wrap_int32(acc), self.multiplier, self.shift)
+                y = F.multiply_by_quantized_multiplier(F.wrap_int32(acc), self.multiplier, self.shift)
         else:
             y = (acc * self.reduced + self.rounding) >> self.total_shift
             if not self.bounded:
-                y = K.wrap_int32(y)
+                y = F.wrap_int32(y)
         y = np.clip(y + self.out_zero_point, self.qmin, self.qmax)
         return (y + 128).astype(np.uint16) if self.coded else y.astype(self.np_dtype)
 
@@ -405,7 +406,7 @@ class AddSub16:
         largest_term = 0
         for zero_point, requant in ((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2)):
             # The input half of ops_int._add_or_sub, for every int16 input; int32 (the terms are int32 values).
-            table = K.rescale_smaller_than_one((v - zero_point) << p.left_shift, requant).astype(np.int32)
+            table = F.rescale_smaller_than_one((v - zero_point) << p.left_shift, requant).astype(np.int32)
             # The input of the larger scale is rescaled by exactly 1/2 (multiplier 2^30, shift 0), so its term
             # is v << (left_shift - 1) (SaturatingRoundingDoublingHighMul(v 2^15, 2^30) = floor(v 2^14 + 1/2)):
             # a shift, cheaper than a gather. Confirmed against the table, not assumed.

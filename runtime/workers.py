@@ -1,7 +1,7 @@
 """The integer runtime on every core: a batch's sequences split across worker processes.
 
 Sequences are independent (every op of the step graph is row-wise), so a batch cut into row chunks, each
-run by ``QuantizedGRUModel.run_here`` in its own process, gives exactly the integers of one run over the
+run by ``grukit.runtime.int_gru.run_here`` in its own process, gives exactly the integers of one run over the
 whole batch; ``tests/test_workers.py`` compares them element for element. The calling process runs the
 first chunk itself while worker processes run the others.
 
@@ -35,6 +35,8 @@ import threading
 import uuid
 
 import numpy as np
+
+from grukit.runtime.int_gru import run_here
 
 WORKERS_ENV = "GRUKIT_WORKERS"
 # A chunk has at least MIN_ROWS sequences and MIN_ROW_STEPS sequence steps: below, the pipe round trip and
@@ -135,7 +137,7 @@ def _model_message(model) -> tuple[str, bytes]:
 
 
 def run_split(model, x_q: np.ndarray, chunks: int, want_states: bool):
-    """``model.run_int`` over ``chunks`` row chunks of checked x_q [N, T, I]: the first in this process, the
+    """``run_int`` of ``model`` over ``chunks`` row chunks of checked x_q [N, T, I]: the first in this process, the
     others in worker processes, joined in order. Returns (output, [states per layer] or None)."""
     bounds = np.linspace(0, x_q.shape[0], chunks + 1).round().astype(int)
     spans = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -145,7 +147,7 @@ def run_split(model, x_q: np.ndarray, chunks: int, want_states: bool):
         try:
             for worker, span in zip(workers, spans[1:]):
                 worker.send(("run", token, x_q[span], want_states))
-            here = model.run_here(x_q[spans[0]], input_ahead=False)
+            here = run_here(model, x_q[spans[0]], input_ahead=False)
             replies = [("ok", *here)]
             for worker, span in zip(workers, spans[1:]):
                 reply = worker.receive()
@@ -196,7 +198,7 @@ def _serve() -> None:
             models[token] = model  # most recently used last
             try:
                 model.check_int_input(x_q, "integer input [N, T, I]")
-                y, states = model.run_here(x_q, input_ahead=False)  # the other processes hold the other cores
+                y, states = run_here(model, x_q, input_ahead=False)  # the other processes hold the other cores
                 reply = ("ok", y, states if want_states else None)
             except Exception as e:  # noqa: BLE001  (sent to the caller, who raises it)
                 reply = ("error", e)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
 
 
 def random_direction(rng, I: int, H: int, scale: float = 1.0) -> GRUDirection:

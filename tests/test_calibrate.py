@@ -5,7 +5,7 @@ import pytest
 
 from grukit.quantize.calibrate import calibrate, count_saturation
 from grukit.quantize.observers import RangeObserver
-from grukit.runtime.float_gru import layers_forward
+from grukit.core.float_gru import layers_forward
 
 from gru_factory import random_inputs, random_model
 
@@ -25,7 +25,7 @@ def test_state_range_covers_late_steps():
 
 
 def test_every_graph_tensor_is_observed():
-    from grukit.quantize.graph import step_ops
+    from grukit.core.graph import step_ops
 
     for lbr in (0, 1):
         model = random_model(seed=1, lbr=lbr)

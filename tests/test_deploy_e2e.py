@@ -13,14 +13,14 @@ import sys
 
 import numpy as np
 import pytest
+import keras
+import onnxruntime as ort
+import torch
 
-os.environ.setdefault("KERAS_BACKEND", "torch")  # TensorFlow is not installed; Keras must use torch
 
 import grukit  # noqa: E402
 from grukit.cli import main  # noqa: E402
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
 
 # onnxruntime's GRU vs grukit's float NumPy reference on the same file: summation order only. Accuracy is a
 # count, so a flip needs a logit tie within this; the test asserts none is that close.
@@ -125,7 +125,6 @@ def test_missing_file_is_exit_2_without_traceback(onnx_case, tmp_path):
 # --- (b) the seed Keras model, regression -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keras_case(tmp_path_factory):
-    keras = pytest.importorskip("keras")
     tmp = tmp_path_factory.mktemp("keras_case")
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -1,5 +1,7 @@
 """The fused C GRU step (firmware_ref/src/grukit_gru.c + a model from export_c) against the NumPy runtime.
 
+(The same arithmetic in Python, firmware_ref/kernel.py, is checked in tests/test_firmware_kernel.py.)
+
 For each model the generated constants are compiled with firmware_ref/test/gru_driver.c, which streams
 golden input sequences through grukit_model_*_step and prints every layer's state and the output after every
 step. The expectation comes from the NumPy integer runtime (QuantizedGRUModel.run_int for the states, its
@@ -19,11 +21,11 @@ import pytest
 
 import firmware_build as fb
 import grukit
-from grukit.export import c_export
-from grukit.runtime import emulate
-from grukit.quantize.qparams import QParams, Requant
-from grukit.runtime import ops_int as K
 from gru_factory import random_inputs, random_model
+from grukit.core.qparams import QParams, Requant
+from grukit.firmware_ref import build, c_export, host
+from grukit.firmware_ref.golden import GoldenStream
+from grukit.verify import assert_identical
 
 GRU_DRIVER = fb.FIRMWARE / "test" / "gru_driver.c"
 GRU_SOURCE = fb.FIRMWARE / "src" / "grukit_gru.c"
@@ -62,7 +64,7 @@ class Case:
         stream = self.qmodel.stream(n)
         ys = np.stack([np.asarray(stream.step(self.x_q[:, k]), np.int64) for k in range(t)], axis=1)
         last = np.asarray(self.qmodel.predict_int(self.x_q), np.int64)
-        fb.assert_same(f"{self.name}: stream vs run_int output", ys if self.qmodel.per_step else ys[:, -1], last)
+        assert_identical(ys if self.qmodel.per_step else ys[:, -1], last, f"{self.name}: stream vs run_int output")
         return ys
 
 
@@ -81,9 +83,9 @@ def demo_case(scheme: str) -> Case:
     return Case(f"demo_{scheme}", qmodel, qmodel.quantize_input(x_val))
 
 
-def golden_stream(case: Case) -> fb.GoldenStream:
+def golden_stream(case: Case) -> GoldenStream:
     n, t, _ = case.x_q.shape
-    stream = fb.GoldenStream()
+    stream = GoldenStream()
     stream.word(n)
     stream.word(t)
     stream.words_of(case.x_q)
@@ -102,13 +104,13 @@ def check(case: Case, stdout: str) -> None:
             line = results[index]
             offset = 0
             for layer, size in enumerate(sizes):
-                fb.assert_same(f"{case.name}: sequence {seq} step {step} layer {layer} state",
-                               line[offset:offset + size], case.states[layer][seq, step])
+                assert_identical(line[offset:offset + size], case.states[layer][seq, step],
+                                 f"{case.name}: sequence {seq} step {step} layer {layer} state")
                 offset += size
-            fb.assert_same(f"{case.name}: sequence {seq} step {step} output y", line[offset:], case.ys[seq, step])
+            assert_identical(line[offset:], case.ys[seq, step], f"{case.name}: sequence {seq} step {step} output y")
             index += 1
-        fb.assert_same(f"{case.name}: sequence {seq} output after save/restore and replay", results[index],
-                       case.ys[seq, t - 1])
+        assert_identical(results[index], case.ys[seq, t - 1],
+                         f"{case.name}: sequence {seq} output after save/restore and replay")
         index += 1
 
 
@@ -155,7 +157,7 @@ def test_example_main_streams_like_numpy(tmp_path):
     lines = [line.split() for line in fb.run_host(exe).splitlines() if line.startswith("y ")]
     got = np.array([[int(v) for v in line[2:]] for line in lines])
     x_q = case.qmodel.quantize_input(c_export.example_input(case.qmodel))
-    fb.assert_same("example main.c outputs", got, case.qmodel.predict_int(x_q)[0])
+    assert_identical(np.ravel(got), np.ravel(case.qmodel.predict_int(x_q)[0]), "example main.c outputs")
 
 
 QUANTIZE_DRIVER = r"""
@@ -217,7 +219,7 @@ def test_generated_quantize_input_equals_qparams(scheme, scale, zero_point, tmp_
     header = c_export.export_c(qmodel, tmp_path / "gen")[0]
     driver = tmp_path / "quantize_driver.c"
     driver.write_text(QUANTIZE_DRIVER)
-    exe = emulate.build_host([driver], tmp_path / "quantize", defines={"MODEL_HEADER": f'"{header}"'})
+    exe = build.build_host([driver], tmp_path / "quantize", defines={"MODEL_HEADER": f'"{header}"'})
     x = _half_step_inputs(input_q)
     if (scale, zero_point) == (0.1, 0):
         # x / scale is just below 0.5, so 0; float32 arithmetic adding 0.5f before truncating (the old
@@ -225,10 +227,11 @@ def test_generated_quantize_input_equals_qparams(scheme, scale, zero_point, tmp_
         assert np.float32(0.049999997) / np.float32(0.1) + np.float32(0.5) == np.float32(1.0)
         x = np.concatenate([x, np.float32([0.049999997, -0.049999997])])
     stdin = "\n".join(f"{int(v):08x}" for v in x.view(np.uint32)).encode()
-    got = [int(v) for v in emulate.run_program([str(exe)], "quantize driver", stdin=stdin).split()]
+    got = [int(v) for v in build.run_program([str(exe)], "quantize driver", stdin=stdin).split()]
     with np.errstate(invalid="ignore"):  # +-inf: NumPy's rounding subtracts inf from inf before clipping
         expected = input_q.quantize(x)
-    fb.assert_same(f"{scheme} scale {scale} zp {zero_point}: C quantize_input vs QParams.quantize", got, expected)
+    assert_identical(np.ravel(got), np.ravel(expected),
+                     f"{scheme} scale {scale} zp {zero_point}: C quantize_input vs QParams.quantize")
 
 
 def test_generated_files_are_reproducible_and_labelled(tmp_path):
@@ -240,43 +243,9 @@ def test_generated_files_are_reproducible_and_labelled(tmp_path):
     assert f"grukit {grukit.__version__}" in banner and "random0" in banner and "int8" in banner
 
 
-def test_fast_requant_equals_tflite_requantization():
-    """The kernel's one-SMMLAR requantization equals MultiplyByQuantizedMultiplier inside its bound."""
-    rng = np.random.default_rng(0)
-    for _ in range(300):
-        multiplier = int(rng.integers(1 << 30, 1 << 31)) if rng.random() > 0.05 else 0
-        shift = int(rng.integers(-33, 8))
-        shift = max(shift, -31)
-        left = max(shift, 0)
-        bound = (c_export.REQUANT_BOUND >> left) - 1
-        x = np.concatenate([rng.integers(-bound, bound + 1, 2000), [-bound, bound, 0, 1, -1]])
-        # Ties: values whose SRDHM result lands exactly halfway for the right shift.
-        zero_point = int(rng.integers(-128, 128)) if -20 <= shift < -1 else 0  # zp needs room below 2^31
-        q = c_export.fast_requant(multiplier, shift, zero_point, bound, "test")
-        fb.assert_same(f"fast requant m={multiplier} shift={shift} zp={zero_point}", c_export.apply_fast_requant(x, q),
-                       K.multiply_by_quantized_multiplier(x, multiplier, shift) + zero_point)
-
-
-def test_unbounded_requantization_is_refused():
-    with pytest.raises(grukit.UnsupportedModelError, match="2\\^29"):
-        c_export.fast_requant(1 << 30, 3, 0, 1 << 27, "fc row 0")
-    with pytest.raises(grukit.UnsupportedModelError, match="2\\^29"):
-        c_export.fast_requant(1 << 30, 29, 0, 1, "fc row 0")  # one input of 1 shifted by 29 reaches 2^29
-
-
-@pytest.mark.parametrize("shift", [29, 30])
-def test_all_zero_row_keeps_left_shift_in_the_header_range(shift):
-    """A row whose inputs are all 0 (bound 0) may carry any shift; the header's left_shift stays in [0, 28]
-    and the row gives its zero point, as MultiplyByQuantizedMultiplier(0) + zp does."""
-    q = c_export.fast_requant(1 << 30, shift, 7, 0, "fc row 0")
-    assert 0 <= q[3] <= 28
-    fb.assert_same("all-zero row", c_export.apply_fast_requant(np.zeros(1, np.int64), q),
-                   K.multiply_by_quantized_multiplier(np.zeros(1, np.int64), 1 << 30, shift) + 7)
-
-
 # ---------------------------------------------------------------- run_c_host (the package API)
 
-# (spec from RANDOM_MODELS, N, T): validation-sized batches through grukit.runtime.emulate.run_c_host.
+# (spec from RANDOM_MODELS, N, T): validation-sized batches through grukit.runtime.host.run_c_host.
 HOST_RUN_MODELS = [
     (RANDOM_MODELS[2], 40, 30),  # int8, two layers, last-step head
     (RANDOM_MODELS[4], 20, 25),  # int8, mixed variants, per-step, no head
@@ -290,14 +259,14 @@ def test_run_c_host_equals_run_int(spec, n, t):
     case = make_case(*spec)
     x = random_inputs(spec[1] + 900, N=n, T=t, I=spec[5], scale=1.5)
     x_q = case.qmodel.quantize_input(x)
-    y_q, states = emulate.run_c_host(case.qmodel, x_q)
+    y_q, states = host.run_c_host(case.qmodel, x_q)
     y_ref, states_ref = case.qmodel.run_int(x_q)
     assert y_q.dtype == y_ref.dtype and y_q.shape == y_ref.shape, (y_q.dtype, y_q.shape, y_ref.dtype, y_ref.shape)
-    fb.assert_same(f"{case.name}: run_c_host y", y_q, y_ref)
+    assert_identical(y_q, y_ref, f"{case.name}: run_c_host y")
     assert len(states) == len(states_ref)
     for layer, (got, expected) in enumerate(zip(states, states_ref)):
         assert got.shape == expected.shape and got.dtype == expected.dtype, (layer, got.shape, expected.shape)
-        fb.assert_same(f"{case.name}: run_c_host layer {layer} states", got, expected)
+        assert_identical(got, expected, f"{case.name}: run_c_host layer {layer} states")
 
 
 def test_general_requantization_rows_match_numpy():
@@ -320,26 +289,26 @@ def test_general_requantization_rows_match_numpy():
     prepared = dataclasses.replace(head.prepared, output_requants=tuple(requants))
     qmodel = dataclasses.replace(case.qmodel, head=dataclasses.replace(head, fc=fc, prepared=prepared))
     x_q = qmodel.quantize_input(random_inputs(77, N=20, T=8, I=5, scale=1.5))
-    y_q, _ = emulate.run_c_host(qmodel, x_q)
+    y_q, _ = host.run_c_host(qmodel, x_q)
     y_ref = qmodel.run_int(x_q)[0]
     assert all(len(np.unique(y_ref[..., o])) > 20 for o in range(3)), "the test rows should not saturate"
-    fb.assert_same("general requantization rows", y_q, y_ref)
+    assert_identical(y_q, y_ref, "general requantization rows")
 
 
 def test_run_c_host_refuses_wrong_input():
     fb.require_host_cc()
     case = make_case(*RANDOM_MODELS[0])
     with pytest.raises(grukit.BadInputError, match="int8"):
-        emulate.run_c_host(case.qmodel, case.x_q.astype(np.int16))
+        host.run_c_host(case.qmodel, case.x_q.astype(np.int16))
     with pytest.raises(grukit.BadInputError, match="\\[N, T, 4\\]"):
-        emulate.run_c_host(case.qmodel, case.x_q[:, :, :3])
+        host.run_c_host(case.qmodel, case.x_q[:, :, :3])
 
 
 def test_firmware_dir_override_must_hold_the_sources(tmp_path, monkeypatch):
-    assert (emulate.firmware_dir() / "src" / "grukit_gru.c").is_file()
-    monkeypatch.setenv(emulate.FIRMWARE_ENV, str(tmp_path))
+    assert (build.firmware_dir() / "src" / "grukit_gru.c").is_file()
+    monkeypatch.setenv(build.FIRMWARE_ENV, str(tmp_path))
     with pytest.raises(grukit.BadInputError, match="GRUKIT_FIRMWARE_DIR"):
-        emulate.firmware_dir()
+        build.firmware_dir()
 
 
 # ---------------------------------------------------------------- emulated Cortex-M4, M7, M33 and M55
@@ -397,26 +366,6 @@ def test_16x8_lbr1_sanitized_matches_numpy(tmp_path):
     run_on_host(make_case(*S16_MODELS[1]), tmp_path, sanitize=True)
 
 
-def test_16x8_row_requantization_equals_tflite_64bit():
-    """The kernel's row form (int32 dot, one int64 multiply-add, a shift) equals TFLite's 64-bit
-    MultiplyByQuantizedMultiplier of dot + bias for every shift it takes, biases beyond int32 included."""
-    rng = np.random.default_rng(0)
-    for shift in range(-31, 8):
-        for _ in range(20):
-            multiplier = int(rng.integers(1 << 30, 1 << 31)) if rng.random() > 0.1 else 0x7FFF8000
-            ts = 15 - shift  # TFLite's total right shift
-            dot_bound = int(rng.integers(1, 1 << 31)) >> max(16 - ts, 0)  # within the row's left shift
-            # |bias| up to 2^46 (TFLite takes |acc| < 2^47) where the result stays an int32 (the row form's
-            # contract: beyond it TFLite's own result wraps), else small.
-            bias_limit = min(1 << 46, (1 << (ts + 30)) // ((multiplier + (1 << 15)) >> 16)) - dot_bound
-            bias = int(rng.integers(-bias_limit, bias_limit)) if rng.random() > 0.3 else int(rng.integers(-999, 999))
-            q = c_export._requant_fc_s16(multiplier, shift, bias, dot_bound, "test row")
-            dot = np.concatenate([rng.integers(-dot_bound, dot_bound + 1, 200), [-dot_bound, dot_bound, 0, -1, 1]])
-            fb.assert_same(f"16x8 row requant m={multiplier} shift={shift} bias={bias}",
-                           c_export.apply_requant_fc_s16(dot, q),
-                           K.multiply_by_quantized_multiplier_i64(dot + bias, multiplier, shift))
-
-
 def _with_head_rows(qmodel, rows: dict):
     """qmodel with head rows replaced: {row: (weights, bias, Requant)}."""
     head = qmodel.head
@@ -443,20 +392,10 @@ def test_16x8_extreme_rows_match_numpy():
         2: (one_hot(2, -1), 5, Requant((1 << 31) - 1, 0)),
     })
     x_q = qmodel.quantize_input(random_inputs(78, N=20, T=8, I=5, scale=1.5))
-    y_q, _ = emulate.run_c_host(qmodel, x_q)
+    y_q, _ = host.run_c_host(qmodel, x_q)
     y_ref = qmodel.run_int(x_q)[0]
     assert len(np.unique(y_ref[..., 2])) > 20, "the shift-0 row should not saturate"
-    fb.assert_same("16x8 extreme head rows", y_q, y_ref)
-
-
-def test_16x8_unbounded_dot_is_refused(tmp_path):
-    """A row whose int32 dot product cannot be proven (weights 127 everywhere, shifted left by 8 for shift 7)
-    is refused, naming the row."""
-    case = make_case(*RANDOM_MODELS[7])
-    H = case.qmodel.layers[-1].hidden_size
-    qmodel = _with_head_rows(case.qmodel, {1: (np.full(H, 127, np.int8), 0, Requant(1 << 30, 7))})
-    with pytest.raises(grukit.UnsupportedModelError, match="head row 1"):
-        c_export.export_c(qmodel, tmp_path)
+    assert_identical(y_q, y_ref, "16x8 extreme head rows")
 
 
 @pytest.mark.parametrize("spec,dsp", [

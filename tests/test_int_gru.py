@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 
 import grukit
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.model import GRULayer
+from grukit.core import fixedpoint as F
+from grukit.core import ops_int as K
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.graph import FULLY_CONNECTED, recurrent_ops, step_ops
+from grukit.quantize.prepare import quantize_bias
+from grukit.runtime import int_gru, int_gru_plan
+from grukit.runtime.int16_loops import _requantize_clamp
+from grukit.runtime.int_gru import _plans, layer_forward_int
+from grukit.runtime.int_gru_plan import (_UNARY_KERNELS, BINARY, HIGH, LOW, AddSub16, FloatRequant, Mul16,
+                                         _Float64Requant, decode_s8, encode_s8, int8_encodings, requantize_bounded)
+from grukit.runtime.int_gru_reference import layer_forward_int_reference, run_op
+from grukit.verify import assert_identical
+from grukit.core.model import GRULayer
 
 from gru_factory import random_direction, random_inputs, random_model
 
@@ -25,15 +36,6 @@ CASES = [
 ]
 
 
-def assert_equal_first_mismatch(got, expected, what):
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
-    bad = np.argwhere(got != expected)
-    if bad.size:
-        i = tuple(bad[0])
-        raise AssertionError(f"{what}: first mismatch at {i}: got {got[i]}, expected {expected[i]} ({len(bad)} differ)")
-
-
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
 @pytest.mark.parametrize("case", CASES)
 def test_integer_output_close_to_float(scheme, case):
@@ -47,7 +49,6 @@ def test_integer_output_close_to_float(scheme, case):
 
 @pytest.mark.parametrize("scheme, width", [("int8", np.int8), ("16x8", np.int16)])
 def test_every_tensor_is_integer_of_the_scheme_width(scheme, width):
-    from grukit.runtime.int_gru import run_op
 
     model = random_model(seed=1, layers=1, lbr=0)
     x = random_inputs(1)
@@ -70,9 +71,9 @@ def test_streaming_reproduces_the_sequence_exactly(scheme):
     s = q.stream(batch=3)
     for t in range(x.shape[1]):
         y_t = s.step(x_q[:, t])
-        assert_equal_first_mismatch(y_t, y_seq[:, t], f"y at step {t}")
+        assert_identical(y_t, y_seq[:, t], f"y at step {t}")
         for k, st in enumerate(s.state):
-            assert_equal_first_mismatch(st, states[k][:, t], f"layer {k} state at step {t}")
+            assert_identical(st, states[k][:, t], f"layer {k} state at step {t}")
 
 
 def test_stream_state_save_restore_and_reset():
@@ -88,10 +89,10 @@ def test_stream_state_save_restore_and_reset():
     s.restore(saved)
     again = [s.step(x_q[:, t]) for t in range(6, 12)]
     for t, (a, b) in enumerate(zip(after, again)):
-        assert_equal_first_mismatch(b, a, f"after restore, step {t + 6}")
+        assert_identical(b, a, f"after restore, step {t + 6}")
     s.reset()
     assert all(not st.any() for st in s.state)
-    assert_equal_first_mismatch(s.step(x_q[:, 0]), q.run_int(x_q[:, :1])[0][:, 0], "first step after reset")
+    assert_identical(s.step(x_q[:, 0]), q.run_int(x_q[:, :1])[0][:, 0], "first step after reset")
     with pytest.raises(ValueError):
         s.restore(saved[:1])
 
@@ -104,7 +105,7 @@ def test_last_step_head_is_the_per_step_head_at_the_end():
     # compare the states, which are identical.
     _, s_last = last.run_int(last.quantize_input(x))
     _, s_every = every.run_int(every.quantize_input(x))
-    assert_equal_first_mismatch(s_last[0], s_every[0], "states")
+    assert_identical(s_last[0], s_every[0], "states")
 
 
 def test_bidirectional_is_refused_with_a_reason():
@@ -136,7 +137,24 @@ def test_every_observer_quantizes(observer):
     q = grukit.quantize(model, x, observer=observer)
     assert q.report.observer == observer
     assert np.isfinite(q.predict(x)).all()
-    assert set(q.report.saturated) == set(q.report.quantized)
+    # The report's ranges are the ones the integer graph uses, and its saturation counts follow the observer:
+    # min/max clips nothing but the gate pre-activations it caps on purpose; percentile and MSE clip some.
+    layer_ranges = {(li, name): layer.qparams[name].range for li, layer in enumerate(q.layers)
+                    for name in layer.qparams if (li, name) in q.report.quantized}
+    assert layer_ranges and all(q.report.quantized[key] == rng for key, rng in layer_ranges.items())
+    clipped = {key for key, (saturated, seen) in q.report.saturated.items() if saturated}
+    assert all(seen > 0 for _, seen in q.report.saturated.values())
+    if observer == "minmax":
+        assert clipped <= {(li, name) for li in range(len(q.layers)) for name in ("z_pre", "r_pre", "n_pre")}, clipped
+        return
+    # The others only ever narrow min/max's ranges (by at most a step of float32 scale rounding); on these
+    # uniform-ish values the percentile observer drops its 0.01% tails, MSE keeps everything.
+    minmax = grukit.quantize(model, x, observer="minmax").report.quantized
+    for key, (lo, hi) in q.report.quantized.items():
+        step = (minmax[key][1] - minmax[key][0]) / 255
+        assert minmax[key][0] - step <= lo and hi <= minmax[key][1] + step, (key, (lo, hi), minmax[key])
+    if observer == "percentile":
+        assert clipped, "the percentile observer clipped no calibration value"
 
 
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
@@ -152,8 +170,6 @@ def test_every_observer_quantizes(observer):
 ])
 def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, lbr, per_step, block_rows,
                                                          input_ahead, monkeypatch):
-    from grukit.runtime import int_gru
-    from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
 
     monkeypatch.setattr(int_gru, "INPUT_BLOCK_ROWS", block_rows)  # 16 sequences x 12 or 5 steps
     model = random_model(seed=seed, layers=layers, lbr=lbr, per_step=per_step, scale=3.0)
@@ -163,14 +179,12 @@ def test_compiled_plan_equals_the_op_by_op_specification(scheme, seed, layers, l
     for k, layer in enumerate(q.layers):
         fast = layer_forward_int(layer, seq, input_ahead=input_ahead)
         spec = layer_forward_int_reference(layer, seq)
-        assert_equal_first_mismatch(fast, spec, f"layer {k} states")
+        assert_identical(fast, spec, f"layer {k} states")
         seq = spec
 
 
 @pytest.mark.parametrize("lbr", [0, 1])
 def test_int8_codes_give_every_binary_op_one_high_and_one_low_operand(lbr):
-    from grukit.quantize.graph import FULLY_CONNECTED, recurrent_ops, step_ops
-    from grukit.runtime.int_gru_plan import BINARY, HIGH, LOW, int8_encodings
 
     shifts = int8_encodings(step_ops(lbr))
     for op in step_ops(lbr):
@@ -183,13 +197,12 @@ def test_int8_codes_give_every_binary_op_one_high_and_one_low_operand(lbr):
 
 @pytest.mark.parametrize("shift", [0, 8])
 def test_int8_codes_round_trip_every_value(shift):
-    from grukit.runtime.int_gru_plan import decode_s8, encode_s8
 
     v = np.arange(-128, 128, dtype=np.int64).astype(np.int8)
     code = encode_s8(v, shift)
     assert code.dtype == np.uint16
-    assert_equal_first_mismatch(code.astype(np.int64), (v.astype(np.int64) + 128) << shift, "codes")
-    assert_equal_first_mismatch(decode_s8(code, shift), v, "decoded")
+    assert_identical(code.astype(np.int64), (v.astype(np.int64) + 128) << shift, "codes")
+    assert_identical(decode_s8(code, shift), v, "decoded")
 
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -202,8 +215,6 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
     shift=st.integers(-31, 7),
 )
 def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, multiplier, shift):
-    from grukit.runtime import ops_int as K
-    from grukit.runtime.int_gru_plan import requantize_bounded
 
     acc = np.array(acc, np.int64)
     acc = acc >> max(shift, 0)  # the precondition: no wrap in the left shift
@@ -211,8 +222,8 @@ def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, mul
     acc = np.concatenate([acc, -acc, acc | 1])
     acc = np.clip(acc, -((1 << 31) - 1) >> max(shift, 0), ((1 << 31) - 1) >> max(shift, 0))
     got = requantize_bounded(acc, np.int64(multiplier), np.int64(shift))
-    expected = K.multiply_by_quantized_multiplier(acc, multiplier, shift)
-    assert_equal_first_mismatch(got, expected, f"multiplier {multiplier}, shift {shift}")
+    expected = F.multiply_by_quantized_multiplier(acc, multiplier, shift)
+    assert_identical(got, expected, f"multiplier {multiplier}, shift {shift}")
 
 
 @settings(max_examples=300, deadline=None)
@@ -224,23 +235,18 @@ def test_bounded_requantization_equals_multiply_by_quantized_multiplier(acc, mul
 )
 def test_compiled_requantization_equals_the_bounded_one(p, multiplier, right, bound):
     # int16_loops' per-element requantization (ADD, SUB, MUL of the 16x8 plan) against the vectorized one.
-    from grukit.runtime.int16_loops import _requantize_clamp
-    from grukit.runtime.int_gru_plan import requantize_bounded
 
     p = np.array(p, np.int64)
     p = np.concatenate([p, -p, p | 1, [0, 1, -1]])
     expected = np.clip(requantize_bounded(p, np.int64(multiplier), np.int64(-right)), -bound, bound - 1)
     got = np.array([_requantize_clamp(v, multiplier, right, -bound, bound - 1) for v in p])
-    assert_equal_first_mismatch(got, expected, f"multiplier {multiplier}, right shift {right}")
+    assert_identical(got, expected, f"multiplier {multiplier}, right shift {right}")
 
 
 @pytest.mark.parametrize("lbr", [0, 1])
 def test_int16_loops_equal_the_kernels_on_every_input(lbr):
     # Every 16x8 ADD / SUB (its inputs by table, by shift or held as terms; a LOGISTIC / TANH folded in) and
     # MUL of the plan, on random int16 operands and the extremes, against the specification kernels.
-    from grukit.runtime import ops_int as K
-    from grukit.runtime.int_gru import _plans
-    from grukit.runtime.int_gru_plan import _UNARY_KERNELS, AddSub16, Mul16
 
     model = random_model(seed=41, lbr=lbr, scale=3.0)
     q = grukit.quantize(model, random_inputs(41, N=8, T=10, scale=2.0), scheme="16x8")
@@ -262,7 +268,7 @@ def test_int16_loops_equal_the_kernels_on_every_input(lbr):
             unary = ops[output]
             expected = _UNARY_KERNELS[(unary.kind, "int16")](expected, layer.prepared[output])
         held = [fn.term(i, x) if isinstance(fn, AddSub16) and fn.held[i] else x for i, x in enumerate((a, b))]
-        assert_equal_first_mismatch(fn(*held), expected, f"{output} ({op.kind} of {inputs})")
+        assert_identical(fn(*held), expected, f"{output} ({op.kind} of {inputs})")
         checked[type(fn)] += 1
     assert checked == {AddSub16: 5, Mul16: 2}
 
@@ -271,9 +277,6 @@ def test_int16_loops_equal_the_kernels_on_every_input(lbr):
 def test_int16_add_sub_terms_equal_the_kernel_for_every_input(lbr):
     # Each ADD / SUB input's term, by table or by shift, is the kernel's own rescale of that input; the input
     # of the larger scale takes the shift (its rescale is exactly 1/2), so every op here uses one.
-    from grukit.runtime import ops_int as K
-    from grukit.runtime.int_gru import _plans
-    from grukit.runtime.int_gru_plan import AddSub16
 
     model = random_model(seed=40, lbr=lbr, scale=3.0)
     q = grukit.quantize(model, random_inputs(40, N=8, T=10, scale=2.0), scheme="16x8")
@@ -285,8 +288,8 @@ def test_int16_add_sub_terms_equal_the_kernel_for_every_input(lbr):
         p = fn.params
         assert fn.shifts.count(None) < 2, "neither input took the shift"
         for i, (zp, requant) in enumerate(((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2))):
-            expected = K.rescale_smaller_than_one((v - zp) << p.left_shift, requant)
-            assert_equal_first_mismatch(fn.term(i, v.astype(np.int16)).astype(np.int64), expected, f"term {i}")
+            expected = F.rescale_smaller_than_one((v - zp) << p.left_shift, requant)
+            assert_identical(fn.term(i, v.astype(np.int16)).astype(np.int64), expected, f"term {i}")
     # The input-side operands arrive as terms, computed ahead of the recurrence.
     recurrent = _plans(layer)[1]
     assert set(recurrent.holders) == {"gx_z", "gx_r", "gx_n"}
@@ -301,8 +304,6 @@ def test_int16_add_sub_terms_equal_the_kernel_for_every_input(lbr):
     shift=st.integers(-31, 7),
 )
 def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, bias, zero_point, multiplier, shift):
-    from grukit.runtime import ops_int as K
-    from grukit.runtime.int_gru_plan import FloatRequant
 
     acc = np.array(acc, np.int64) >> max(shift, 0)
     acc = np.concatenate([acc, -acc, acc | 1, [0, 1, -1, -bias, -bias - 1]])  # incl. a zero total
@@ -314,11 +315,11 @@ def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, bias,
     column = acc.astype(np.float64)[:, None]  # [rows, 1 channel]
     wide = 1 << 40  # no clamping: compare the requantization itself
     got = FloatRequant(m, sh, b, zp, max_abs, -wide, wide)(column)[:, 0].astype(np.int64)
-    expected = K.multiply_by_quantized_multiplier(acc + b, multiplier, shift) + zero_point
-    assert_equal_first_mismatch(got, expected, "float requant")
+    expected = F.multiply_by_quantized_multiplier(acc + b, multiplier, shift) + zero_point
+    assert_identical(got, expected, "float requant")
     # The plan's form: uint16 codes y + 128, clamped to [0, 255] before the truncating cast.
     codes = FloatRequant(m, sh, b, zp + 128, max_abs, 0, 255).to_uint16(column)[:, 0]
-    assert_equal_first_mismatch(codes.astype(np.int64), np.clip(expected + 128, 0, 255), "float requant codes")
+    assert_identical(codes.astype(np.int64), np.clip(expected + 128, 0, 255), "float requant codes")
 
 
 @settings(max_examples=200, deadline=None)
@@ -329,8 +330,6 @@ def test_float_requantization_equals_multiply_by_quantized_multiplier(acc, bias,
     shift=st.integers(-31, 7),
 )
 def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shift):
-    from grukit.runtime import ops_int as K
-    from grukit.runtime.int_gru_plan import _Float64Requant
 
     m = np.array([multiplier], np.int64)
     reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
@@ -343,10 +342,10 @@ def test_float_requantization_64bit_equals_the_kernel(acc, bias, multiplier, shi
     unwrapped = (total * reduced + (1 << (14 - shift))) >> (15 - shift)
     if np.abs(unwrapped).max() >= 1 << 31:
         return  # would wrap in the int32 cast: the plan keeps the integer path there
-    expected = np.clip(K.multiply_by_quantized_multiplier_i64(total, m, np.int64(shift)), -32768, 32767)
+    expected = np.clip(F.multiply_by_quantized_multiplier_s64(total, m, np.int64(shift)), -32768, 32767)
     requant = _Float64Requant(reduced, 15 - np.int64(shift), np.array([bias]), np.array([0]), -32768, 32767)
     got = requant(acc.astype(np.float64)[:, None], np.empty((1, acc.size, 1), np.int16))[0, :, 0]
-    assert_equal_first_mismatch(got.astype(np.int64), expected, "64-bit float requant")
+    assert_identical(got.astype(np.int64), expected, "64-bit float requant")
 
 
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
@@ -371,7 +370,6 @@ def test_a_large_bias_on_tiny_weights_is_kept_not_saturated(scheme):
 
 
 def test_quantize_bias_refuses_rather_than_saturates():
-    from grukit.quantize.prepare import quantize_bias
 
     with pytest.raises(UnsupportedModelError, match="channel 1"):
         quantize_bias(np.array([0.1, 2.0]), 1 / 128, np.array([0.01, 1e-9], np.float32), np.int32)
@@ -390,8 +388,6 @@ def test_stream_step_refuses_the_wrong_width_or_size():
 def test_plan_fallback_paths_equal_the_specification(scheme, monkeypatch):
     # The plan's exact integer fallbacks (int64 requantization, the generic int16 MUL kernel) run where a
     # fast path's bound does not hold; force them here so they are checked against the spec too.
-    from grukit.runtime import int_gru_plan
-    from grukit.runtime.int_gru import layer_forward_int, layer_forward_int_reference
 
     monkeypatch.setattr(int_gru_plan.FloatRequant, "exact_for", staticmethod(lambda *a: False))
     monkeypatch.setattr(int_gru_plan.Mul16, "applies", staticmethod(lambda *a: False))
@@ -405,5 +401,5 @@ def test_plan_fallback_paths_equal_the_specification(scheme, monkeypatch):
         if scheme == "int8":
             assert plan_fc.float_requant is None  # the int64 path is the one under test
         spec = layer_forward_int_reference(layer, seq)
-        assert_equal_first_mismatch(layer_forward_int(layer, seq), spec, f"layer {k} states (fallback paths)")
+        assert_identical(layer_forward_int(layer, seq), spec, f"layer {k} states (fallback paths)")
         seq = spec

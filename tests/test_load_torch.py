@@ -8,7 +8,7 @@ from torch import nn
 from torch_modules import EveryStep, LastStep
 
 import grukit
-from grukit.errors import UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
 
 # float32 GRU vs float32 GRU with a different summation order.
 FLOAT_ATOL = 1e-5

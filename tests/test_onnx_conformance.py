@@ -12,10 +12,10 @@ from onnx import helper, numpy_helper
 from onnx.backend.test.case.node import gru as onnx_gru_cases
 
 import grukit
-from grukit.errors import UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
 from grukit.export.onnx_gru import gru_attributes, gru_layer_from_onnx
-from grukit.model import GRUModel
-from grukit.runtime.float_gru import layers_forward
+from grukit.core.model import GRUModel
+from grukit.core.float_gru import layers_forward
 
 # float32 GRU vs ONNX's float32 NumPy reference, different summation order.
 FLOAT_ATOL = 1e-5

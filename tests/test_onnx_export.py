@@ -12,9 +12,9 @@ import torch
 from torch_modules import EveryStep, LastStep
 
 import grukit
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
-from grukit.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
 
 # float32 GRU vs float32 GRU (onnxruntime's kernels vs NumPy): same math, different summation order.
 ONNX_ATOL = 1e-5

@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import onnxruntime as ort
 
 import grukit
-from grukit.errors import BadInputError
+from grukit.core.errors import BadInputError
 from grukit.export.onnx_qdq_export import export_onnx_qdq
-from grukit.runtime.tflm_check import expected_step_outputs, run_onnx_qdq_steps
+from grukit.verify import expected_step_outputs, run_onnx_qdq_steps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gru_factory import random_inputs, random_model  # noqa: E402
 
-ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("int8", "16x8")

@@ -1,4 +1,4 @@
-"""Integer kernels of grukit.runtime.ops_int against hand-worked tables and independent exact references.
+"""Integer kernels of grukit.core.ops_int against hand-worked tables and independent exact references.
 
 The references here restate TFLite's rounding rules in rational arithmetic (fractions.Fraction, Python
 ints): SaturatingRoundingDoublingHighMul = a * b / 2^31 rounded to nearest with ties toward +infinity,
@@ -14,22 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grukit.errors import UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
 from grukit.quantize import prepare as P
-from grukit.quantize.qparams import QParams, Requant
-from grukit.runtime import ops_int as K
+from grukit.core.qparams import QParams, Requant
+from grukit.core import ops_int as K
+from grukit.verify import assert_identical
+from grukit.core import fixedpoint as F
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 HALF = Fraction(1, 2)
-
-
-def assert_exact(got, expected, what=""):
-    got, expected = np.asarray(got, np.int64), np.asarray(expected, np.int64)
-    assert got.shape == expected.shape, f"{what}: shape {got.shape} != {expected.shape}"
-    bad = np.argwhere(got != expected)
-    if bad.size:
-        i = tuple(bad[0])
-        raise AssertionError(f"{what}: {len(bad)} mismatches, first at {i}: got {got[i]}, expected {expected[i]}")
 
 
 # ---- independent exact references ---------------------------------------------------------------------
@@ -67,7 +60,7 @@ def ref_mbqm_i64(x: int, m: int, s: int) -> int:
     (2.0**53 + 2, 2.0**53 + 2),  # beyond 2^52 every double is an integer
 ])
 def test_round_half_away(x, expected):
-    assert K.round_half_away(x) == expected
+    assert F.round_half_away(x) == expected
 
 
 # ---- SaturatingRoundingDoublingHighMul, RoundingDivideByPOT -------------------------------------------
@@ -84,7 +77,7 @@ def test_round_half_away(x, expected):
     (0, INT32_MIN, 0),
 ])
 def test_saturating_rounding_doubling_high_mul(a, b, expected):
-    assert K.saturating_rounding_doubling_high_mul(a, b) == expected
+    assert F.saturating_rounding_doubling_high_mul(a, b) == expected
 
 
 @pytest.mark.parametrize("x, e, expected", [
@@ -101,7 +94,7 @@ def test_saturating_rounding_doubling_high_mul(a, b, expected):
     (-(2**30), 31, -1),  # -0.5 -> -1 (away from zero)
 ])
 def test_rounding_divide_by_pot(x, e, expected):
-    assert K.rounding_divide_by_pot(x, e) == expected
+    assert F.rounding_divide_by_pot(x, e) == expected
 
 
 # ---- MultiplyByQuantizedMultiplier (int32, double rounding) --------------------------------------------
@@ -119,14 +112,14 @@ def test_rounding_divide_by_pot(x, e, expected):
     (12345, 0, -5, 0),  # multiplier 0 (QuantizeMultiplier's flush to zero)
 ])
 def test_multiply_by_quantized_multiplier_table(x, m, s, expected):
-    assert K.multiply_by_quantized_multiplier(x, m, s) == expected
+    assert F.multiply_by_quantized_multiplier(x, m, s) == expected
 
 
 def test_multiply_by_quantized_multiplier_broadcasts_per_channel():
     x = np.array([[10, 10, 10], [-10, -10, -10]], np.int32)
     m = np.array([2**30, 2**30, 3 * 2**29])  # 0.5, 0.5, 0.75 (times 2^shift)
     s = np.array([0, -1, 1])  # 0.5, 0.25, 1.5
-    assert_exact(K.multiply_by_quantized_multiplier(x, m, s), [[5, 3, 15], [-5, -3, -15]])
+    assert_identical(F.multiply_by_quantized_multiplier(x, m, s), [[5, 3, 15], [-5, -3, -15]], "mbqm broadcast")
     # 10 * 0.25 = 2.5 -> 3 and -2.5 -> -3: ties away from zero in the final shift
 
 
@@ -143,7 +136,7 @@ def mbqm_args(draw):
 @given(mbqm_args())
 def test_multiply_by_quantized_multiplier_matches_rational_reference(args):
     x, m, s = args
-    got = int(K.multiply_by_quantized_multiplier(x, m, s))
+    got = int(F.multiply_by_quantized_multiplier(x, m, s))
     assert got == ref_mbqm(x, m, s)
     # Two roundings, each at most half a unit of its own scale: the total error is below 1.
     assert abs(Fraction(got) - Fraction(x * m) * Fraction(2) ** (s - 31)) < 1
@@ -158,15 +151,15 @@ def test_multiply_by_quantized_multiplier_matches_rational_reference(args):
     (2**15, 0x7FFEFFFF, 0, 32767),  # just below the cap: (0x7FFEFFFF + 2^15) >> 16 = 0x7FFF
     (2**32 + 2, 2**30, 1, 2),  # x * 1.0 = 2^32 + 2: the C int64 -> int32 conversion keeps the low 32 bits
 ])
-def test_multiply_by_quantized_multiplier_i64_table(x, m, s, expected):
-    assert K.multiply_by_quantized_multiplier_i64(x, m, s) == expected
+def test_multiply_by_quantized_multiplier_s64_table(x, m, s, expected):
+    assert F.multiply_by_quantized_multiplier_s64(x, m, s) == expected
 
 
-def test_multiply_by_quantized_multiplier_i64_rejects_out_of_contract():
+def test_multiply_by_quantized_multiplier_s64_rejects_out_of_contract():
     with pytest.raises(ValueError, match="2\\^47"):
-        K.multiply_by_quantized_multiplier_i64(2**47, 2**30, 0)
+        F.multiply_by_quantized_multiplier_s64(2**47, 2**30, 0)
     with pytest.raises(ValueError, match="shift"):
-        K.multiply_by_quantized_multiplier_i64(1, 2**30, 8)
+        F.multiply_by_quantized_multiplier_s64(1, 2**30, 8)
 
 
 @st.composite
@@ -179,9 +172,9 @@ def mbqm_i64_args(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(mbqm_i64_args())
-def test_multiply_by_quantized_multiplier_i64_matches_rational_reference(args):
+def test_multiply_by_quantized_multiplier_s64_matches_rational_reference(args):
     x, m, s = args
-    assert int(K.multiply_by_quantized_multiplier_i64(x, m, s)) == ref_mbqm_i64(x, m, s)
+    assert int(F.multiply_by_quantized_multiplier_s64(x, m, s)) == ref_mbqm_i64(x, m, s)
 
 
 # ---- FULLY_CONNECTED -----------------------------------------------------------------------------------
@@ -202,14 +195,14 @@ def test_dot_exact_at_worst_case_magnitudes(dtype, x_offset, w, K_depth):
     x_off = np.full((2, K_depth), x_offset, np.int64)
     w_q = np.full((3, K_depth), w, np.int8)
     expected = np.full((2, 3), x_offset * w * K_depth, np.int64)  # exact Python-int arithmetic
-    assert_exact(K.dot_exact_i64(x_off, w_q, dtype), expected, "worst-case dot")
+    assert_identical(K.dot_exact_s64(x_off, w_q, dtype), expected, "worst-case dot")
 
 
 def test_dot_exact_random_signs_against_int64_matmul(rng):
     x_off = rng.choice([-32768, 32767, -1, 0], size=(5, 3000)).astype(np.int64)
     w_q = rng.choice([-128, 127, 1], size=(7, 3000)).astype(np.int8)
     expected = np.einsum("nk,ok->no", x_off, w_q.astype(np.int64))  # integer einsum: no float
-    assert_exact(K.dot_exact_i64(x_off, w_q, "int16"), expected, "int16 dot")
+    assert_identical(K.dot_exact_s64(x_off, w_q, "int16"), expected, "int16 dot")
 
 
 def test_dot_exact_bounds_are_the_documented_ones():
@@ -224,7 +217,7 @@ def test_fully_connected_s8_hand_table():
     params = fc_params("int8", [(2**30, 0), (2**30, 0)])  # both channels * 0.5
     # acc row 0: [3, 0 + 1] -> [1.5, 0.5] -> [2, 1]; row 1: [-3, -6 + 1] -> [-1.5, -2.5] -> [-1, -2]
     # (ties toward +infinity in the high mul: -1.5 -> -1, -2.5 -> -2)
-    assert_exact(K.fully_connected_s8(x, w, bias, params), [[2, 1], [-1, -2]], "fc s8")
+    assert_identical(K.fully_connected_s8(x, w, bias, params), [[2, 1], [-1, -2]], "fc s8")
 
 
 def test_fully_connected_s8_zero_points_and_saturation():
@@ -232,7 +225,7 @@ def test_fully_connected_s8_zero_points_and_saturation():
     w = np.array([[127, 0], [-127, 0]], np.int8)
     params = fc_params("int8", [(2**30, 1), (2**30, 1)], in_zp=-128, out_zp=5)  # * 1.0
     # x - zp = [138, 0]; acc = [17526, -17526]; + 5 -> saturates to [127, -128]
-    assert_exact(K.fully_connected_s8(x, w, None, params), [[127, -128]], "fc s8 saturation")
+    assert_identical(K.fully_connected_s8(x, w, None, params), [[127, -128]], "fc s8 saturation")
 
 
 def ref_fully_connected(x, w, bias, params, acc_requant):
@@ -256,7 +249,7 @@ def test_fully_connected_s8_against_loop_reference(rng):
         bias = rng.integers(-5000, 5000, O).astype(np.int32) if trial % 2 else None
         requants = [(int(m), int(s)) for m, s in zip(rng.integers(2**30, 2**31, O), rng.integers(-14, -4, O))]
         params = fc_params("int8", requants, in_zp=int(rng.integers(-128, 128)), out_zp=int(rng.integers(-128, 128)))
-        assert_exact(K.fully_connected_s8(x, w, bias, params), ref_fully_connected(x, w, bias, params, ref_mbqm),
+        assert_identical(K.fully_connected_s8(x, w, bias, params), ref_fully_connected(x, w, bias, params, ref_mbqm),
                      f"fc s8 trial {trial}")
 
 
@@ -268,7 +261,7 @@ def test_fully_connected_s16_against_loop_reference(rng):
         bias = rng.integers(-(2**33), 2**33, O).astype(np.int64) if trial % 2 else None
         requants = [(int(m), int(s)) for m, s in zip(rng.integers(2**30, 2**31, O), rng.integers(-24, -12, O))]
         params = fc_params("int16", requants)
-        assert_exact(K.fully_connected_s16(x, w, bias, params), ref_fully_connected(x, w, bias, params, ref_mbqm_i64),
+        assert_identical(K.fully_connected_s16(x, w, bias, params), ref_fully_connected(x, w, bias, params, ref_mbqm_i64),
                      f"fc s16 trial {trial}")
 
 
@@ -277,7 +270,7 @@ def test_fully_connected_s16_hand_row():
     w = np.array([[1, 2]], np.int8)
     bias = np.array([498], np.int64)
     # acc = 1000 - 2000 + 498 = -502; * 0.25 = -125.5 -> -125 (64-bit path: single rounding toward +inf)
-    assert_exact(K.fully_connected_s16(x, w, bias, fc_params("int16", [(2**30, -1)])), [[-125]], "fc s16")
+    assert_identical(K.fully_connected_s16(x, w, bias, fc_params("int16", [(2**30, -1)])), [[-125]], "fc s16")
 
 
 def test_fully_connected_rejects_wrong_dtypes():
@@ -316,7 +309,7 @@ def test_add_s8_zero_points_and_saturation():
     b = np.array([-20, 127, -128], np.int8)
     # real a = 0.5 * (a - 10), real b = 0.5 * (b + 10); out q = a_real / 0.5 + b_real / 0.5 + 3
     # [10 + -10 + 3, 117 + 137 + 3 -> 127, -138 + -118 + 3 -> -128]
-    assert_exact(K.add_s8(a, b, params), [3, 127, -128], "add s8")
+    assert_identical(K.add_s8(a, b, params), [3, 127, -128], "add s8")
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -344,7 +337,7 @@ def test_add_s16_hand_table(a, b, expected):
 def test_sub_s16_saturates():
     params = P.prepare_sub(Q16(2**-15), Q16(2**-15), Q16(2**-15))
     got = K.sub_s16(np.array([32767, -32768, 100], np.int16), np.array([-32768, 32767, 40], np.int16), params)
-    assert_exact(got, [32767, -32768, 60], "sub s16")
+    assert_identical(got, [32767, -32768, 60], "sub s16")
 
 
 @pytest.mark.parametrize("a, b, expected", [
@@ -380,7 +373,7 @@ def test_mul_s16_hand_rows():
     b = np.array([-32768, 16384, 3, 1], np.int16)
     # 2^30 / 2^15 = 32768 -> saturates to 32767; 2^28 / 2^15 = 8192; -49152 / 2^15 = -1.5 -> -2 (the high
     # mul is exact here, the final shift rounds away from zero); 3 / 2^15 -> 0
-    assert_exact(K.mul_s16(a, b, params), [32767, 8192, -2, 0], "mul s16")
+    assert_identical(K.mul_s16(a, b, params), [32767, 8192, -2, 0], "mul s16")
 
 
 @settings(max_examples=200, deadline=None)
@@ -440,7 +433,7 @@ def test_logistic_s8_hand_rows():
     got = f(np.array([0, 119, 120, -120, -128, 127], np.int8))
     # 0 -> sigmoid 0.5 = 128/256 -> 0 after the -128 offset; |x| >= 120 saturates to -128 / 127;
     # x = 119 is 7.4375: 256 * sigmoid = 255.85 -> 256 -> clamped to 127
-    assert_exact(got, [0, 127, 127, -128, -128, 127], "logistic s8")
+    assert_identical(got, [0, 127, 127, -128, -128, 127], "logistic s8")
 
 
 def test_tanh_s8_hand_rows():
@@ -448,7 +441,7 @@ def test_tanh_s8_hand_rows():
     got = f(np.array([5, 125, -115, 21, -11], np.int8))
     # zp 5: 0 -> 0; 120 steps = 7.5 saturates (>= radius) to 127; -120 -> -128;
     # 16 steps = 1.0: 128 * tanh(1) = 97.48 -> 97; -16 steps -> -97
-    assert_exact(got, [0, 127, -128, 97, -97], "tanh s8")
+    assert_identical(got, [0, 127, -128, 97, -97], "tanh s8")
 
 
 @pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
@@ -502,7 +495,7 @@ def test_logistic_s16_hand_rows():
     got = f(np.array([0, 7 * 4096], np.int16))
     # 0 -> table[0] << 9 = 2^24, + 2^9, >> 10 = 16384 = 0.5. x = 7.0 -> v = 86016 = 168 * 512:
     # (table[168] << 9) + 512, >> 10 = (table[168] + 1) // 2 (table[168] = sigmoid(7) in Q16)
-    assert_exact(got, [16384, (int(K.SIGMOID_TABLE_U16[168]) + 1) // 2], "logistic s16")
+    assert_identical(got, [16384, (int(K.SIGMOID_TABLE_U16[168]) + 1) // 2], "logistic s16")
 
 
 def test_tanh_s16_hand_rows():
@@ -511,7 +504,7 @@ def test_tanh_s16_hand_rows():
     # 0: table[0] << 8 = 2^23; - 2^23 + 2^7, >> 8 = 0.
     # 1 -> v = 3 = 0 * 256 + 3: 2^23 + 3 * (33451 - 32768) = 2^23 + 2049; + 128 >> 8 = 8; -1 -> -8
     # (tanh(2^-12) * 2^15 = 8.0). 32767 -> v = 98301, 383 = index >= 255: saturates to 65535 << 8 -> 32767
-    assert_exact(got, [0, 8, -8, 32767], "tanh s16")
+    assert_identical(got, [0, 8, -8, 32767], "tanh s16")
 
 
 def test_logistic_s16_saturated_negative_is_1():
@@ -540,7 +533,7 @@ def test_tanh_s16_is_exactly_odd_for_power_of_two_scales(scale):
     # floor((d + 128) / 256) and floor((-d + 127) / 256) are exact negatives of each other.
     x = np.arange(-32767, 32768).astype(np.int16)
     tanh = act_s16("TANH", scale)
-    assert_exact(tanh(-x), -tanh(x).astype(np.int64), "tanh(-x) = -tanh(x)")
+    assert_identical(tanh(-x), -tanh(x).astype(np.int64), "tanh(-x) = -tanh(x)")
 
 
 @pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
@@ -552,7 +545,7 @@ def test_activation_s8_lookup_equals_direct_computation(op, rng):
     kernel, direct = (K.logistic_s8, K.logistic_s8_direct) if op == "LOGISTIC" else (K.tanh_s8, K.tanh_s8_direct)
     got = kernel(x, params)
     assert got.dtype == np.int8 and got.shape == x.shape
-    assert_exact(got, direct(x, params), f"{op} lookup vs direct")
+    assert_identical(got, direct(x, params), f"{op} lookup vs direct")
 
 
 def test_activation_kernels_reject_mismatched_params():

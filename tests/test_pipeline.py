@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 import grukit
-from grukit import pipeline
-from grukit.errors import BadInputError
-from grukit.pipeline import deploy, infer_task
+from grukit import evaluate
 from grukit.cli import _finish_deploy
+from grukit.core.errors import BadInputError
+from grukit.firmware_ref import build
+from grukit.firmware_ref.build import emulation_unavailable_reason
+from grukit.inputs import infer_task
+from grukit.pipeline import deploy
 from grukit.report import MISMATCH_UNIT, SCHEMA_VERSION, Report
-from grukit.runtime import emulate, tflm_check
-from grukit.runtime.emulate import emulation_unavailable_reason
 
 # torch's float32 GRU vs the NumPy float reference: different summation order.
 FLOAT_MSE_RTOL = 1e-4
@@ -99,7 +100,7 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     # Without --max-latency-ms both latency lines are reported, not checked.
     for name in ("stm32l476 latency per step", "stm32l476 latency per sequence"):
         assert targets[name]["limit"] is None and targets[name]["pass"] is None
-    if emulate.missing_tools() == []:  # flash measured: the int8 kernel alone, linked from its entry points
+    if build.missing_tools() == []:  # flash measured: the int8 kernel alone, linked from its entry points
         assert "grukit_model_s8_step" in targets["stm32l476 flash"]["note"]
         assert "_s16" not in targets["stm32l476 flash"]["note"]
     for name, size in doc["artifacts"].items():
@@ -162,7 +163,7 @@ def test_drop_check_against_the_limit(tmp_path, limit_factor, passes):
 
 def test_interpreters_see_a_documented_subset(tiny, tmp_path, monkeypatch):
     module, x, y, logits = tiny
-    monkeypatch.setattr(pipeline, "INTERPRETER_MAX_STEPS", 10 * 8)  # 10 sequences of T=8
+    monkeypatch.setattr(evaluate, "INTERPRETER_MAX_STEPS", 10 * 8)  # 10 sequences of T=8
     report = deploy(module, x[:16], (x, y), "stm32l476", out_dir=tmp_path, progress=False)
     for runtime in ("litert", "tflite-micro"):
         info = report.runtimes[runtime]
@@ -280,18 +281,18 @@ def _perturbed(array: np.ndarray, index: tuple) -> np.ndarray:
 
 
 def _tflm_off_by_one(monkeypatch):
-    real = tflm_check.run_tflm_sequence
-    monkeypatch.setattr(tflm_check, "run_tflm_sequence", lambda path, x_q: _perturbed(real(path, x_q), (0, 1)))
+    real = evaluate.run_tflm_sequence
+    monkeypatch.setattr(evaluate, "run_tflm_sequence", lambda path, x_q: _perturbed(real(path, x_q), (0, 1)))
 
 
 def _c_kernel_off_by_one(monkeypatch):
-    real = emulate.run_c_host
+    real = evaluate.run_c_host
 
     def run(qmodel, x_q):
         y, states = real(qmodel, x_q)
         return y, [_perturbed(states[0], (2, 3, 4)), *states[1:]]
 
-    monkeypatch.setattr(emulate, "run_c_host", run)
+    monkeypatch.setattr(evaluate, "run_c_host", run)
 
 
 @pytest.mark.parametrize("runtime, perturb, first", [
@@ -300,7 +301,7 @@ def _c_kernel_off_by_one(monkeypatch):
 ])
 def test_a_runtime_that_is_not_bit_exact_fails_the_deploy(tiny, tmp_path, monkeypatch, capsys, runtime, perturb, first):
     module, x, y, _ = tiny
-    if runtime == "c-kernel" and emulate.host_cc() is None:
+    if runtime == "c-kernel" and build.host_cc() is None:
         pytest.skip("no host C compiler: the C kernel is not run")
     perturb(monkeypatch)
     # max_drop 1.0: the accuracy check passes whatever the perturbation, so only bit-exactness can fail.

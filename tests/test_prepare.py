@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.quantized import bias_scales
 from grukit.quantize import prepare as P
-from grukit.quantize.qparams import QParams, Requant
+from grukit.core.qparams import QParams, Requant
 
 
 def Q8(scale, zp=0):
@@ -249,7 +250,7 @@ def test_quantize_bias_hand():
 
 
 def test_bias_scales_are_float32_products():
-    s = P.bias_scales(0.1, np.array([0.3], np.float32))
+    s = bias_scales(0.1, np.array([0.3], np.float32))
     assert s.dtype == np.float32 and s[0] == np.float32(float(np.float32(0.1)) * float(np.float32(0.3)))
 
 

@@ -30,6 +30,20 @@ def test_output_error_is_lower_than_round_to_nearest(seed, O, K):
     assert _output_error(w, q_out, scales, x_test) < 0.8 * _output_error(w, q_nearest, scales, x_test)
 
 
+def test_an_update_past_the_int8_range_saturates_instead_of_wrapping():
+    """Column 0 rounds down (126.49 -> 126); inputs 0 and 1 are anti-correlated, so the update moves that
+    error onto column 1, whose weight is already the row's maximum: 127 plus the update, beyond int8. It
+    must saturate at 127 (a cast without the clip would wrap it to a negative integer)."""
+    w = np.array([[0.996, 1.0]])
+    scales = np.array([1.0 / 127], np.float32)
+    rng = np.random.default_rng(5)
+    x0 = rng.standard_normal(1000)
+    x = np.stack([x0, -x0 + 0.05 * rng.standard_normal(1000)], axis=1)
+    assert round(0.996 * 127) == 126  # column 0 rounds down: its error is positive
+    q = round_weights_to_inputs(w, scales, x.T @ x)
+    assert q.tolist() == [[126, 127]]
+
+
 def test_constant_zero_input_keeps_its_weights_finite():
     rng = np.random.default_rng(4)
     w = rng.standard_normal((6, 5))

@@ -1,14 +1,23 @@
-"""Board targets: loading, validation, and the budget arithmetic against hand-computed values."""
+"""Board targets: loading, validation, the budget arithmetic and the cost model against hand-computed values;
+flash measured from an ARM build."""
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from grukit.errors import BadInputError
-from grukit.model import GRUDirection, GRULayer, GRUModel
-from grukit.runtime import targets
-from grukit.runtime.targets import check_budget, cost_model_instructions, list_targets, load_target
+import grukit
+from grukit.board_checks import emulated_instructions
+from grukit.core.errors import BadInputError
+from grukit.core.model import GRUDirection, GRULayer, GRUModel
+from grukit.core.scheme import scheme_named
+from grukit.firmware_ref import build, measure
+from grukit.firmware_ref.c_export import constant_bytes, export_c
+from grukit.runtime import cost_model, targets
+from grukit.runtime.budget import Figure, check_budget
+from grukit.runtime.cost_model import cost_model_instructions
+from grukit.runtime.targets import list_targets, load_target
 
 # Latency is a float product; compare to the hand value at float64 rounding.
 LATENCY_RTOL = 1e-12
@@ -106,39 +115,37 @@ def test_budget_arithmetic_by_hand(tmp_path):
 def test_measured_figures_keep_their_label(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text(USER_TOML)
-    flash = targets.Figure(1234, False, "measured: size of the objects")
-    checks = check_budget(load_target(path), flash, targets.Figure(99, False, "from the header"), 10, 2,
+    flash = Figure(1234, False, "measured: size of the objects")
+    checks = check_budget(load_target(path), flash, Figure(99, False, "from the header"), 10, 2,
                           instructions_source="QEMU")
     assert (checks[0].value, checks[0].estimate, checks[0].note) == (1234, False, "measured: size of the objects")
     assert (checks[1].value, checks[1].estimate) == (99, False)
     assert checks[3].estimate and "from QEMU" in checks[3].note  # cycles stay an estimate
 
 
-def test_emulation_reasons_name_what_is_missing(monkeypatch):
-    from grukit.runtime import emulate
+def test_board_profiles_name_the_machines_firmware_ref_builds_for():
+    assert set(targets.QEMU_MACHINES) == set(build.MACHINES)
 
-    assert targets.emulated_instructions(None, None) == "no QEMU machine emulates this core"
+
+def test_emulation_reasons_name_what_is_missing(monkeypatch):
+    assert emulated_instructions(None, None) == "no QEMU machine emulates this core"
     # firmware_ref supports every machine QEMU offers today; take one away to see the reason a user gets when
     # grukit has no bare-metal support (linker script, startup) for a machine. With tools missing the reason
     # names the packages instead. Either way nothing is measured.
     machine = "mps3-an547"
-    monkeypatch.setattr(emulate, "MACHINES", {k: v for k, v in emulate.MACHINES.items() if k != machine})
-    reason = targets.emulated_instructions(None, machine)
-    assert isinstance(reason, str) and (machine in reason or "install" in reason)
-    monkeypatch.setattr(emulate, "missing_tools", lambda: ["qemu-system-arm"])
-    assert "install Debian packages qemu-system-arm" in targets.emulated_instructions(None, "mps2-an386")
+    monkeypatch.setattr(build, "MACHINES", {k: v for k, v in build.MACHINES.items() if k != machine})
+    reason = emulated_instructions(None, machine)
+    assert isinstance(reason, str) and machine in reason and "no board support" in reason
+    monkeypatch.setattr(build, "missing_tools", lambda: ["qemu-system-arm"])
+    assert "install Debian packages qemu-system-arm" in emulated_instructions(None, "mps2-an386")
 
 
 def _object_bytes(source, tmp_path) -> int:
     """text + data of one firmware_ref source compiled alone for the Cortex-M4 (every function it holds)."""
-    import subprocess
-
-    from grukit.runtime import emulate
-
-    flags = [f for f in emulate.arm_flags(targets.MEASURED_MACHINE)
+    flags = [f for f in build.arm_flags(measure.MEASURED_MACHINE)
              if not f.startswith(("-Wl,", "--specs", "-nostartfiles"))]
     obj = tmp_path / f"{source.stem}.o"
-    subprocess.run(["arm-none-eabi-gcc", *flags, *emulate.include_flags(), "-c", str(source), "-o", str(obj)],
+    subprocess.run(["arm-none-eabi-gcc", *flags, *build.include_flags(), "-c", str(source), "-o", str(obj)],
                    check=True, capture_output=True)
     size = subprocess.run(["arm-none-eabi-size", str(obj)], check=True, capture_output=True, text=True).stdout
     return sum(int(v) for v in size.splitlines()[1].split()[:2])
@@ -150,22 +157,18 @@ KERNEL_ESTIMATE_RTOL = 0.10
 
 @pytest.mark.parametrize("scheme", ["int8", "16x8"])
 def test_built_flash_bytes_counts_what_the_scheme_links(scheme, tmp_path):
-    import grukit
-    from grukit.export.c_export import constant_bytes, export_c
-    from grukit.runtime import emulate
-
-    if emulate.missing_tools():
-        pytest.skip(f"ARM toolchain missing: {emulate.missing_tools()}")
+    if build.missing_tools():
+        pytest.skip(f"ARM toolchain missing: {build.missing_tools()}")
     model = _tiny_model(I=3, H=8)
     qmodel = grukit.quantize(model, np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32),
                              scheme=scheme)
-    built = targets.built_flash_bytes(export_c(qmodel, tmp_path / "c")[1], scheme)
+    built = measure.built_flash_bytes(export_c(qmodel, tmp_path / "c")[1], scheme)
     # The object holds the constant arrays grukit counts plus the model's structs (pointers, sizes): more,
     # but not by more than a few hundred bytes for one layer.
     assert constant_bytes(qmodel) <= built.model_bytes <= constant_bytes(qmodel) + 1024
     # Against each kernel source compiled on its own (all of its functions, both schemes): the int8 kernel
-    # is part of grukit_gru.c alone; the 16x8 kernel also calls grukit_ops.c (and its tables).
-    whole = {Path(s).stem: _object_bytes(emulate.firmware_dir() / s, tmp_path) for s in emulate.KERNEL_SOURCES}
+    # is part of grukit_gru.c alone; the 16x8 kernel also reads grukit_tables.c's sigmoid table.
+    whole = {Path(s).stem: _object_bytes(build.firmware_dir() / s, tmp_path) for s in build.KERNEL_SOURCES}
     if scheme == "int8":
         assert 1024 < built.kernel_bytes < whole["grukit_gru"]
     else:
@@ -173,7 +176,7 @@ def test_built_flash_bytes_counts_what_the_scheme_links(scheme, tmp_path):
     suffix = "s8" if scheme == "int8" else "s16"
     assert f"grukit_model_{suffix}_step" in built.note() and f"{built.kernel_bytes:,}" in built.note()
     assert set(built.undefined) <= {"memcpy", "memset", "memmove"}, built.undefined  # only the C library
-    estimate = targets.KERNEL_CODE_BYTES[scheme]
+    estimate = cost_model.KERNEL_CODE_BYTES[scheme_named(scheme)]
     assert abs(estimate - built.kernel_bytes) <= KERNEL_ESTIMATE_RTOL * built.kernel_bytes, (estimate, built)
 
 
@@ -182,19 +185,20 @@ def test_memory_estimate_per_scheme_by_hand():
     # (int32 for int8, int64 for 16x8); 16 ops in the step graph, each with its requantization parameters.
     model = _tiny_model()
     ops = 16
-    int8, int16 = targets.memory_estimate(model, "int8"), targets.memory_estimate(model, "16x8")
-    assert int8.flash_bytes == targets.KERNEL_CODE_BYTES["int8"] + 18 + 4 * 12 + ops * targets.REQUANT_BYTES_PER_OP
-    assert int16.flash_bytes == targets.KERNEL_CODE_BYTES["16x8"] + 18 + 8 * 12 + ops * targets.REQUANT_BYTES_PER_OP
+    int8, int16 = cost_model.memory_estimate(model, "int8"), cost_model.memory_estimate(model, "16x8")
+    code = {name: cost_model.KERNEL_CODE_BYTES[scheme_named(name)] for name in ("int8", "16x8")}
+    assert int8.flash_bytes == code["int8"] + 18 + 4 * 12 + ops * cost_model.REQUANT_BYTES_PER_OP
+    assert int16.flash_bytes == code["16x8"] + 18 + 8 * 12 + ops * cost_model.REQUANT_BYTES_PER_OP
     assert int16.ram_bytes == 2 * int8.ram_bytes  # every activation and the state twice as wide
     with pytest.raises(BadInputError, match="unknown scheme"):
-        targets.memory_estimate(model, "int4")
+        cost_model.memory_estimate(model, "int4")
 
 
 def test_cost_model_by_hand():
     # I=1, H=2, linear_before_reset=1, no head: 3H(I+H) = 18 MACs; 6 FC ops x H = 12 outputs;
     # 7 ADD/SUB/MUL x H = 14 elements; 3 LOGISTIC/TANH x H = 6 elements.
-    expected = 18 * targets.INSTRUCTIONS_PER_MAC + 12 * targets.INSTRUCTIONS_PER_FC_OUTPUT \
-        + 14 * targets.INSTRUCTIONS_PER_ELEMENTWISE + 6 * targets.INSTRUCTIONS_PER_ACTIVATION
+    expected = 18 * cost_model.INSTRUCTIONS_PER_MAC + 12 * cost_model.INSTRUCTIONS_PER_FC_OUTPUT \
+        + 14 * cost_model.INSTRUCTIONS_PER_ELEMENTWISE + 6 * cost_model.INSTRUCTIONS_PER_ACTIVATION
     model = _tiny_model()
     assert model.macs_per_step() == 18
     count = cost_model_instructions(model)

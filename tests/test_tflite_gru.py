@@ -18,24 +18,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import tflite
 
 import grukit
-from grukit.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.tflite_export import (
     export_tflite, export_tflite_all, export_tflite_sequence, export_tflite_sequence_float, export_tflite_step,
     export_tflite_step_float,
 )
-from grukit.export.tflite_writer import read_operator_codes, read_tflite_metadata
-from grukit.model import GRULayer, GRUModel
-from grukit.runtime import tflm_check as C
-from grukit.runtime.float_gru import layers_forward
+from grukit.export.tflite_read import read_operator_codes, read_tflite_metadata
+from grukit.core.model import GRULayer, GRUModel
+from grukit import verify as C
+from grukit.verify import assert_identical
+from grukit.core.float_gru import layers_forward
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gru_factory import random_direction, random_inputs, random_model  # noqa: E402
 
-pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-pytest.importorskip("ai_edge_litert.interpreter")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMES = ("int8", "16x8")
@@ -75,12 +75,6 @@ def quantized_case(name: str, scheme: str, T: int = T_SHORT):
     return model, grukit.quantize(model, calib, scheme=scheme), x
 
 
-def assert_equal_first_mismatch(got: np.ndarray, expected: np.ndarray, what: str) -> None:
-    mismatch = C.first_mismatch(got, expected, what)
-    assert got.dtype == expected.dtype, f"{what}: dtype {got.dtype}, expected {expected.dtype}"
-    assert mismatch is None, f"TFLM vs NumPy runtime, {mismatch}"
-
-
 def stream_outputs(qmodel, x_q: np.ndarray) -> np.ndarray:
     """Every step's y_t from the runtime's streaming API, one independent sequence at a time: [N, T, O]."""
     ys = []
@@ -99,10 +93,10 @@ def float_logits(model: GRUModel, x: np.ndarray, per_step: bool) -> np.ndarray:
 
 def check_step_model(qmodel, path, x_q: np.ndarray, what: str) -> None:
     y, states = C.run_tflm_step_iterated(path, x_q, len(qmodel.layers))
-    assert_equal_first_mismatch(y, stream_outputs(qmodel, x_q), f"{what} y_t")
+    assert_identical(y, stream_outputs(qmodel, x_q), f"{what} y_t", same_dtype=True)
     _, states_expected = qmodel.run_int(x_q)
     for li, (got, expected) in enumerate(zip(states, states_expected)):
-        assert_equal_first_mismatch(got, expected, f"{what} h{li}")
+        assert_identical(got, expected, f"{what} h{li}", same_dtype=True)
 
 
 def litert_lsb(qmodel, seq_path, step_path, x_q: np.ndarray, what: str) -> int:
@@ -124,7 +118,7 @@ def test_random_model_equals_tflm(scheme, case, tmp_path):
     x_q = qmodel.quantize_input(x)
     what = f"{scheme} {case}"
     seq_path = export_tflite_sequence(qmodel, tmp_path / "seq.tflite", T_SHORT)
-    assert_equal_first_mismatch(C.run_tflm_sequence(seq_path, x_q), qmodel.predict_int(x_q), f"{what} sequence y")
+    assert_identical(C.run_tflm_sequence(seq_path, x_q), qmodel.predict_int(x_q), f"{what} sequence y", same_dtype=True)
     step_path = export_tflite_step(qmodel, tmp_path / "step.tflite")
     check_step_model(qmodel, step_path, x_q, f"{what} step")
     assert litert_lsb(qmodel, seq_path, step_path, x_q, what) <= LITERT_MAX_LSB_RANDOM[scheme]
@@ -155,7 +149,7 @@ def test_sequence_of_one_step(tmp_path):
         qmodel = grukit.quantize(model, random_inputs(8, N=8, T=5, I=3), scheme=scheme)
         x_q = qmodel.quantize_input(x)
         path = export_tflite_sequence(qmodel, tmp_path / f"{scheme}.tflite", 1)
-        assert_equal_first_mismatch(C.run_tflm_sequence(path, x_q), qmodel.predict_int(x_q), f"{scheme} T=1")
+        assert_identical(C.run_tflm_sequence(path, x_q), qmodel.predict_int(x_q), f"{scheme} T=1", same_dtype=True)
 
 
 def test_per_step_head_over_many_steps_uses_concat_tree(tmp_path):
@@ -164,7 +158,7 @@ def test_per_step_head_over_many_steps_uses_concat_tree(tmp_path):
     qmodel = grukit.quantize(model, random_inputs(9, N=8, T=23, I=2), scheme="16x8")
     x_q = qmodel.quantize_input(random_inputs(10, N=2, T=23, I=2))
     path = export_tflite_sequence(qmodel, tmp_path / "seq.tflite", 23)
-    assert_equal_first_mismatch(C.run_tflm_sequence(path, x_q), qmodel.predict_int(x_q), "16x8 T=23 per step")
+    assert_identical(C.run_tflm_sequence(path, x_q), qmodel.predict_int(x_q), "16x8 T=23 per step", same_dtype=True)
 
 
 # --- the checker reports mismatches -----------------------------------------------------------------------
@@ -226,7 +220,7 @@ def test_demo_model_equals_tflm(demo, scheme, tmp_path):
     x = val[:: val.shape[0] // 4][:4]  # 4 sequences spread over the validation set
     x_q = qmodel.quantize_input(x)
     seq = paths[f"{scheme}_seq"]
-    assert_equal_first_mismatch(C.run_tflm_sequence(seq, x_q), qmodel.predict_int(x_q), f"demo {scheme} seq")
+    assert_identical(C.run_tflm_sequence(seq, x_q), qmodel.predict_int(x_q), f"demo {scheme} seq", same_dtype=True)
     check_step_model(qmodel, paths[f"{scheme}_step"], x_q, f"demo {scheme} step")
     check = C.compare_tflite_micro(qmodel, paths[f"{scheme}_step"], x)  # the pipeline's call, float x
     assert check.bit_exact and check.compared > 0, str(check.mismatch)
@@ -240,7 +234,6 @@ def test_demo_model_equals_tflm(demo, scheme, tmp_path):
 @pytest.fixture(scope="module")
 def japanese_vowels_model():
     """(GRUModel trained for a few epochs on JapaneseVowels, x_train, x_test), trained once per module."""
-    torch = pytest.importorskip("torch")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     realdata = pytest.importorskip("realdata")
     try:
@@ -281,7 +274,7 @@ def test_japanese_vowels_model_equals_tflm(japanese_vowels_model, scheme, tmp_pa
     qmodel = grukit.quantize(model, x_tr, scheme=scheme)
     x_q = qmodel.quantize_input(x_te[:: x_te.shape[0] // 3][:3])
     seq = export_tflite_sequence(qmodel, tmp_path / "seq.tflite", x_te.shape[1])
-    assert_equal_first_mismatch(C.run_tflm_sequence(seq, x_q), qmodel.predict_int(x_q), f"vowels {scheme} seq")
+    assert_identical(C.run_tflm_sequence(seq, x_q), qmodel.predict_int(x_q), f"vowels {scheme} seq", same_dtype=True)
     step = export_tflite_step(qmodel, tmp_path / "step.tflite")
     check_step_model(qmodel, step, x_q, f"vowels {scheme} step")
     assert litert_lsb(qmodel, seq, step, x_q, f"vowels {scheme}") <= LITERT_MAX_LSB_REAL[scheme]
@@ -327,7 +320,7 @@ def test_file_sizes_and_weights_stored_once(demo, tmp_path):
 
 def test_ops_and_types_in_graph_order(tmp_path):
     """One TFLite op per graph op: a 1-layer lbr=1 int8 step file holds exactly the graph's op kinds."""
-    from grukit.quantize.graph import step_ops
+    from grukit.core.graph import step_ops
 
     model = random_model(seed=0, I=3, H=4, O=2)
     qmodel = grukit.quantize(model, random_inputs(0, N=4, T=5, I=3), scheme="int8")

@@ -1,4 +1,4 @@
-"""Each NumPy integer kernel (grukit.runtime.ops_int) against TFLite-Micro running the same single op.
+"""Each NumPy integer kernel (grukit.core.ops_int) against TFLite-Micro running the same single op.
 
 For every op of the integer GRU step and both schemes (int8: asymmetric int8 activations, per-channel
 int8 weights, int32 bias; 16x8: symmetric int16 activations, int8 weights, int64 bias) a one-op .tflite is
@@ -16,13 +16,15 @@ import math
 import numpy as np
 import pytest
 
+from ai_edge_litert import interpreter as litert
+from tflite_micro.python.tflite_micro import runtime as tflm_runtime
+
+from grukit.core import ops_int as K
+from grukit.core.qparams import INT_RANGE, QParams
+from grukit.core.quantized import bias_scales
 from grukit.export.tflite_writer import TFLiteBuilder, TensorQuant
 from grukit.quantize import prepare as P
-from grukit.quantize.qparams import INT_RANGE, QParams
-from grukit.runtime import ops_int as K
-
-tflm_runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+from grukit.verify import first_mismatch
 
 # scheme -> (activation dtype, bias dtype)
 SCHEMES = {"int8": ("int8", "int32"), "16x8": ("int16", "int64")}
@@ -62,17 +64,14 @@ def run_litert(data: bytes, inputs: list[np.ndarray]) -> np.ndarray:
 
 
 def assert_equal_to_tflm(got_tflm: np.ndarray, expected: np.ndarray, what: str, inputs: list[np.ndarray]) -> None:
-    """Exact equality; the message gives the first mismatching index, both values and the inputs there."""
-    assert got_tflm.dtype == expected.dtype and got_tflm.shape == expected.shape, (
-        f"{what}: TFLM gave {got_tflm.dtype}{got_tflm.shape}, NumPy {expected.dtype}{expected.shape}")
-    bad = np.argwhere(got_tflm != expected)
-    msg = ""
-    if len(bad):
-        idx = tuple(int(i) for i in bad[0])
+    """Exact equality, dtype included; the message gives the first mismatch and the inputs there."""
+    assert got_tflm.dtype == expected.dtype, f"{what}: TFLM gave {got_tflm.dtype}, NumPy {expected.dtype}"
+    mismatch = first_mismatch(got_tflm, expected, f"{what} (TFLM vs NumPy)")
+    if mismatch is not None and mismatch.position is not None:
+        idx = mismatch.position
         at = [x[idx].item() if x.shape == expected.shape else x[idx[0]].tolist() for x in inputs]
-        msg = (f"{what}: {len(bad)} of {expected.size} differ; first at index {idx}: "
-               f"got (TFLM) {got_tflm[idx].item()}, expected (NumPy) {expected[idx].item()}, input(s) there {at}")
-    np.testing.assert_array_equal(got_tflm, expected, err_msg=msg)
+        raise AssertionError(f"{mismatch}; input(s) there {at}")
+    assert mismatch is None, str(mismatch)
 
 
 def report_litert(data: bytes, inputs: list[np.ndarray], expected: np.ndarray, what: str) -> int:
@@ -157,7 +156,7 @@ def fc_model(x_q, w_q, w_scales, bias_q, in_q, out_q, act, bias_dtype) -> bytes:
     bias = -1
     if bias_q is not None:
         bias = b.add_tensor("b", [O], bias_dtype, data=bias_q,
-                            quant=TensorQuant(P.bias_scales(in_q.scale, w_scales), np.zeros(O, np.int64), 0))
+                            quant=TensorQuant(bias_scales(in_q.scale, w_scales), np.zeros(O, np.int64), 0))
     y = b.add_tensor("y", [N, O], act, quant=out_q)
     b.add_op("FULLY_CONNECTED", [x, w, bias], [y])
     b.set_io([x], [y])

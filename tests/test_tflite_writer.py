@@ -4,17 +4,12 @@ import numpy as np
 import pytest
 import tflite
 
-from grukit.errors import BadInputError, UnsupportedModelError
-from grukit.export.tflite_writer import (
-    TFLiteBuilder,
-    TensorQuant,
-    read_metadata_buffers,
-    read_operator_codes,
-    read_tflite_metadata,
-)
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from ai_edge_litert import interpreter as litert
+from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
-tflm_runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+from grukit.export.tflite_read import read_metadata_buffers, read_operator_codes, read_tflite_metadata
+from grukit.export.tflite_writer import TFLiteBuilder, TensorQuant
 
 # float32 kernels accumulate in float32 in their own order; the NumPy references run in float64.
 FLOAT_ATOL = 1e-5

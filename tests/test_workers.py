@@ -9,7 +9,8 @@ import grukit
 from grukit.runtime import workers as W
 
 from gru_factory import random_inputs, random_model
-from test_int_gru import CASES, assert_equal_first_mismatch
+from grukit.verify import assert_identical
+from test_int_gru import CASES
 
 
 @pytest.fixture
@@ -27,11 +28,11 @@ def test_split_batch_equals_one_process(scheme, case, small_chunks):
     x_q = q.quantize_input(x)
     y1, states1 = q.run_int(x_q, workers=1)
     y3, states3 = q.run_int(x_q, workers=3)
-    assert_equal_first_mismatch(y3, y1, "output, 3 processes vs 1")
+    assert_identical(y3, y1, "output, 3 processes vs 1")
     for k, (a, b) in enumerate(zip(states3, states1)):
-        assert_equal_first_mismatch(a, b, f"layer {k} states, 3 processes vs 1")
-    assert_equal_first_mismatch(q.predict_int(x_q, workers=2), y1, "predict_int, 2 processes vs 1")
-    assert_equal_first_mismatch(q.predict(x, batch=16, workers=2), q.predict(x, workers=1), "predict")
+        assert_identical(a, b, f"layer {k} states, 3 processes vs 1")
+    assert_identical(q.predict_int(x_q, workers=2), y1, "predict_int, 2 processes vs 1")
+    assert_identical(q.predict(x, batch=16, workers=2), q.predict(x, workers=1), "predict")
 
 
 def test_each_worker_keeps_models_apart(small_chunks):
@@ -41,7 +42,7 @@ def test_each_worker_keeps_models_apart(small_chunks):
     expected = [q.predict_int(q.quantize_input(x), workers=1) for q in qs]
     for _ in range(2):
         for q, y in zip(qs, expected):
-            assert_equal_first_mismatch(q.predict_int(q.quantize_input(x), workers=2), y, q.float_model.name)
+            assert_identical(q.predict_int(q.quantize_input(x), workers=2), y, q.float_model.name)
 
 
 def test_a_worker_error_is_raised_in_the_caller():
@@ -70,7 +71,7 @@ def test_a_dead_worker_is_reported_then_replaced(small_chunks):
     with pytest.raises(W.WorkerError, match="exited with code -9.*GRUKIT_WORKERS=1"):
         q.predict_int(x_q, workers=2)
     assert not W._workers  # all stopped: none can be trusted mid-protocol
-    assert_equal_first_mismatch(q.predict_int(x_q, workers=2), expected, "after a restart")
+    assert_identical(q.predict_int(x_q, workers=2), expected, "after a restart")
 
 
 def test_small_batches_run_in_the_caller():

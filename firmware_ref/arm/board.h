@@ -5,7 +5,7 @@
  * Counting instructions: the DWT cycle counter reads 0 under QEMU, but with `-icount shift=N` the virtual
  * clock advances 2^N ns per instruction and SysTick, clocked from the processor clock, follows it, so
  * instructions = ticks * (1e9 / BOARD_SYSTICK_HZ) / 2^N. The processor clock is the machine's: 25 MHz on
- * AN386/AN500, 20 MHz on AN505, 32 MHz on AN547 (grukit.runtime.emulate.MACHINES, measured there on a
+ * AN386/AN500, 20 MHz on AN505, 32 MHz on AN547 (grukit.firmware_ref.build.MACHINES, measured there on a
  * counted loop). SysTick is 24 bits wide; its wraps are counted in the interrupt handler so a measured
  * region may be any length.
  */

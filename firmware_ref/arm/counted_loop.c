@@ -4,7 +4,7 @@
  * the compiler cannot change it. Two runs of different lengths are timed and their difference printed, which
  * cancels the fixed cost of the calls and of reading the counter:
  *   "LOOP <instructions> <ticks> <board_ticks_to_instructions(ticks)>"
- * tests/test_firmware_ops.py compares both conversions (Python's and board.c's) with <instructions>.
+ * tests/test_firmware_build.py compares both conversions (Python's and board.c's) with <instructions>.
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /*
  * grukit_gru.c - the fused integer GRU step (contracts in grukit_gru.h).
  *
- * The _s8 kernel evaluates the op sequence of grukit/quantize/graph.py for a whole hidden vector at a time:
+ * The _s8 kernel evaluates the op sequence of grukit/core/graph.py for a whole hidden vector at a time:
  *   1. the layer input is widened once to int16 pairs (offset added, doubled);
  *   2. the stacked input-side and state-side gate products run as 4-row blocks over it, two weight rows
  *      packed per halfword (grukit_fc_s8);
@@ -9,8 +9,10 @@
  * Every intermediate int8 tensor is the one TFLite-Micro would produce; only the order of additions inside
  * a dot product differs, and integer addition in int32 is exact (the generator bounds every accumulator).
  *
- * Overflow policy as in grukit_ops.c: no signed overflow occurs within the documented contracts; shifts of
- * possibly negative values go through uint32_t; right shifts of negative values are arithmetic (GCC, Clang).
+ * Overflow policy: no signed overflow occurs within the documented contracts (the generator proves each
+ * bound from the model's weights, biases and zero points); shifts of possibly negative values go through
+ * uint32_t; right shifts of negative values are arithmetic (GCC, Clang). firmware_ref/kernel.py is this
+ * file's Python twin, function for function.
  */
 #include "grukit_gru.h"
 #include "grukit_tables.h"
@@ -134,8 +136,9 @@ static inline void dot_block_s8(const int32_t *w, const int32_t *xw, int32_t gro
     int32_t p0 = start[0], b0 = start[1], p1 = start[2], b1 = start[3];
     const int32_t *const xw_end = xw + 4 * groups;
 #if GRUKIT_GRU_DSP
-    /* Per 32 MACs: 6 LDRD, 8 SXTB16, 16 SMLAD, CMP, BNE. SMLAD adds modulo 2^32 like the portable sum; the
-     * generator bounded the true sums below 2^31, so both give the same int32. */
+    /* Per 32 MACs: 6 LDRD, 8 SXTB16, 16 SMLAD, CMP, BNE. The generator bounds |start| + sum |w x| of each
+     * accumulator below 2^31, which bounds every partial sum too: no accumulation leaves int32, so SMLAD
+     * (which would wrap) and the portable C (where overflow would be undefined) give the same exact sum. */
     if (xw < xw_end) {
         int32_t x0, x1, wa, wb;
         __asm__ volatile(
@@ -260,7 +263,8 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
     int8_t *z_buf = gh + 3 * h4;
     int8_t *r_h = z_buf + h4;
     const int8_t *gx_z = gx, *gx_r = gx + h4, *gx_n = gx + 2 * h4;
-    const int8_t *gh_z = gh, *gh_r = gh + h4, *gh_n = gh + 2 * h4;
+    const int8_t *gh_z = gh, *gh_r = gh + h4;
+    int8_t *gh_n = gh + 2 * h4; /* written by the lbr 0 path's third product */
     /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
     const grukit_add_table_s8 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
     const grukit_add_table_s8 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
@@ -291,7 +295,7 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
         r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);
     }
     widen_s8(r_h, H, layer->hn_fc.input_offset, xw);
-    fc_s8(&layer->hn_fc, xw, (int8_t *)gh_n);
+    fc_s8(&layer->hn_fc, xw, gh_n);
     for (int32_t j = 0; j < H; ++j) {
         const int32_t n = n_table[add_tab_s8(&n_pre, gx_n[j], gh_n[j])];
         const int32_t diff = sub_tab_s8(&h_minus_n, h[j], n);

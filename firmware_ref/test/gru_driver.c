@@ -1,5 +1,5 @@
 /*
- * gru_driver.c - runs a generated model (grukit.export.c_export) on golden input sequences and prints every
+ * gru_driver.c - runs a generated model (grukit.firmware_ref.c_export) on golden input sequences and prints every
  * layer's state and the output after every step, for tests/test_firmware_gru.py to compare with the NumPy
  * runtime.
  *

@@ -1,6 +1,6 @@
 /*
- * host_runner.c - runs a generated model (grukit.export.c_export) with the fused kernel over many integer
- * sequences on the HOST, for grukit.runtime.emulate.run_c_host (validation data through the real C code).
+ * host_runner.c - runs a generated model (grukit.firmware_ref.c_export) with the fused kernel over many integer
+ * sequences on the HOST, for grukit.firmware_ref.host.run_c_host (validation data through the real C code).
  *
  * Build with -DGRUKIT_MODEL_HEADER='"path/to/grukit_model.h"' (model object named grukit_model).
  * Binary I/O in the host's byte order, because text is slow for N x T x (I + H) values:

@@ -2,7 +2,7 @@
 
 The int16 LOGISTIC / TANH kernels interpolate in TFLite-Micro's 256-entry table of sigmoid(i / 24) in
 unsigned Q0.16. Its entries are data, not a formula (no simple rounding of sigmoid reproduces all of them),
-so the table is read from one place, the NumPy runtime (``grukit.runtime.ops_int``), and written here;
+so the table is read from one place, the NumPy runtime (``grukit.core.ops_int``), and written here;
 ``--tflm-common-h PATH`` reads it from TFLite-Micro's ``kernels/internal/common.h`` instead.
 
     python firmware_ref/tools/gen_tables.py [--tflm-common-h PATH]
@@ -14,18 +14,18 @@ import argparse
 import re
 from pathlib import Path
 
+from grukit.core import ops_int
+
 OUT = Path(__file__).resolve().parents[1] / "src" / "grukit_tables.c"
 TABLE_NAMES = ("SIGMOID_TABLE_UINT16", "sigmoid_table_uint16", "SIGMOID_TABLE_U16")
 
 
 def table_from_runtime() -> tuple[list[int], str]:
     """The sigmoid table as the NumPy runtime holds it."""
-    from grukit.runtime import ops_int
-
     for name in TABLE_NAMES:
         if hasattr(ops_int, name):
-            return [int(v) for v in getattr(ops_int, name)], f"grukit.runtime.ops_int.{name}"
-    raise SystemExit(f"grukit.runtime.ops_int has none of {TABLE_NAMES}")
+            return [int(v) for v in getattr(ops_int, name)], f"grukit.core.ops_int.{name}"
+    raise SystemExit(f"grukit.core.ops_int has none of {TABLE_NAMES}")
 
 
 def table_from_tflm(common_h: Path) -> tuple[list[int], str]:

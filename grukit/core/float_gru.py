@@ -1,14 +1,18 @@
 """The float NumPy reference: what the trained network computes, in float32.
 
+It is the meaning of the model representation, so it sits in the core: calibration observes it
+(``grukit.quantize``), every loader checks a model against its framework with it (``grukit.export``), and the
+integer runtimes are scored against it.
+
 The step is written as the same graph of small tensors the integer runtime quantizes (see
-``grukit.quantize.graph``), so calibration can observe every tensor the integer GRU will hold. The biases
+``grukit.core.graph``), so calibration can observe every tensor the integer GRU will hold. The biases
 are grouped the way that graph groups them:
 
     gx_g = W_g x_t + bx_g            bx_z = Wb_z + Rb_z,  bx_r = Wb_r + Rb_r,
                                      bx_n = Wb_n (+ Rb_n when linear_before_reset = 0)
     gh_g = R_g h_{t-1} (+ Rb_n for g = n when linear_before_reset = 1)
 
-which is the same function as the ONNX GRU definition in ``grukit.model``.
+which is the same function as the ONNX GRU definition in ``grukit.core.model``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from grukit.model import GATE_N, GATE_R, GATE_Z, Dense, GRUDirection, GRUModel
+from grukit.core.graph import split_biases
+from grukit.core.model import GATE_N, GATE_R, GATE_Z, Dense, GRUDirection, GRUModel
 
 # observe(layer_index, tensor_name, value[N, ...]) is called once per tensor per step when given.
 Observer = Callable[[int, str, np.ndarray], None]
@@ -31,19 +36,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     e = np.exp(x[~pos])
     out[~pos] = e / (1.0 + e)
     return out
-
-
-def split_biases(d: GRUDirection, linear_before_reset: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bx [3, H], bh [3, H]): the biases regrouped onto the input-side and hidden-side products."""
-    bx = d.Wb.copy()
-    bh = np.zeros_like(d.Rb)
-    bx[GATE_Z] += d.Rb[GATE_Z]
-    bx[GATE_R] += d.Rb[GATE_R]
-    if linear_before_reset:
-        bh[GATE_N] = d.Rb[GATE_N]
-    else:
-        bx[GATE_N] += d.Rb[GATE_N]
-    return bx, bh
 
 
 def gru_step(
@@ -110,14 +102,18 @@ def direction_forward(
     return ys
 
 
-def head_forward(head: Dense, h: np.ndarray) -> np.ndarray:
-    y = h @ head.W.T + head.b
-    if head.activation == "softmax":
+def head_activation(y: np.ndarray, activation: str) -> np.ndarray:
+    """The head's float activation on its outputs y [..., O]: "linear", "softmax" (last axis) or "sigmoid"."""
+    if activation == "softmax":
         e = np.exp(y - y.max(axis=-1, keepdims=True))
-        y = e / e.sum(axis=-1, keepdims=True)
-    elif head.activation == "sigmoid":
-        y = sigmoid(y)
-    return y.astype(np.float32, copy=False)
+        return e / e.sum(axis=-1, keepdims=True)
+    if activation == "sigmoid":
+        return sigmoid(y)
+    return y
+
+
+def head_forward(head: Dense, h: np.ndarray) -> np.ndarray:
+    return head_activation(h @ head.W.T + head.b, head.activation).astype(np.float32, copy=False)
 
 
 def as_batch(x: np.ndarray, input_size: int) -> np.ndarray:

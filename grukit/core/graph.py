@@ -14,7 +14,7 @@ Why this decomposition:
   (1 - z) * n + z * h costs an extra SUB and MUL). Its output quantization is the state's own, so the
   state feeds back without a requantization op.
 
-Tensor names are the float reference's ``observe`` names (``grukit.runtime.float_gru``), so calibration
+Tensor names are the float reference's ``observe`` names (``grukit.core.float_gru``), so calibration
 observes exactly the tensors quantized here. ``x`` is the layer input (the model input or the previous
 layer's state), ``h`` the previous state, ``h_new`` the new one (observed as ``"h"``).
 """
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grukit.model import GATE_N, GATE_R, GATE_Z
+import numpy as np
+
+from grukit.core.model import GATE_N, GATE_R, GATE_Z, GRUDirection
 
 FULLY_CONNECTED = "FULLY_CONNECTED"
 ADD = "ADD"
@@ -93,3 +95,15 @@ def recurrent_ops(linear_before_reset: int) -> tuple[Op, ...]:
     """The ops that depend on the previous state, in execution order."""
     return tuple(op for op in step_ops(linear_before_reset) if op.inputs != ("x",))
 
+
+def split_biases(d: GRUDirection, linear_before_reset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bx [3, H], bh [3, H]): the biases regrouped onto the input-side and hidden-side products."""
+    bx = d.Wb.copy()
+    bh = np.zeros_like(d.Rb)
+    bx[GATE_Z] += d.Rb[GATE_Z]
+    bx[GATE_R] += d.Rb[GATE_R]
+    if linear_before_reset:
+        bh[GATE_N] = d.Rb[GATE_N]
+    else:
+        bx[GATE_N] += d.Rb[GATE_N]
+    return bx, bh

@@ -1,7 +1,9 @@
-"""Run grukit's ``.tflite`` files in TFLite-Micro and LiteRT, and check them against the NumPy runtime.
+"""Cross-runtime verification in one place: grukit's files run in TFLite-Micro, LiteRT and onnxruntime,
+compared with the NumPy integer runtime; and the exact comparison every check uses (``first_mismatch``).
 
-The files are batch 1 (``grukit.export.tflite_export``): a batch of N sequences runs as N independent
-invocations, the interpreter reset between them.
+The ``.tflite`` files are batch 1 (``grukit.export.tflite_export``): a batch of N sequences runs as N
+independent invocations, the interpreter reset between them. The C kernel's host runner is
+``grukit.firmware_ref.host.run_c_host``; its comparison goes through ``first_mismatch`` too.
 
 - ``run_tflm_sequence(path, x_q)``: a sequence model on x_q [N, T, I] -> y_q [N, O] or [N, T, O].
 - ``run_tflm_step_iterated(path, x_q, n_layers)``: a step model over T steps, every layer's state fed back
@@ -13,6 +15,7 @@ invocations, the interpreter reset between them.
 - ``compare_tflite_micro(qmodel, path, x)``: every tensor that differs between TFLM and ``qmodel``, each
   with its first mismatch (position, got, expected) and how many elements differ, or its wrong shape;
   ``bit_exact_tflite_micro`` its boolean.
+- ``first_mismatch`` / ``assert_identical``: exact integer comparison naming the first difference.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+from ai_edge_litert.interpreter import Interpreter as LiteRTInterpreter
+from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
-from grukit.errors import BadInputError
-from grukit.export.tflite_writer import read_tflite_metadata
+from grukit.core.errors import BadInputError
+from grukit.export.tflite_read import read_tflite_metadata
+from grukit.runtime.int_gru_reference import head_forward_int
 
 # TFLM's Python interpreter sizes its arena at 10x the file by default; tiny files need a floor for the
 # per-op persistent data (per-channel multipliers, node structs).
@@ -35,11 +42,9 @@ class _TFLM:
     """One TFLite-Micro interpreter: run(inputs) -> outputs, reset()."""
 
     def __init__(self, path):
-        from tflite_micro.python.tflite_micro import runtime
-
         data = Path(path).read_bytes()
         arena_bytes = max(ARENA_MIN_BYTES, ARENA_FILE_FACTOR * len(data))
-        self._interp = runtime.Interpreter.from_bytes(data, arena_size=arena_bytes)
+        self._interp = tflm_runtime.Interpreter.from_bytes(data, arena_size=arena_bytes)
 
     def run(self, inputs: list[np.ndarray], n_outputs: int) -> list[np.ndarray]:
         for i, x in enumerate(inputs):
@@ -55,9 +60,7 @@ class _LiteRT:
     """One LiteRT interpreter with the same interface (its input/output details are in subgraph order)."""
 
     def __init__(self, path):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interp = Interpreter(model_path=str(path))
+        self._interp = LiteRTInterpreter(model_path=str(path))
         self._interp.allocate_tensors()
         self._in = [d["index"] for d in self._interp.get_input_details()]
         self._out = [d["index"] for d in self._interp.get_output_details()]
@@ -151,10 +154,8 @@ def run_onnx_qdq_steps(path, x_q: np.ndarray, hidden_sizes: list[int]) -> tuple[
     x_q [N, T, I], all N sequences per call, every layer's state fed back from zero.
 
     Returns (y_q [N, T, O]: every step's y_t, [layer l's states [N, T, H_l]]), as ``run_tflm_step_iterated``."""
-    import onnxruntime as ort
-
     x_q = _as_sequences(x_q)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     N, T, _ = x_q.shape
     h = [np.zeros((N, H), x_q.dtype) for H in hidden_sizes]
     ys, states = [], [[] for _ in h]
@@ -204,6 +205,17 @@ def first_mismatch(got: np.ndarray, expected: np.ndarray, tensor: str) -> Mismat
     return Mismatch(tensor, pos, int(got[pos]), int(expected[pos]), len(bad), expected.size)
 
 
+def assert_identical(got, expected, what: str, same_dtype: bool = False) -> None:
+    """Raise AssertionError naming the first mismatch (position, got, expected, how many differ) unless
+    ``got`` and ``expected`` hold the same integers in the same shape (and, with ``same_dtype``, the same
+    dtype). The one exact comparison of the test suite and the benchmarks."""
+    if same_dtype and np.asarray(got).dtype != np.asarray(expected).dtype:
+        raise AssertionError(f"{what}: dtype {np.asarray(got).dtype}, expected {np.asarray(expected).dtype}")
+    mismatch = first_mismatch(got, expected, what)
+    if mismatch is not None:
+        raise AssertionError(str(mismatch))
+
+
 def mismatching_elements(mismatches) -> int | None:
     """How many elements differ over ``mismatches``; None when one of them is a shape mismatch (its
     elements were not compared, so the number is not known)."""
@@ -232,7 +244,7 @@ class TFLiteCheck:
 def expected_step_outputs(qmodel, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """What a step model must give at every step: (y_t for all t [N, T, O], states [N, T, H] per layer),
     from the NumPy runtime (``run_int`` states, the head applied to every step's top state)."""
-    from grukit.runtime.int_gru import head_forward_int
+    
 
     _, states = qmodel.run_int(x_q)
     top = states[-1]

@@ -227,7 +227,7 @@ class GRUModel:
     # --- execution ---------------------------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Float reference output for x [N, T, I] (or [T, I]): [N, O], or [N, T, O] for a per-step head."""
-        from grukit.runtime.float_gru import model_forward
+        from grukit.core.float_gru import model_forward  # float_gru imports this module for its types
 
         return model_forward(self, x)
 

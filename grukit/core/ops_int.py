@@ -1,13 +1,12 @@
-"""Integer kernels ("Eval") of the fixed-point runtime, bit-exact with TFLite-Micro's reference kernels.
+"""The integer op kernels ("Eval"): what each op of the step graph computes, bit-exact with TFLite-Micro.
 
-Each kernel takes integer tensors and a frozen parameter record from ``grukit.quantize.prepare`` and
-returns what TFLite-Micro (double-rounding build, i.e. ``TFLITE_SINGLE_ROUNDING`` unset, its default)
-computes. Paths refer to the tflite-micro tree; "reference/" is tensorflow/lite/kernels/internal/reference.
+This is the integer semantics every stage shares: the runtime executes these kernels (its op-by-op
+specification, ``grukit.runtime.int_gru_reference``) and tabulates them into its fast plan; the C generator
+tabulates them into flash; the TFLite files run them in TFLite-Micro. Each kernel takes integer tensors and a
+frozen parameter record (``grukit.core.quantized``, computed by ``grukit.quantize.prepare``) and returns what
+TFLite-Micro (double-rounding build, i.e. ``TFLITE_SINGLE_ROUNDING`` unset, its default) computes. Paths refer
+to the tflite-micro tree; "reference/" is tensorflow/lite/kernels/internal/reference.
 
-- ``saturating_rounding_doubling_high_mul``, ``rounding_divide_by_pot``: gemmlowp fixedpoint.h.
-- ``multiply_by_quantized_multiplier``: MultiplyByQuantizedMultiplier(int32_t x, ...),
-  tensorflow/lite/kernels/internal/common.cc; ``multiply_by_quantized_multiplier_i64``: its int64_t
-  overload (16-bit rounded multiplier, one rounding), used by the 16x8 FULLY_CONNECTED.
 - ``fully_connected_s8`` / ``_s16``: FullyConnectedPerChannel, reference/integer_ops/fully_connected.h
   (int32 accumulator for int8, int64 accumulator and int64 bias for int16).
 - ``add_s8/_s16``, ``sub_s8/_s16``: AddFunc / AddElementwise (reference/integer_ops/add.h,
@@ -20,11 +19,8 @@ computes. Paths refer to the tflite-micro tree; "reference/" is tensorflow/lite/
 - ``logistic_s16`` / ``tanh_s16``: the int16 paths of the same files: a 256-entry sigmoid table with
   linear interpolation (``sigmoid_table_uint16``, tensorflow/lite/kernels/internal/common.h).
 
-Values are carried as int64 arrays holding the int32 values the C code holds; where the C code would
-overflow an int32 (possible only outside the ranges Prepare guarantees) it is wrapped explicitly with
-``wrap_int32``, as the two's-complement targets we compare against do. Outputs are int8 / int16 in
-[qmin, qmax]. The only float arithmetic is ``round_half_away`` (for setup code) and the exact float64
-matrix product of ``dot_exact_i64``.
+The requantization primitives are ``grukit.core.fixedpoint``'s. Outputs are int8 / int16 in [qmin, qmax].
+The only float arithmetic is the exact float64 matrix product of ``dot_exact_s64``.
 """
 
 from __future__ import annotations
@@ -33,108 +29,9 @@ import functools
 
 import numpy as np
 
-INT32_MIN = -(1 << 31)
-INT32_MAX = (1 << 31) - 1
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rounding and fixed-point primitives
-# ---------------------------------------------------------------------------------------------------------
-
-
-def round_half_away(x) -> np.ndarray:
-    """Round float values to integers, halves away from zero (C's std::round, TfLiteRound).
-
-    Returns float64 holding integral values (NaN and +-inf pass through), so callers clip before casting.
-    """
-    x = np.asarray(x, np.float64)
-    whole = np.trunc(x)
-    frac = x - whole  # exact: a double minus its integer part loses no bits
-    return whole + np.where(np.abs(frac) >= 0.5, np.sign(x), 0.0)
-
-
-def _i64(x) -> np.ndarray:
-    return np.asarray(x).astype(np.int64)
-
-
-def wrap_int32(x_i64) -> np.ndarray:
-    """Reduce int64 values modulo 2^32 into [INT32_MIN, INT32_MAX] (two's-complement int32 overflow)."""
-    x_i64 = _i64(x_i64)
-    return ((x_i64 + (1 << 31)) & ((1 << 32) - 1)) - (1 << 31)
-
-
-def _check_int32(x_i64: np.ndarray, what: str) -> None:
-    if x_i64.size and (x_i64.min() < INT32_MIN or x_i64.max() > INT32_MAX):
-        raise ValueError(f"{what} must hold int32 values, got range [{x_i64.min()}, {x_i64.max()}]")
-
-
-def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values (ARM VQRDMULH): round(a * b / 2^31).
-
-    Ties go toward +infinity (nudge 2^30, or 1 - 2^30 for a negative product, then a division truncating
-    toward zero); INT32_MIN * INT32_MIN, whose result 2^31 is not an int32, saturates to INT32_MAX.
-    a, b: int32 values (any integer dtype), broadcast. Returns int64 holding int32 values.
-    """
-    ab = _i64(a) * _i64(b)  # |ab| <= 2^62: exact in int64
-    # The C code's nudge-then-truncate equals floor((ab + 2^30) / 2^31) for both signs: for ab < 0,
-    # trunc((ab + 1 - 2^30) / 2^31) = floor((ab + 1 - 2^30 + 2^31 - 1) / 2^31) since the numerator is < 0.
-    # Only INT32_MIN * INT32_MIN gives 2^31; every other product stays <= INT32_MAX, so the saturation
-    # is a minimum.
-    return np.minimum((ab + (1 << 30)) >> 31, INT32_MAX)
-
-
-def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: x / 2^exponent rounded to nearest, ties away from zero.
-
-    x: int32 values; exponent: in [0, 31], scalar or broadcast with x. Returns int64 holding int32 values.
-    """
-    x, exponent = _i64(x), _i64(exponent)
-    if exponent.size and (exponent.min() < 0 or exponent.max() > 31):
-        raise ValueError(f"exponent must be in [0, 31], got range [{exponent.min()}, {exponent.max()}]")
-    mask = np.left_shift(np.int64(1), exponent) - 1
-    remainder = x & mask  # low bits of the two's-complement value, as in int32
-    threshold = (mask >> 1) + (x < 0).astype(np.int64)
-    return (x >> exponent) + (remainder > threshold).astype(np.int64)
-
-
-def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier(int32_t x, int32_t multiplier, int shift), double rounding.
-
-    x * multiplier * 2^(shift - 31): a left shift by max(shift, 0) (int32, wrapping like the C code if it
-    overflows), then SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT by max(-shift, 0).
-    x: int32 values; multiplier: fixed point at bit 31; shift in [-31, 30]; per-channel arrays broadcast.
-    Returns int64 holding int32 values.
-    """
-    x, multiplier, shift = _i64(x), _i64(multiplier), _i64(shift)
-    _check_int32(x, "x")
-    left_shift = np.maximum(shift, 0)
-    right_shift = np.maximum(-shift, 0)
-    shifted = wrap_int32(x << left_shift)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right_shift)
-
-
-ACC64_BOUND = 1 << 47  # TFLite's int64 MultiplyByQuantizedMultiplier asserts -2^47 <= x < 2^47
-
-
-def multiply_by_quantized_multiplier_i64(acc_i64, multiplier, shift) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier(int64_t x, int32_t multiplier, int shift), double-rounding build.
-
-    The multiplier is first rounded to 15 fractional bits (``(multiplier + 2^15) >> 16``, or 0x7FFF if
-    that would reach 2^15), then x * reduced + 2^(14 - shift) is shifted right by 15 - shift: one rounding,
-    ties toward +infinity. The int64 -> int32 cast of the C code wraps. acc_i64 in [-2^47, 2^47);
-    multiplier >= 0; shift in [-31, 7]. Returns int64 holding int32 values.
-    """
-    acc, multiplier, shift = _i64(acc_i64), _i64(multiplier), _i64(shift)
-    if acc.size and (acc.min() < -ACC64_BOUND or acc.max() >= ACC64_BOUND):
-        raise ValueError(f"64-bit accumulator outside [-2^47, 2^47): range [{acc.min()}, {acc.max()}]")
-    if multiplier.size and multiplier.min() < 0:
-        raise ValueError("the 64-bit requantization takes a non-negative multiplier")
-    if shift.size and (shift.min() < -31 or shift.max() > 7):
-        raise ValueError(f"the 64-bit requantization takes a shift in [-31, 7], got [{shift.min()}, {shift.max()}]")
-    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
-    total_shift = 15 - shift
-    # |acc| < 2^47 and reduced <= 2^15: the product stays below 2^62.
-    return wrap_int32((acc * reduced + np.left_shift(np.int64(1), total_shift - 1)) >> total_shift)
+from grukit.core.fixedpoint import (INT32_MAX, INT32_MIN, as_int64, multiply_by_quantized_multiplier,
+                                    multiply_by_quantized_multiplier_s64, rescale_smaller_than_one,
+                                    rounding_divide_by_pot, saturating_rounding_doubling_high_mul, wrap_int32)
 
 
 def _saturate(y_i64: np.ndarray, params) -> np.ndarray:
@@ -166,7 +63,7 @@ MAX_ABS_W = 128
 MAX_K = {dt: (1 << 53) // (bound * MAX_ABS_W) for dt, bound in MAX_ABS_X_OFFSET.items()}
 
 
-def dot_exact_i64(x_offset_i64: np.ndarray, w_q: np.ndarray, dtype: str) -> np.ndarray:
+def dot_exact_s64(x_offset_i64: np.ndarray, w_q: np.ndarray, dtype: str) -> np.ndarray:
     """sum_k x_offset[n, k] * w_q[o, k] -> int64 [N, O], exactly, via a float64 matmul.
 
     x_offset_i64: [N, K] input minus its zero point, |values| <= MAX_ABS_X_OFFSET[dtype];
@@ -206,7 +103,7 @@ def fully_connected_s8(x_q: np.ndarray, w_q: np.ndarray, bias_i32: np.ndarray | 
     device if it ever overflowed), requantized per channel, + output zero point, saturated: int8 [N, O].
     """
     x_q, w_q, bias_i32 = _fc_checks(x_q, w_q, bias_i32, np.int8, np.int32, params, "int8")
-    acc = dot_exact_i64(x_q.astype(np.int64) - params.input_zero_point, w_q, "int8")
+    acc = dot_exact_s64(x_q.astype(np.int64) - params.input_zero_point, w_q, "int8")
     if bias_i32 is not None:
         acc = acc + bias_i32.astype(np.int64)
     acc_i32 = wrap_int32(acc)
@@ -222,21 +119,16 @@ def fully_connected_s16(x_q: np.ndarray, w_q: np.ndarray, bias_i64: np.ndarray |
     the 64-bit MultiplyByQuantizedMultiplier (|acc| < 2^47), saturated: int16 [N, O].
     """
     x_q, w_q, bias_i64 = _fc_checks(x_q, w_q, bias_i64, np.int16, np.int64, params, "int16")
-    acc = dot_exact_i64(x_q.astype(np.int64) - params.input_zero_point, w_q, "int16")
+    acc = dot_exact_s64(x_q.astype(np.int64) - params.input_zero_point, w_q, "int16")
     if bias_i64 is not None:
         acc = acc + bias_i64.astype(np.int64)
-    y = multiply_by_quantized_multiplier_i64(acc, params.output_multiplier, params.output_shift)
+    y = multiply_by_quantized_multiplier_s64(acc, params.output_multiplier, params.output_shift)
     return _saturate(y + params.output_zero_point, params)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # ADD, SUB, MUL
 # ---------------------------------------------------------------------------------------------------------
-
-
-def rescale_smaller_than_one(x_i64, requant) -> np.ndarray:
-    """MultiplyByQuantizedMultiplierSmallerThanOneExp: requant.shift <= 0, so no left shift; int32 values."""
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x_i64, requant.multiplier), -requant.shift)
 
 
 def _add_or_sub(a, b, params, dtype: str, op: str) -> np.ndarray:
@@ -372,7 +264,7 @@ def _newton_reciprocal_q2(a_q0: np.ndarray) -> np.ndarray:
 
 def gemmlowp_logistic_q0(a: np.ndarray, integer_bits: int) -> np.ndarray:
     """gemmlowp::logistic: input raw int32 values in Q(integer_bits), output 1 / (1 + exp(-a)) in Q0.31."""
-    a = _i64(a)
+    a = as_int64(a)
     positive = a > 0
     abs_a = np.where(positive, a, -a)
     # one_over_one_plus_x_for_x_in_0_1: 1 / (1 + e) = (1 / ((1 + e) / 2)) / 2, Q2 -> Q1 -> Q0.
@@ -383,7 +275,7 @@ def gemmlowp_logistic_q0(a: np.ndarray, integer_bits: int) -> np.ndarray:
 
 def gemmlowp_tanh_q0(a: np.ndarray, integer_bits: int) -> np.ndarray:
     """gemmlowp::tanh: input raw int32 values in Q(integer_bits), output tanh(a) in Q0.31."""
-    a = _i64(a)
+    a = as_int64(a)
     negative = a < 0
     minus_abs_a = np.where(negative, a, -a)
     # -tanh(n) = (1 - exp(2n)) / (1 + exp(2n)) for n < 0; 2n is the same raw value with one more

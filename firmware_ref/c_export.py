@@ -1,0 +1,331 @@
+"""``export_c(qmodel, out_dir)``: a quantized GRU as C constants for firmware_ref's fused kernel.
+
+Writes ``<name>.h`` / ``<name>.c`` (every weight, bias, multiplier, shift, zero point and table of the model,
+as the structs of ``firmware_ref/include/grukit_gru.h``; the header also holds ``<name>_quantize_input``,
+the float -> integer input step giving QParams.quantize's integers) and an example ``main.c`` with the
+streaming loop. The files start with a banner naming grukit's version, the model and the scheme, and hold no
+date: the same model always gives the same bytes.
+
+What goes into the structs is decided by ``grukit.firmware_ref.kernel.prepare_model`` (the kernel's own
+Prepare: packed weights, tables, the SMMLAR-form requantizations, and the bounds that make them exact);
+this module only writes those records as C.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.scheme import INT8, SCHEMES
+from grukit.core.version import __version__
+from grukit.firmware_ref.kernel import (AddFastS16, AddTableS8, FcS8, FcS16, GruLayerS8, GruLayerS16, MulFastS8,
+                                        RequantS32, TableInputS16, prepare_model)
+class _CFile:
+    """Accumulates named constant arrays and struct initializers of one generated .c file."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.chunks: list[str] = []
+        self.flash_bytes = 0
+
+    def requants(self, name: str, requants: list) -> str:
+        """A grukit_requant_s32 array, one {multiplier, rounding, right_shift, left_shift} per row."""
+        sym = f"{self.prefix}_{name}"
+        body = ",\n    ".join(_requant_init(q) for q in requants)
+        self.chunks.append(f"static const grukit_requant_s32 {sym}[{len(requants)}] = {{\n    {body}\n}};\n")
+        self.flash_bytes += 16 * len(requants)
+        return sym
+
+    def requants_s64(self, name: str, requants: list) -> str:
+        """A grukit_requant_s64 array, one {start, multiplier, right_shift, left_shift} per row."""
+        sym = f"{self.prefix}_{name}"
+        body = ",\n    ".join(f"{{{_i64_literal(q.start)}, {q.multiplier}, {q.right_shift}, {q.left_shift}}}"
+                              for q in requants)
+        self.chunks.append(f"static const grukit_requant_s64 {sym}[{len(requants)}] = {{\n    {body}\n}};\n")
+        self.flash_bytes += 16 * len(requants)
+        return sym
+
+    def array(self, name: str, ctype: str, values, per_line: int = 16) -> str:
+        """A constant array of ``ctype`` holding ``values``, ``per_line`` to a line."""
+        values = [int(v) for v in np.asarray(values).ravel()]
+        sym = f"{self.prefix}_{name}"
+        fmt = _LITERAL[ctype]
+        body = ",\n    ".join(", ".join(fmt(v) for v in values[i:i + per_line])
+                              for i in range(0, len(values), per_line))
+        self.chunks.append(f"static const {ctype} {sym}[{len(values)}] = {{\n    {body}\n}};\n")
+        self.flash_bytes += len(values) * _SIZE[ctype]
+        return sym
+
+
+def _i32_literal(v: int) -> str:
+    return "INT32_MIN" if v == -(1 << 31) else str(v)
+
+
+def _i64_literal(v: int) -> str:
+    return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
+
+
+_LITERAL = {"int8_t": str, "int16_t": str, "int32_t": _i32_literal, "int64_t": _i64_literal}
+_SIZE = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+
+
+def _requant_init(q: RequantS32) -> str:
+    return f"{{{q.multiplier}, {q.rounding}, {q.right_shift}, {q.left_shift}}}"
+
+
+def _fc_s8(cf: _CFile, fc: FcS8) -> str:
+    if fc.rows == 0:
+        return "{0, 0, NULL, NULL, NULL, 0, 0}"
+    w_sym = cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8)
+    b_sym = cf.array(f"{fc.name}_bias_start", "int32_t", fc.bias_start, per_line=8)
+    q_sym = cf.requants(f"{fc.name}_requant", fc.requant)
+    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {b_sym}, {q_sym}, {fc.input_offset}, {fc.general_requant}}}"
+
+
+def _add_s8(cf: _CFile, p: AddTableS8) -> str:
+    sym1 = cf.array(f"{p.name}_term1x2", "int32_t", p.input1_term2, per_line=8)
+    sym2 = cf.array(f"{p.name}_term2x2", "int32_t", p.input2_term2, per_line=8)
+    return f"{{{sym1} + 128, {sym2} + 128, {_requant_init(p.output)}}}"
+
+
+def _mul_s8(p: MulFastS8) -> str:
+    return f"{{{p.input1_scale}, {p.input1_offset_scaled}, {p.input2_offset}, {_requant_init(p.output)}}}"
+
+
+def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
+    fields = [
+        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
+        _fc_s8(cf, layer.x_fc), _fc_s8(cf, layer.h_fc), _fc_s8(cf, layer.hn_fc),
+        *(_add_s8(cf, p) for p in (layer.z_pre, layer.r_pre, layer.n_pre, layer.h_minus_n, layer.h_new)),
+        _mul_s8(layer.r_mul), _mul_s8(layer.z_mul),
+        *(cf.array(f"{layer.name}_{g}_table", "int8_t", table) + " + 128"
+          for g, table in (("z", layer.z_table), ("r", layer.r_table), ("n", layer.n_table))),
+    ]
+    return "{\n        " + ",\n        ".join(fields) + "\n    }"
+
+
+def _fc_s16(cf: _CFile, fc: FcS16) -> str:
+    if fc.rows == 0:
+        return "{0, 0, NULL, NULL}"
+    w_sym = cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8)
+    q_sym = cf.requants_s64(f"{fc.name}_requant", fc.requant)
+    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}}}"
+
+
+def _add_s16(p: AddFastS16) -> str:
+    return ("{" + ", ".join([*map(_requant_init, (p.input1, p.input2, p.output)), str(p.input1_sign_mask),
+                             str(p.input2_sign_mask)]) + "}")
+
+
+def _table_input_s16(p: TableInputS16) -> str:
+    return f"{{{p.multiplier}, {p.rounding}, {p.right_shift}}}"
+
+
+def _layer_s16(cf: _CFile, layer: GruLayerS16) -> str:
+    fields = [
+        str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
+        _fc_s16(cf, layer.x_fc), _fc_s16(cf, layer.h_fc), _fc_s16(cf, layer.hn_fc),
+        *(_add_s16(p) for p in (layer.z_pre, layer.r_pre, layer.n_pre, layer.h_minus_n, layer.h_new)),
+        _requant_init(layer.r_mul), _requant_init(layer.z_mul),
+        *(_table_input_s16(p) for p in (layer.z_act, layer.r_act, layer.n_act)),
+    ]
+    return "{\n        " + ",\n        ".join(fields) + "\n    }"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sizes (the same formulas as grukit_gru.c; the tests check the C functions return these)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _round4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+def _round8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def buffer_sizes(qmodel) -> tuple[int, int]:
+    """(state bytes, scratch bytes) the C model needs."""
+    state = qmodel.scheme.activation_bytes * sum(layer.hidden_size for layer in qmodel.layers)
+    top = qmodel.layers[-1].hidden_size
+    if qmodel.scheme is INT8:
+        scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 8 * _round4(l.hidden_size)
+                   for l in qmodel.layers]
+        if qmodel.head is not None:
+            scratch.append(2 * _round8(top) + _round4(qmodel.head.fc.w_q.shape[0]))
+    else:
+        scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 12 * _round4(l.hidden_size)
+                   for l in qmodel.layers]
+        if qmodel.head is not None:
+            scratch.append(2 * _round8(top) + 2 * _round4(qmodel.head.fc.w_q.shape[0]))
+    return state, max(scratch)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# export_c
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _banner(qmodel, what: str) -> str:
+    source = getattr(qmodel.float_model, "name", None) or "an unnamed model"
+    return (f"/* GENERATED by grukit {__version__} from model '{source}' (scheme {qmodel.scheme}): {what}.\n"
+            " * Do not edit; regenerate with grukit export MODEL --calib CALIB --c. */\n")
+
+
+def _generate_model(qmodel, name: str) -> tuple[str, str, int]:
+    kernel = prepare_model(qmodel)
+    suffix = kernel.c_suffix
+    s8 = qmodel.scheme is INT8
+    cf = _CFile(name)
+    layer_inits = [(_layer_s8 if s8 else _layer_s16)(cf, layer) for layer in kernel.layers]
+    head_init = "NULL"
+    if kernel.head is not None:
+        head = _fc_s8(cf, kernel.head) if s8 else _fc_s16(cf, kernel.head)
+        cf.chunks.append(f"static const grukit_fc_{suffix} {name}_head = {head};\n")
+        head_init = f"&{name}_head"
+    cf.chunks.append(
+        f"static const grukit_gru_layer_{suffix} {name}_layers[{len(layer_inits)}] = {{\n    "
+        + ",\n    ".join(layer_inits) + "\n};\n")
+    cf.chunks.append(f"const grukit_model_{suffix} {name} = {{{len(layer_inits)}, {name}_layers, {head_init}, "
+                     f"{kernel.per_step}}};\n")
+    return suffix, "\n".join(cf.chunks), cf.flash_bytes
+
+
+def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
+    up = name.upper()
+    state, scratch = buffer_sizes(qmodel)
+    in_q, out_q = qmodel.input_q, qmodel.output_q
+    ctype = "int8_t" if suffix == "s8" else "int16_t"
+    act = qmodel.head.activation if qmodel.head is not None else "linear"
+    lines = [
+        f"#ifndef {up}_H", f"#define {up}_H", "", "#include <math.h>", "#include <stdint.h>", "",
+        '#include "grukit_gru.h"', "",
+        f"#define {up}_SCHEME_{suffix.upper()} 1",
+        f"#define {up}_NUM_LAYERS {len(qmodel.layers)}",
+        f"#define {up}_INPUT_SIZE {qmodel.layers[0].input_size}",
+        f"#define {up}_OUTPUT_SIZE {qmodel.output_size}",
+        f"#define {up}_PER_STEP {int(bool(qmodel.per_step))} /* 1: y every step; 0: y after the last step */",
+        f"#define {up}_STATE_BYTES {state}",
+        f"#define {up}_SCRATCH_BYTES {scratch}",
+        f"#define {up}_SCRATCH_WORDS {scratch // 4}",
+        f"#define {up}_CONSTANT_BYTES {flash_bytes} /* weights, biases, parameters and tables */",
+        "",
+        "/* Input quantization (floats only at the model's edge): x_q = clamp(round_half_away(x / SCALE) + ZP). */",
+        f"#define {up}_INPUT_SCALE {in_q.scale!r}f",
+        f"#define {up}_INPUT_ZERO_POINT {in_q.zero_point}",
+        f"#define {up}_INPUT_MIN {in_q.qmin}",
+        f"#define {up}_INPUT_MAX {in_q.qmax}",
+        f"/* Output: y = SCALE * (y_q - ZP), then the head's float activation ({act}). */",
+        f"#define {up}_OUTPUT_SCALE {out_q.scale!r}f",
+        f"#define {up}_OUTPUT_ZERO_POINT {out_q.zero_point}",
+        "",
+        f"typedef {ctype} {name}_value_t; /* the type of x, y and the state */",
+        f"extern const grukit_model_{suffix} {name};",
+        "",
+        _quantize_input_function(name, up),
+        f"#endif /* {up}_H */", "",
+    ]
+    return "\n".join(lines)
+
+
+def _quantize_input_function(name: str, up: str) -> str:
+    """C of ``<name>_quantize_input(float)``: the same integers as grukit's QParams.quantize."""
+    return f"""/* Float -> model input, the same integers as grukit's QParams.quantize: x / SCALE in double (the float32
+ * scale and x widen exactly, as NumPy's float64 division), rounded half away from zero (C99 round()), plus
+ * the zero point, saturated to [MIN, MAX] while still a double (NaN gives MIN). Needs libm (-lm). */
+static inline {name}_value_t {name}_quantize_input(float x)
+{{
+    double q = round((double)x / (double){up}_INPUT_SCALE) + (double){up}_INPUT_ZERO_POINT;
+    if (!(q >= (double){up}_INPUT_MIN)) {{
+        q = (double){up}_INPUT_MIN;
+    }} else if (q > (double){up}_INPUT_MAX) {{
+        q = (double){up}_INPUT_MAX;
+    }}
+    return ({name}_value_t)q;
+}}
+"""
+
+
+def _example_main(qmodel, name: str, suffix: str) -> str:
+    up = name.upper()
+    return f"""#include <stdint.h>
+#include <stdio.h>
+
+#include "{name}.h"
+
+/* The caller owns every byte the model uses: static, sized by the generated header. */
+static {name}_value_t g_state[{up}_STATE_BYTES / sizeof({name}_value_t)];
+static int32_t g_scratch[{up}_SCRATCH_WORDS];
+
+/* Stands in for a sensor: a deterministic ramp in [-1, 1]. */
+static float read_sample(int32_t t, int32_t i) {{ return (float)((t * 7 + i * 3) % 11 - 5) / 5.0f; }}
+
+#ifndef EXAMPLE_STEPS
+#define EXAMPLE_STEPS 20
+#endif
+
+int main(void)
+{{
+    {name}_value_t x_q[{up}_INPUT_SIZE];
+    {name}_value_t y_q[{up}_OUTPUT_SIZE];
+    if (grukit_model_{suffix}_init(&{name}, g_state, (int32_t)sizeof g_state, (int32_t)sizeof g_scratch) !=
+        GRUKIT_OK) {{
+        return 1;
+    }}
+    grukit_model_{suffix}_reset(&{name}, g_state); /* at the start of every independent sequence */
+    for (int32_t t = 0; t < EXAMPLE_STEPS; ++t) {{
+        for (int32_t i = 0; i < {up}_INPUT_SIZE; ++i) {{
+            x_q[i] = {name}_quantize_input(read_sample(t, i)); /* from {name}.h, as grukit quantizes */
+        }}
+        /* A last-step model only needs y after the final sample: pass NULL before it to skip the head. */
+        const int want_y = {up}_PER_STEP || t == EXAMPLE_STEPS - 1;
+        grukit_model_{suffix}_step(&{name}, g_state, g_scratch, x_q, want_y ? y_q : NULL);
+        if (want_y) {{
+            printf("y %ld", (long)t);
+            for (int32_t o = 0; o < {up}_OUTPUT_SIZE; ++o) {{
+                printf(" %d", (int)y_q[o]); /* dequantize: {up}_OUTPUT_SCALE * (y_q - {up}_OUTPUT_ZERO_POINT) */
+            }}
+            printf("\\n");
+        }}
+    }}
+    return 0;
+}}
+"""
+
+
+def example_input(qmodel, steps: int = 20) -> np.ndarray:
+    """The float samples the generated main.c feeds (its read_sample), [1, steps, I]."""
+    I = qmodel.layers[0].input_size
+    t, i = np.meshgrid(np.arange(steps), np.arange(I), indexing="ij")
+    return (((t * 7 + i * 3) % 11 - 5) / np.float32(5.0)).astype(np.float32)[None]
+
+
+def export_c(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
+    """Write ``<name>.h``, ``<name>.c`` and an example ``main.c`` into out_dir; returns their paths.
+
+    qmodel: a QuantizedGRUModel (``grukit.quantize``), scheme "int8" (fused _s8 kernel) or "16x8" (_s16).
+    Compile the .c with firmware_ref/src/grukit_gru.c, grukit_tables.c and
+    -I firmware_ref/include -I firmware_ref/src; a program calling the header's ``<name>_quantize_input``
+    (main.c does) links libm (-lm) for round().
+    """
+    if not name.isidentifier():
+        raise BadInputError(f"name {name!r} must be a C identifier")
+    if qmodel.scheme not in SCHEMES:
+        raise UnsupportedModelError(f"scheme {qmodel.scheme} has no C kernel")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix, body, flash_bytes = _generate_model(qmodel, name)
+    h_path, c_path, main_path = out / f"{name}.h", out / f"{name}.c", out / "main.c"
+    h_path.write_text(_banner(qmodel, "model constants, declarations") + _header(qmodel, name, suffix, flash_bytes))
+    c_path.write_text(_banner(qmodel, "model constants") + "#include <stddef.h>\n#include <stdint.h>\n\n"
+                      f'#include "{name}.h"\n\n' + body)
+    main_path.write_text(_banner(qmodel, "example streaming loop") + _example_main(qmodel, name, suffix))
+    return [h_path, c_path, main_path]
+
+
+def constant_bytes(qmodel) -> int:
+    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded)."""
+    return _generate_model(qmodel, "m")[2]

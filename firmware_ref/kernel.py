@@ -1,0 +1,754 @@
+"""The fused C kernel in NumPy: grukit_gru.c function for function, and the kernel's Prepare.
+
+``grukit_gru.c`` does not run the step graph op by op: it packs weights, tabulates, and requantizes in a
+three-instruction SMMLAR form whose exactness rests on bounds. This module is the one Python definition of
+that arithmetic, under the C names and widths:
+
+- the C structs of ``grukit_gru.h`` as frozen records (``RequantS32``, ``FcS8``, ``AddTableS8``, ...,
+  ``ModelS16``), filled by ``prepare_model(qmodel)``: the kernel's integer parameters derived from TFLite's,
+  with every accumulator bounded from the real weights, biases and zero points (a model that could leave
+  int32 is refused with UnsupportedModelError naming the op and row);
+- the C functions as NumPy functions over a batch (``requant_fast_s32``, ``fc_s8``, ``add_tab_s8``,
+  ``gru_step_s8``, ..., ``logistic_fast_s16``, ``gru_step_s16``), evaluating exactly what the C evaluates,
+  in int64 arrays holding its int32 values;
+- ``run_model(model, x_q)``: the whole model over sequences, as the C host runner does.
+
+``grukit.firmware_ref.c_export`` writes these records as C; ``tests/test_firmware_kernel.py`` checks that
+``run_model`` gives the NumPy runtime's integers (so the fused arithmetic is right before any C is
+compiled) and ``tests/test_firmware_gru.py`` that the compiled C gives them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from grukit.core import fixedpoint as F
+from grukit.core import ops_int as K
+from grukit.core.errors import UnsupportedModelError
+from grukit.core.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, step_ops
+from grukit.core.model import GATE_N, GATE_R, GATE_Z
+from grukit.core.scheme import INT8
+
+GATES = (("z", GATE_Z), ("r", GATE_R), ("n", GATE_N))
+REQUANT_BOUND = 1 << 29  # |x| * 2^left_shift must stay below this (grukit_requant_s32's contract)
+MAX_RIGHT_SHIFT = 30  # a larger right shift gives 0 on |y| < 2^29 just as 30 does, and 2^30 fits int32
+PACKED_BOUND = 1 << 31  # |256 * accA + accB| must fit int32 (grukit_fc_s8)
+ACC32_BOUND = 1 << 31  # a 16x8 dot product (bias excluded), shifted by its row's left_shift, must fit int32
+START64_BOUND = 1 << 63  # the scaled 64-bit row value (start + dot * multiplier) must fit int64
+# 16x8 element-wise requantizations take x with |x| <= 2^30, fed doubled: x is an int16 shifted by 15 (ADD/SUB
+# input terms, in [-2^30, 2^30 - 2^15]), a product (MUL: input1 is a LOGISTIC output in [0, 32767], so
+# |r * b| <= 32767 * 32768 < 2^30) or a sum of two terms checked below 2^30: 2x always fits int32.
+S16_MAX_ABS_INPUT = 1 << 30
+INT8_INPUTS = np.arange(-128, 128).astype(np.int8)
+
+# The graph the C kernel hard-codes, as (kind, inputs) per output tensor: checked against step_ops so a
+# change of the graph cannot silently desynchronise the generated constants and the kernel.
+_KERNEL_GRAPH = {
+    "z_pre": (ADD, ("gx_z", "gh_z")), "r_pre": (ADD, ("gx_r", "gh_r")),
+    "z": (LOGISTIC, ("z_pre",)), "r": (LOGISTIC, ("r_pre",)), "n": (TANH, ("n_pre",)),
+    "h_minus_n": (SUB, ("h", "n")), "z_diff": (MUL, ("z", "h_minus_n")), "h_new": (ADD, ("n", "z_diff")),
+}  # fmt: skip
+_KERNEL_GRAPH_LBR = {
+    1: {"r_gh": (MUL, ("r", "gh_n")), "n_pre": (ADD, ("gx_n", "r_gh")), "gh_n": (FULLY_CONNECTED, ("h",))},
+    0: {"r_h": (MUL, ("r", "h")), "n_pre": (ADD, ("gx_n", "gh_n")), "gh_n": (FULLY_CONNECTED, ("r_h",))},
+}
+
+
+def check_graph(lbr: int) -> None:
+    """Refuse (UnsupportedModelError) a step graph other than the one grukit_gru.c implements."""
+    expected = {**_KERNEL_GRAPH, **_KERNEL_GRAPH_LBR[lbr]}
+    for g, _ in GATES:
+        expected.setdefault(f"gx_{g}", (FULLY_CONNECTED, ("x",)))
+        if g != "n":
+            expected[f"gh_{g}"] = (FULLY_CONNECTED, ("h",))
+    got = {op.output: (op.kind, op.inputs) for op in step_ops(lbr)}
+    if got != expected:
+        raise UnsupportedModelError(
+            f"the step graph (grukit.core.graph, linear_before_reset={lbr}) is not the one the C kernel "
+            f"implements: {sorted(set(got.items()) ^ set(expected.items()))}")
+
+
+# =========================================================================================================
+# The structs of grukit_gru.h
+# =========================================================================================================
+
+
+@dataclass(frozen=True)
+class RequantS32:
+    """grukit_requant_s32: TFLite's double-rounding requantization + zero point on a doubled input."""
+
+    multiplier: int
+    rounding: int
+    right_shift: int
+    left_shift: int
+
+
+@dataclass(frozen=True)
+class RequantS64:
+    """grukit_requant_s64: one 16x8 row's 64-bit requantization, bias and rounding in ``start``."""
+
+    start: int
+    multiplier: int
+    right_shift: int
+    left_shift: int
+
+
+@dataclass(frozen=True)
+class FcS8:
+    """grukit_fc_s8 (``name``: the C symbol stem of its arrays). rows 0: no product."""
+
+    name: str
+    rows: int
+    depth: int
+    weights: np.ndarray  # int32 words, packed pairs
+    bias_start: np.ndarray  # int32 [2 per row pair]
+    requant: tuple[RequantS32, ...]  # 4 * ceil(rows / 4), padding rows included
+    input_offset: int
+    general_requant: int
+
+
+@dataclass(frozen=True)
+class AddTableS8:
+    """grukit_add_table_s8: doubled input terms tabulated over int8 (index x + 128)."""
+
+    name: str
+    input1_term2: np.ndarray  # int32 [256]
+    input2_term2: np.ndarray  # int32 [256]
+    output: RequantS32
+
+
+@dataclass(frozen=True)
+class MulFastS8:
+    """grukit_mul_fast_s8."""
+
+    input1_scale: int
+    input1_offset_scaled: int
+    input2_offset: int
+    output: RequantS32
+
+
+@dataclass(frozen=True)
+class GruLayerS8:
+    """grukit_gru_layer_s8 (``name``: "l<layer>", the stem of its arrays)."""
+
+    name: str
+    input_size: int
+    hidden_size: int
+    linear_before_reset: int
+    x_fc: FcS8
+    h_fc: FcS8
+    hn_fc: FcS8
+    z_pre: AddTableS8
+    r_pre: AddTableS8
+    n_pre: AddTableS8
+    h_minus_n: AddTableS8
+    h_new: AddTableS8
+    r_mul: MulFastS8
+    z_mul: MulFastS8
+    z_table: np.ndarray  # int8 [256], index x + 128
+    r_table: np.ndarray
+    n_table: np.ndarray
+
+
+@dataclass(frozen=True)
+class FcS16:
+    """grukit_fc_s16. rows 0: no product."""
+
+    name: str
+    rows: int
+    depth: int
+    weights: np.ndarray  # int32 words, packed quads
+    requant: tuple[RequantS64, ...]
+
+
+@dataclass(frozen=True)
+class AddFastS16:
+    """grukit_add_fast_s16."""
+
+    input1: RequantS32
+    input2: RequantS32
+    output: RequantS32
+    input1_sign_mask: int
+    input2_sign_mask: int
+
+
+@dataclass(frozen=True)
+class TableInputS16:
+    """grukit_table_input_s16."""
+
+    multiplier: int
+    rounding: int
+    right_shift: int
+
+
+@dataclass(frozen=True)
+class GruLayerS16:
+    """grukit_gru_layer_s16."""
+
+    name: str
+    input_size: int
+    hidden_size: int
+    linear_before_reset: int
+    x_fc: FcS16
+    h_fc: FcS16
+    hn_fc: FcS16
+    z_pre: AddFastS16
+    r_pre: AddFastS16
+    n_pre: AddFastS16
+    h_minus_n: AddFastS16
+    h_new: AddFastS16
+    r_mul: RequantS32
+    z_mul: RequantS32
+    z_act: TableInputS16
+    r_act: TableInputS16
+    n_act: TableInputS16
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """grukit_model_s8 / grukit_model_s16: the layers, the head (or None) and per_step; ``c_suffix`` says
+    which ("s8" or "s16")."""
+
+    c_suffix: str
+    layers: tuple
+    head: FcS8 | FcS16 | None
+    per_step: int
+
+
+# =========================================================================================================
+# Prepare: the kernel's parameters from TFLite's, with the bounds that make the C exact
+# =========================================================================================================
+
+
+def requant_s32(multiplier: int, shift: int, zero_point: int, abs_bound: int, what: str,
+                max_abs_input: int = REQUANT_BOUND - 1) -> RequantS32:
+    """grukit_requant_s32 for TFLite's (multiplier, shift) followed by + zero_point, valid for every input
+    |x| <= abs_bound; raises UnsupportedModelError when an intermediate of the kernel's evaluation could
+    leave int32 (see the header's contract).
+
+    The right shift e is lowered to bit_length(y_bound) + 1 when larger: every |y| <= y_bound then rounds
+    to 0 under both shifts, and the rounding constant zp * 2^e stays small. The left shift is max(shift, 0),
+    which the bound keeps in [0, 28] (|x| >= 1 shifted by 29 reaches 2^29); for abs_bound 0 (every input is
+    0, e.g. an all-zero row) it is 0, since there is nothing to scale. max_abs_input: the largest |x| shifted
+    the caller's evaluation holds (2^29 - 1 for the int8 kernel; 16x8 passes 2^30, see requant_s32_16x8)."""
+    left = max(int(shift), 0) if abs_bound else 0
+    if int(abs_bound) << left > max_abs_input:
+        raise UnsupportedModelError(
+            f"{what}: values up to {abs_bound} shifted left by {left} exceed {max_abs_input} (about "
+            f"2^{(max_abs_input + 1).bit_length() - 1}); the C kernel's exact "
+            "requantization needs less (an unusually large bias or multiplier)")
+    y_bound = ((int(abs_bound) << left) * int(multiplier) >> 31) + 1  # bounds |SRDHM(x * 2^left, m)|
+    e = min(max(-int(shift), 0), MAX_RIGHT_SHIFT, y_bound.bit_length() + 1)
+    rounding = (1 << (e - 1)) + int(zero_point) * (1 << e) if e > 0 else int(zero_point)
+    if y_bound + 1 + abs(rounding) >= 1 << 31:
+        raise UnsupportedModelError(
+            f"{what}: zero point {zero_point} with right shift {e} overflows the C kernel's int32 rounding "
+            "constant (an output scale far smaller than its inputs')")
+    return RequantS32(int(multiplier), rounding, e, left)
+
+
+def _require_right_shift(q: RequantS32, what: str) -> None:
+    if q.right_shift == 0:
+        raise UnsupportedModelError(f"{what}: right shift 0 (an output scale at least half the input's); the "
+                                    "C kernel's element-wise requantization needs a right shift")
+
+
+def _require_no_left_shift(q: RequantS32, what: str, requant) -> None:
+    if q.left_shift != 0:
+        raise UnsupportedModelError(f"{what}: rescale must have shift <= 0, got {requant}")
+
+
+def _offset_range(zero_point: int) -> int:
+    """max |x - zp| over int8 x."""
+    return max(127 - zero_point, zero_point + 128)
+
+
+def _as_int32_words(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, np.int64)
+    return np.where(values >= 1 << 31, values - (1 << 32), values)
+
+
+def pack_pairs_s8(w: np.ndarray) -> np.ndarray:
+    """int8 [O4, K] (O4 a multiple of 4) -> int32 words in grukit_fc_s8's layout: rows paired (B = 2p,
+    A = 2p + 1), column k of a pair the int16 256 wA[k] + wB[k], two columns per word (the first in bits
+    0-15), ordered [block of 4 rows][4-column group][pair][2 words]; the depth zero padded to 8."""
+    o4, k = w.shape
+    padded = np.zeros((o4, -(-k // 8) * 8), np.int64)
+    padded[:, :k] = w
+    halves = (256 * padded[1::2] + padded[0::2]) & 0xFFFF  # [pairs, K8]; exact int16 since |w| <= 127
+    words = halves[:, 0::2] | (halves[:, 1::2] << 16)  # [pairs, K8 / 2]
+    blocks, groups = o4 // 4, words.shape[1] // 2
+    return _as_int32_words(words.reshape(blocks, 2, groups, 2).transpose(0, 2, 1, 3).ravel())
+
+
+def pack_quads_s16(w: np.ndarray) -> np.ndarray:
+    """int8 [O4, K] (O4 a multiple of 4) -> int32 words in grukit_fc_s16's layout: [block of 4 rows][4-column
+    group][row], the depth zero padded to 8; the bytes of a word are columns (0, 2, 1, 3) of the group, so
+    SXTB16 gives the pair (w0, w1) and SXTB16 ROR 8 the pair (w2, w3), matching the int16 input words
+    (x0, x1) and (x2, x3)."""
+    o4, k = w.shape
+    padded = np.zeros((o4, -(-k // 8) * 8), np.int64)
+    padded[:, :k] = w
+    groups = padded.shape[1] // 4
+    quads = padded.reshape(o4 // 4, 4, groups, 4).transpose(0, 2, 1, 3)[..., [0, 2, 1, 3]] & 0xFF
+    words = quads[..., 0] | (quads[..., 1] << 8) | (quads[..., 2] << 16) | (quads[..., 3] << 24)
+    return _as_int32_words(words.ravel())
+
+
+def prepare_fc_s8(name: str, parts: list) -> FcS8:
+    """One grukit_fc_s8 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows."""
+    offsets = {int(params.input_zero_point) for _, params in parts}
+    if len(offsets) != 1:
+        raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
+    zp_in = offsets.pop()
+    reach = _offset_range(zp_in)
+    weights, biases, requants = [], [], []
+    depth = pad = 0
+    for fc, params in parts:
+        w = np.asarray(fc.w_q, np.int8)
+        rows, depth = w.shape
+        if (w == -128).any():
+            raise UnsupportedModelError(f"{name}: weight -128 (the C kernel packs symmetric weights in [-127, 127])")
+        bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+        bounds = np.abs(bias) + reach * np.abs(w.astype(np.int64)).sum(axis=1)
+        zp = params.output_zero_point
+        start = len(biases)
+        requants += [requant_s32(m, s, zp, b, f"{name} row {start + o}")
+                     for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+        pad = -rows % 4
+        weights.append(np.concatenate([w.astype(np.int64), np.zeros((pad, depth), np.int64)]))
+        biases += [*bias.tolist(), *[0] * pad]
+        requants += [RequantS32(0, 0, 1, 0)] * pad  # a padding row's output is 0
+    w_all = np.concatenate(weights)
+    bias2 = 2 * np.asarray(biases, np.int64)
+    doubled = bias2 + 2 * reach * np.abs(w_all).sum(axis=1)  # bounds |2 (bias + dot)| per row
+    packed = 256 * doubled[1::2] + doubled[0::2]
+    if (packed >= PACKED_BOUND).any():
+        row = 2 * int(np.argmax(packed >= PACKED_BOUND)) + 1
+        raise UnsupportedModelError(
+            f"{name} row {row}: |bias| + |x - zp| * sum |w| up to {int(doubled[row]) // 2} is too large for the "
+            "C kernel's packed products (needs 256 x that, doubled, below 2^31)")
+    start = np.stack([256 * bias2[1::2] + bias2[0::2], bias2[0::2]], axis=1).ravel()
+    general = int(any(q.left_shift or q.right_shift == 0 for q in requants))
+    return FcS8(name, len(biases) - pad, depth, pack_pairs_s8(w_all), start, tuple(requants), -zp_in, general)
+
+
+NO_FC_S8 = FcS8("", 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), (), 0, 0)
+
+
+def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
+    """An ADD / SUB input's term over every int8 input: (x - zp) << left_shift rescaled (TFLite's)."""
+    shifted = (INT8_INPUTS.astype(np.int64) - zero_point) << left_shift
+    return F.multiply_by_quantized_multiplier(shifted, requant.multiplier, requant.shift)
+
+
+def prepare_add_s8(name: str, p) -> AddTableS8:
+    """grukit_add_table_s8 of an int8 ADD or SUB (AddParams)."""
+    t1 = _add_term_table(p.input1_zero_point, p.left_shift, p.input1)
+    t2 = _add_term_table(p.input2_zero_point, p.left_shift, p.input2)
+    bound = int(np.abs(t1).max() + np.abs(t2).max())
+    q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
+    _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)
+    _require_right_shift(q, f"{name} output")
+    return AddTableS8(name, 2 * t1, 2 * t2, q)
+
+
+def prepare_mul_s8(name: str, p) -> MulFastS8:
+    """grukit_mul_fast_s8 of an int8 MUL (MulParams)."""
+    bound = _offset_range(p.input1_zero_point) * _offset_range(p.input2_zero_point)
+    q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
+    _require_right_shift(q, f"{name} output")
+    scale = 2 << q.left_shift  # the doubling and the left shift, folded into the first factor
+    return MulFastS8(scale, -p.input1_zero_point * scale, -p.input2_zero_point, q)
+
+
+def activation_table_s8(kind: str, p) -> np.ndarray:
+    """An int8 LOGISTIC / TANH over every int8 input: the spec kernel's own 256 outputs."""
+    return (K.logistic_s8 if kind == LOGISTIC else K.tanh_s8)(INT8_INPUTS, p)
+
+
+def _stacked_products(tag: str, layer, prepare_fc, no_fc):
+    """The layer's fully connected products as the kernels stack them: every gate over x; over h the gates
+    that read h itself (all three for linear_before_reset = 1; z and r for 0, where gh_n reads r * h and is
+    a product of its own, else no_fc)."""
+    pre, fcs = layer.prepared, layer.fcs
+    x_fc = prepare_fc(f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
+    h_gates = [g for g, _ in GATES if layer.linear_before_reset or g != "n"]
+    h_fc = prepare_fc(f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
+    hn_fc = no_fc if layer.linear_before_reset else prepare_fc(f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    return x_fc, h_fc, hn_fc
+
+
+def prepare_layer_s8(li: int, layer) -> GruLayerS8:
+    """grukit_gru_layer_s8 of one QuantizedLayer."""
+    check_graph(layer.linear_before_reset)
+    pre, tag = layer.prepared, f"l{li}"
+    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s8, NO_FC_S8)
+    adds = {name: prepare_add_s8(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
+                                                                          "h_new")}
+    return GruLayerS8(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
+                      **adds, r_mul=prepare_mul_s8(f"{tag}_{r_mul}", pre[r_mul]),
+                      z_mul=prepare_mul_s8(f"{tag}_z_diff", pre["z_diff"]),
+                      z_table=activation_table_s8(LOGISTIC, pre["z"]), r_table=activation_table_s8(LOGISTIC, pre["r"]),
+                      n_table=activation_table_s8(TANH, pre["n"]))
+
+
+def requant_s64(multiplier: int, shift: int, bias: int, dot_bound: int, what: str) -> RequantS64:
+    """grukit_requant_s64 of one 16x8 FULLY_CONNECTED row.
+
+    TFLite's 64-bit requantization is floor((acc * R + 2^(ts - 1)) / 2^ts), R the multiplier rounded to
+    15 bits, ts = 15 - shift in [8, 46], acc = dot + bias. The kernel computes the dot product in int32 and
+    one SMLAL: V = start + (dot << L) * M with M = R << k and start = (bias * R + 2^(ts - 1)) << (L + k),
+    so V = (acc * R + 2^(ts - 1)) * 2^(L + k) exactly; L + k = 32 - ts when ts <= 32 (k <= 16 keeps M below
+    2^31, L = max(16 - ts, 0) supplies the rest), so the high word of V is the result; for ts > 32, k = L = 0
+    and the high word is shifted right by e = ts - 32 (floor of a floor). The rounding lives in start, the
+    bias is int64 as TFLite's: only the dot product needs a bound, |dot| << L < 2^31, and |V| < 2^63, which
+    also makes the result an int32 (TFLite's wrap to int32 never triggers). Raises UnsupportedModelError
+    naming the row otherwise."""
+    reduced = (int(multiplier) + (1 << 15)) >> 16 if multiplier < 0x7FFF0000 else 0x7FFF
+    ts = 15 - int(shift)
+    k = min(16, max(32 - ts, 0))
+    left = max(16 - ts, 0)
+    right = max(ts - 32, 0)
+    if dot_bound << left >= ACC32_BOUND:
+        raise UnsupportedModelError(
+            f"{what}: |x| * sum |w| up to {dot_bound} (shifted left by {left}) does not fit the C kernel's int32 "
+            "dot product (needs below 2^31: fewer inputs or smaller weights)")
+    start = (int(bias) * reduced + (1 << (ts - 1))) << (left + k)
+    v_bound = ((abs(int(bias)) + dot_bound) * reduced + (1 << (ts - 1))) << (left + k)
+    if v_bound >= START64_BOUND:
+        raise UnsupportedModelError(
+            f"{what}: bias {bias} with multiplier {multiplier} and shift {shift} overflows the C kernel's 64-bit "
+            "row value (an unusually large bias)")
+    return RequantS64(start, reduced << k, right, left)
+
+
+def prepare_fc_s16(name: str, parts: list) -> FcS16:
+    """One grukit_fc_s16 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows."""
+    weights, requants = [], []
+    depth = pad = 0
+    for fc, params in parts:
+        if params.input_zero_point != 0 or params.output_zero_point != 0:
+            raise UnsupportedModelError(f"{name}: a 16x8 product with a zero point (int16 tensors are symmetric)")
+        if (params.qmin, params.qmax) != (-32768, 32767):
+            raise UnsupportedModelError(f"{name}: a fused activation clamp [{params.qmin}, {params.qmax}]")
+        w = np.asarray(fc.w_q, np.int8).astype(np.int64)
+        rows, depth = w.shape
+        bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+        dot_bounds = 32768 * np.abs(w).sum(axis=1)  # |x| <= 32768 for int16 x
+        start = len(requants)
+        requants += [requant_s64(int(m), int(s), int(b), int(d), f"{name} row {start + o}")
+                     for o, (m, s, b, d) in enumerate(zip(params.output_multiplier, params.output_shift, bias,
+                                                           dot_bounds))]
+        pad = -rows % 4
+        weights.append(np.concatenate([w, np.zeros((pad, depth), np.int64)]))
+        requants += [RequantS64(0, 0, 0, 0)] * pad  # a padding row's output is 0
+    return FcS16(name, len(requants) - pad, depth, pack_quads_s16(np.concatenate(weights)), tuple(requants))
+
+
+NO_FC_S16 = FcS16("", 0, 0, np.zeros(0, np.int64), ())
+
+
+def requant_s32_16x8(requant, abs_bound: int, what: str, need_right_shift: bool) -> RequantS32:
+    """A 16x8 element-wise grukit_requant_s32: inputs up to 2^30 (S16_MAX_ABS_INPUT)."""
+    q = requant_s32(requant.multiplier, requant.shift, 0, abs_bound, what, max_abs_input=S16_MAX_ABS_INPUT)
+    if need_right_shift:
+        _require_right_shift(q, what)
+    return q
+
+
+def prepare_add_s16(name: str, p) -> AddFastS16:
+    """grukit_add_fast_s16: each input's term rescales x << 15 (x fed doubled as x << 16); the larger input
+    scale gives the multiplier 1/2 exactly, right shift 0, hence the sign masks (0 where no rounding)."""
+    if (p.input1_zero_point, p.input2_zero_point, p.output_zero_point, p.left_shift) != (0, 0, 0, 15):
+        raise UnsupportedModelError(f"{name}: a 16x8 ADD/SUB with zero points or left shift {p.left_shift}")
+    if (p.qmin, p.qmax) != (-32768, 32767):
+        raise UnsupportedModelError(f"{name}: a fused activation clamp [{p.qmin}, {p.qmax}]")
+    extremes = np.array([-32768 << 15, 32767 << 15], np.int64)
+    terms, bound = [], 0
+    for i, requant in enumerate((p.input1, p.input2), 1):
+        q = requant_s32_16x8(requant, 1 << 30, f"{name} input{i}", need_right_shift=False)
+        _require_no_left_shift(q, f"{name}: input{i}", requant)
+        terms.append(q)
+        bound += int(np.abs(F.rescale_smaller_than_one(extremes, requant)).max())  # the term is monotone in x
+    if bound >= S16_MAX_ABS_INPUT:
+        raise UnsupportedModelError(f"{name}: input terms up to {bound} in sum reach 2^30 (input scales far apart)")
+    out = requant_s32_16x8(p.output, bound, f"{name} output", need_right_shift=True)
+    _require_no_left_shift(out, f"{name}: an ADD/SUB output", p.output)
+    return AddFastS16(terms[0], terms[1], out, *(-1 if q.right_shift > 0 else 0 for q in terms))
+
+
+def prepare_mul_s16(name: str, p) -> RequantS32:
+    """The grukit_requant_s32 of a 16x8 MUL (whose input1 is z or r, a LOGISTIC output in [0, 32767])."""
+    if (p.input1_zero_point, p.input2_zero_point, p.output_zero_point) != (0, 0, 0):
+        raise UnsupportedModelError(f"{name}: a 16x8 MUL with zero points")
+    if (p.qmin, p.qmax) != (-32768, 32767):
+        raise UnsupportedModelError(f"{name}: a fused activation clamp [{p.qmin}, {p.qmax}]")
+    q = requant_s32_16x8(p.output, 32767 * 32768, f"{name} output", need_right_shift=True)
+    if q.left_shift != 0:
+        raise UnsupportedModelError(f"{name}: a 16x8 MUL output rescale with a left shift ({p.output})")
+    return q
+
+
+def prepare_table_input_s16(p) -> TableInputS16:
+    """grukit_table_input_s16: TFLite's power-of-two case (multiplier 0) resolved to 3 << shift, no shift."""
+    multiplier, shift = int(p.input_multiplier), int(p.input_left_shift)
+    if multiplier == 0:
+        multiplier, shift = 3 << shift, 0
+    return TableInputS16(multiplier, 1 << (shift - 1) if shift > 0 else 0, shift)
+
+
+def prepare_layer_s16(li: int, layer) -> GruLayerS16:
+    """grukit_gru_layer_s16 of one QuantizedLayer."""
+    check_graph(layer.linear_before_reset)
+    pre, tag = layer.prepared, f"l{li}"
+    r_mul = "r_gh" if layer.linear_before_reset else "r_h"
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16)
+    adds = {name: prepare_add_s16(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
+                                                                           "h_new")}
+    return GruLayerS16(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
+                       **adds, r_mul=prepare_mul_s16(f"{tag}_{r_mul}", pre[r_mul]),
+                       z_mul=prepare_mul_s16(f"{tag}_z_diff", pre["z_diff"]),
+                       z_act=prepare_table_input_s16(pre["z"]), r_act=prepare_table_input_s16(pre["r"]),
+                       n_act=prepare_table_input_s16(pre["n"]))
+
+
+def prepare_model(qmodel) -> KernelModel:
+    """The kernel's constants for a QuantizedGRUModel (``grukit.core.quantized``)."""
+    s8 = qmodel.scheme is INT8
+    prepare_layer, prepare_fc = (prepare_layer_s8, prepare_fc_s8) if s8 else (prepare_layer_s16, prepare_fc_s16)
+    layers = tuple(prepare_layer(li, layer) for li, layer in enumerate(qmodel.layers))
+    head = None if qmodel.head is None else prepare_fc("head", [(qmodel.head.fc, qmodel.head.prepared)])
+    return KernelModel(qmodel.scheme.c_suffix, layers, head, int(bool(qmodel.per_step)))
+
+
+# =========================================================================================================
+# The C functions, over a batch (int64 arrays holding the C's int32 values)
+# =========================================================================================================
+
+
+def _check_s32(values: np.ndarray, what: str) -> np.ndarray:
+    """The C holds ``values`` in an int32: refuse (OverflowError) what would overflow there."""
+    if values.size and (values.min() < -(1 << 31) or values.max() >= 1 << 31):
+        raise OverflowError(f"{what}: int32 overflow in the C kernel ({values.min()}..{values.max()})")
+    return values
+
+
+def shl_s32(x, shift: int) -> np.ndarray:
+    """shl_s32: a left shift through uint32, wrapping like the C (the generator's bounds prevent wraps)."""
+    return F.wrap_int32(np.asarray(x, np.int64) << shift)
+
+
+def sat_s8(x) -> np.ndarray:
+    return np.clip(x, -128, 127)
+
+
+def sat_s16(x) -> np.ndarray:
+    return np.clip(x, -32768, 32767)
+
+
+def mul_high_rounded_acc_s32(x, multiplier: int, acc) -> np.ndarray:
+    """mul_high_rounded_acc_s32 (SMMLAR): acc + x * multiplier / 2^32 rounded half up."""
+    return np.asarray(acc, np.int64) + ((np.asarray(x, np.int64) * multiplier + (1 << 31)) >> 32)
+
+
+def requant_fast_s32(x2, multiplier: int, rounding: int, right_shift: int) -> np.ndarray:
+    """requant_fast_s32: TFLite's requantization + zero point of x = x2 / 2 (right_shift >= 1)."""
+    x2 = np.asarray(x2, np.int64)
+    y = mul_high_rounded_acc_s32(x2, multiplier, rounding)
+    return (y + (x2 >> 31)) >> right_shift
+
+
+def requant_general_s32(x2, q: RequantS32) -> np.ndarray:
+    """requant_general_s32: any row, a left shift first (and no sign term when right_shift is 0)."""
+    shifted = shl_s32(x2, q.left_shift)
+    y = mul_high_rounded_acc_s32(shifted, q.multiplier, q.rounding)
+    return (y + ((shifted >> 31) if q.right_shift > 0 else 0)) >> q.right_shift
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def widen_s8(x: np.ndarray, offset: int) -> np.ndarray:
+    """widen_s8: 2 (x + offset) per column [N, K8], the padding columns 0 (the C packs pairs into words)."""
+    n, k = x.shape
+    xw = np.zeros((n, _round_up(k, 8)), np.int64)
+    xw[:, :k] = 2 * (x.astype(np.int64) + offset)
+    return xw
+
+
+def _unpack_pairs(fc: FcS8) -> tuple[np.ndarray, np.ndarray]:
+    """From the packed words: per row pair, the halfwords 256 wA + wB and their low bytes wB, [pairs, K8]."""
+    k8 = _round_up(fc.depth, 8)
+    blocks = _round_up(fc.rows, 4) // 4
+    words = np.asarray(fc.weights, np.int64).reshape(blocks, k8 // 4, 2, 2)  # [block][group][pair][word]
+    words = words.transpose(0, 2, 1, 3).reshape(blocks * 2, k8 // 2)  # [pair][word]
+    low, high = (words << 48) >> 48, words >> 16  # the two int16 halves of each int32 word
+    halves = np.stack([low, high], axis=-1).reshape(blocks * 2, k8)
+    return halves, (halves << 56) >> 56  # SXTB16: the low byte of each half, sign extended
+
+
+def fc_s8(fc: FcS8, x: np.ndarray) -> np.ndarray:
+    """fc_s8 over a batch: int8 x [N, depth] -> int8 [N, 4 * ceil(rows / 4)] (padding rows included)."""
+    halves, low_bytes = _unpack_pairs(fc)
+    xw = widen_s8(x, fc.input_offset)
+    start = np.asarray(fc.bias_start, np.int64).reshape(-1, 2)  # per pair: packed start, B start
+    acc_packed = _check_s32(start[:, 0] + xw @ halves.T, f"{fc.name} packed accumulator")  # SMLAD
+    acc_b = _check_s32(start[:, 1] + xw @ low_bytes.T, f"{fc.name} accumulator")  # SMLAD of SXTB16
+    acc_a = (acc_packed >> 8) - (acc_b >> 8)  # the floors of dotB / 256 cancel
+    acc = np.stack([acc_b, acc_a], axis=-1).reshape(x.shape[0], -1)  # rows B0, A0, B1, A1, ...
+    out = np.empty_like(acc)
+    for o, q in enumerate(fc.requant):
+        col = acc[:, o]
+        out[:, o] = (requant_general_s32(col, q) if fc.general_requant
+                     else requant_fast_s32(col, q.multiplier, q.rounding, q.right_shift))
+    return sat_s8(out)
+
+
+def add_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
+    q = p.output
+    return sat_s8(requant_fast_s32(p.input1_term2[a + 128] + p.input2_term2[b + 128], q.multiplier, q.rounding,
+                                   q.right_shift))
+
+
+def sub_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
+    q = p.output
+    return sat_s8(requant_fast_s32(p.input1_term2[a + 128] - p.input2_term2[b + 128], q.multiplier, q.rounding,
+                                   q.right_shift))
+
+
+def mul_fast_s8(p: MulFastS8, a, b) -> np.ndarray:
+    q = p.output
+    product2 = (np.asarray(a, np.int64) * p.input1_scale + p.input1_offset_scaled) * (np.asarray(b, np.int64)
+                                                                                     + p.input2_offset)
+    return sat_s8(requant_fast_s32(product2, q.multiplier, q.rounding, q.right_shift))
+
+
+def gru_step_s8(layer: GruLayerS8, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """grukit_gru_step_s8 over a batch: int8 x [N, I], h [N, H] -> the new h [N, H] (int64 values)."""
+    H, h4 = layer.hidden_size, _round_up(layer.hidden_size, 4)
+    gx, gh = fc_s8(layer.x_fc, x), fc_s8(layer.h_fc, h)
+    gate = lambda acc, g: acc[:, g * h4 : g * h4 + H]  # noqa: E731
+    h = np.asarray(h, np.int64)
+    z = layer.z_table[add_tab_s8(layer.z_pre, gate(gx, 0), gate(gh, 0)) + 128].astype(np.int64)
+    r = layer.r_table[add_tab_s8(layer.r_pre, gate(gx, 1), gate(gh, 1)) + 128].astype(np.int64)
+    if layer.linear_before_reset:
+        gh_n = gate(gh, 2)
+        n_in = mul_fast_s8(layer.r_mul, r, gh_n)
+    else:  # gh_n = R_n (r * h) needs every r first
+        n_in = fc_s8(layer.hn_fc, mul_fast_s8(layer.r_mul, r, h))[:, :H]
+    n = layer.n_table[add_tab_s8(layer.n_pre, gate(gx, 2), n_in) + 128].astype(np.int64)
+    diff = sub_tab_s8(layer.h_minus_n, h, n)
+    return add_tab_s8(layer.h_new, n, mul_fast_s8(layer.z_mul, z, diff))
+
+
+def _unpack_quads(fc: FcS16) -> np.ndarray:
+    """From the packed words: the int8 weights [4 * ceil(rows / 4), K8] (bytes hold columns 0, 2, 1, 3)."""
+    k8 = _round_up(fc.depth, 8)
+    blocks = _round_up(fc.rows, 4) // 4
+    words = np.asarray(fc.weights, np.int64).reshape(blocks, k8 // 4, 4)  # [block][group][row]
+    quads = np.stack([(words << (56 - 8 * i)) >> 56 for i in range(4)], axis=-1)[..., [0, 2, 1, 3]]
+    return quads.transpose(0, 2, 1, 3).reshape(blocks * 4, k8)
+
+
+def requant_row_s16(dot, q: RequantS64) -> np.ndarray:
+    """requant_row_s16: start + (dot << left_shift) * multiplier in int64 (one SMLAL), the high word shifted."""
+    v = q.start + shl_s32(dot, q.left_shift) * q.multiplier  # |v| < 2^63: requant_s64 proved it
+    return sat_s16((v >> 32) >> q.right_shift)
+
+
+def fc_s16(fc: FcS16, x: np.ndarray) -> np.ndarray:
+    """fc_s16 over a batch: int16 x [N, depth] -> int16 [N, 4 * ceil(rows / 4)] (padding rows give 0)."""
+    w = _unpack_quads(fc)
+    xp = np.zeros((x.shape[0], w.shape[1]), np.int64)
+    xp[:, : fc.depth] = x
+    dot = _check_s32(xp @ w.T, f"{fc.name} dot product")  # SMLAD
+    return np.stack([requant_row_s16(dot[:, o], q) for o, q in enumerate(fc.requant)], axis=1)
+
+
+def add_term_s16(q: RequantS32, sign_mask: int, x) -> np.ndarray:
+    """An ADD/SUB input term on the doubled input x << 16."""
+    x2 = shl_s32(x, 16)
+    return (mul_high_rounded_acc_s32(x2, q.multiplier, q.rounding) + ((x2 >> 31) & sign_mask)) >> q.right_shift
+
+
+def add_fast_s16(p: AddFastS16, a, b) -> np.ndarray:
+    raw = add_term_s16(p.input1, p.input1_sign_mask, a) + add_term_s16(p.input2, p.input2_sign_mask, b)
+    return sat_s16(requant_fast_s32(2 * raw, p.output.multiplier, p.output.rounding, p.output.right_shift))
+
+
+def sub_fast_s16(p: AddFastS16, a, b) -> np.ndarray:
+    raw = add_term_s16(p.input1, p.input1_sign_mask, a) - add_term_s16(p.input2, p.input2_sign_mask, b)
+    return sat_s16(requant_fast_s32(2 * raw, p.output.multiplier, p.output.rounding, p.output.right_shift))
+
+
+def mul_fast_s16(q: RequantS32, a, b) -> np.ndarray:
+    """a in [0, 32767] (a LOGISTIC output), b int16: |2 a b| < 2^31."""
+    return sat_s16(requant_fast_s32(2 * np.asarray(a, np.int64) * b, q.multiplier, q.rounding, q.right_shift))
+
+
+def table_input_s16(p: TableInputS16, x) -> np.ndarray:
+    return (np.asarray(x, np.int64) * p.multiplier + p.rounding) >> p.right_shift
+
+
+def sigmoid_abs(abs_v, fraction_bits: int, saturated: int) -> np.ndarray:
+    """sigmoid(|v| / 2^fraction_bits / 24) interpolated in the table, unsigned Q0.(16 + fraction_bits)."""
+    index = np.minimum(abs_v >> fraction_bits, 254)
+    lo, hi = K.SIGMOID_TABLE_U16[index], K.SIGMOID_TABLE_U16[index + 1]
+    value = (lo << fraction_bits) + (abs_v & ((1 << fraction_bits) - 1)) * (hi - lo)
+    return np.where(abs_v >> fraction_bits >= 255, saturated, value)
+
+
+def logistic_fast_s16(p: TableInputS16, x) -> np.ndarray:
+    """TFLite's int16 LOGISTIC: 9 interpolation bits, sigmoid(-v) = 1 - sigmoid(v), rounded to Q0.15."""
+    v = table_input_s16(p, x)
+    s_q25 = sigmoid_abs(np.abs(v), 9, 0x7FFF << 10)
+    return np.where(v >= 0, s_q25 + (1 << 9), (1 << 25) - s_q25 + (1 << 9) - 1) >> 10
+
+
+def tanh_fast_s16(p: TableInputS16, x) -> np.ndarray:
+    """TFLite's int16 TANH = 2 sigmoid(2v) - 1: 8 interpolation bits, rounded to Q0.15."""
+    v = table_input_s16(p, x)
+    s_q24 = sigmoid_abs(np.abs(v), 8, 0xFFFF << 8)
+    return np.where(v >= 0, s_q24 - (1 << 23) + (1 << 7), -s_q24 + (1 << 23) + (1 << 7) - 1) >> 8
+
+
+def gru_step_s16(layer: GruLayerS16, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """grukit_gru_step_s16 over a batch: int16 x [N, I], h [N, H] -> the new h [N, H] (int64 values)."""
+    H, h4 = layer.hidden_size, _round_up(layer.hidden_size, 4)
+    gx, gh = fc_s16(layer.x_fc, x), fc_s16(layer.h_fc, h)
+    gate = lambda acc, g: acc[:, g * h4 : g * h4 + H]  # noqa: E731
+    h = np.asarray(h, np.int64)
+    z = logistic_fast_s16(layer.z_act, add_fast_s16(layer.z_pre, gate(gx, 0), gate(gh, 0)))
+    r = logistic_fast_s16(layer.r_act, add_fast_s16(layer.r_pre, gate(gx, 1), gate(gh, 1)))
+    if layer.linear_before_reset:
+        n_in = mul_fast_s16(layer.r_mul, r, gate(gh, 2))
+    else:  # gh_n = R_n (r * h) needs every r first
+        n_in = fc_s16(layer.hn_fc, mul_fast_s16(layer.r_mul, r, h))[:, :H]
+    n = tanh_fast_s16(layer.n_act, add_fast_s16(layer.n_pre, gate(gx, 2), n_in))
+    diff = sub_fast_s16(layer.h_minus_n, h, n)
+    return add_fast_s16(layer.h_new, n, mul_fast_s16(layer.z_mul, z, diff))
+
+
+def run_model(model: KernelModel, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """grukit_model_*_step over sequences x_q [N, T, I] from zero states, as the C host runner: (y [N, O]
+    after the last step, or [N, T, O] every step for a per-step model; [each layer's states [N, T, H]])."""
+    s8 = model.c_suffix == "s8"
+    step, fc = (gru_step_s8, fc_s8) if s8 else (gru_step_s16, fc_s16)
+    n, t, _ = x_q.shape
+    states = [np.zeros((n, layer.hidden_size), np.int64) for layer in model.layers]
+    seqs = [np.empty((n, t, layer.hidden_size), np.int64) for layer in model.layers]
+    ys = []
+    for ti in range(t):
+        inp = x_q[:, ti].astype(np.int64)
+        for li, layer in enumerate(model.layers):
+            states[li] = step(layer, inp, states[li])
+            seqs[li][:, ti] = inp = states[li]
+        if model.per_step or ti == t - 1:
+            ys.append(inp if model.head is None else fc(model.head, inp)[:, : model.head.rows])
+    y = np.stack(ys, axis=1) if model.per_step else ys[-1]
+    return y, seqs

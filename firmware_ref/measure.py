@@ -1,0 +1,145 @@
+"""What the C kernel costs on a microcontroller, measured: instructions per step on QEMU's Cortex-M machines,
+and flash bytes of an arm-none-eabi build.
+
+- ``measure_step_instructions(qmodel, machine)``: instructions of one whole model step (every layer, every
+  op, the head) on one of ``build.MACHINES`` (M4, M7, M33, M55), from SysTick under ``-icount shift=6``
+  (ticks x tick period / 2^6 ns, the period per machine: see ``build.MACHINES`` and firmware_ref/arm/board.h).
+  An instruction count, not a cycle count: on a real M4 loads take 1-2 cycles, taken branches 2-4, plus
+  flash wait states. None (and an EmulationUnavailable warning naming the reason) when the toolchain, QEMU
+  or the machine is missing.
+- ``built_flash_bytes(c_model_file, scheme)``: text + data of the generated model constants and of the
+  kernel code the scheme links, for the Cortex-M4.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grukit.core.scheme import SCHEMES, Scheme, scheme_named
+from grukit.firmware_ref.build import (CC_TIMEOUT_S, GOLDEN_STREAM_SOURCE, KERNEL_SOURCES, MEASURE_DRIVER_SOURCE,
+                                       FirmwareBuildError, _sources, arm_flags, build_arm,
+                                       emulation_unavailable_reason, firmware_dir, include_flags,
+                                       instructions_from_ticks, run_program, run_qemu)
+from grukit.firmware_ref.c_export import export_c
+from grukit.firmware_ref.golden import GoldenStream
+
+
+class EmulationUnavailable(UserWarning):
+    """The ARM toolchain, QEMU or the QEMU machine is missing: nothing was measured."""
+
+
+def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = "mps2-an386",
+                        dsp: bool = True, seed: int = 0) -> Path:
+    """Link the timing image for qmodel (random integer inputs, `steps` steps); returns the ELF path."""
+    gen = build_dir / "model"
+    export_c(qmodel, gen)
+    info = np.iinfo(qmodel.input_q.np_dtype)
+    rng = np.random.default_rng(seed)
+    x_q = rng.integers(info.min, info.max + 1, size=(steps, qmodel.layers[0].input_size))
+    golden = GoldenStream()
+    golden.word(1)
+    golden.word(steps)
+    golden.words_of(x_q)
+    golden_c = golden.write_c(build_dir / "golden.c", "random inputs for one measured sequence")
+    sources = [*_sources(*KERNEL_SOURCES, GOLDEN_STREAM_SOURCE, MEASURE_DRIVER_SOURCE), gen / "grukit_model.c",
+               golden_c]
+    defines = {"DRIVER_MEASURE": None, "GRUKIT_MODEL_HEADER": f'"{gen / "grukit_model.h"}"'}
+    return build_arm(sources, build_dir / "measure.elf", machine=machine, dsp=dsp, defines=defines)
+
+
+def run_measure_image(elf: Path, machine: str = "mps2-an386") -> list[float]:
+    """Instructions of each measured step (the driver's TICKS lines of its step calls)."""
+    stdout = run_qemu(elf, machine)
+    ticks = [int(line.split()[2]) for line in stdout.splitlines() if line.startswith("TICKS ")]
+    return [instructions_from_ticks(t, machine) for t in ticks]
+
+
+def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 8, dsp: bool = True) -> float | None:
+    """Mean instructions of one whole model step (all layers, all ops, the head) in QEMU, or None (with an
+    EmulationUnavailable warning giving the reason, see emulation_unavailable_reason) when the toolchain,
+    QEMU or the machine is absent."""
+    reason = emulation_unavailable_reason(machine)
+    if reason is not None:
+        warnings.warn(reason, EmulationUnavailable, stacklevel=2)
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        per_step = run_measure_image(build_measure_image(qmodel, Path(tmp), steps, machine, dsp), machine)
+    if len(per_step) != steps:
+        raise FirmwareBuildError(f"expected {steps} timed steps from the emulator, got {len(per_step)}")
+    return float(np.mean(per_step))
+
+
+# --- flash of a Cortex-M4 build ---------------------------------------------------------------------------
+# The build whose flash grukit measures: the Cortex-M4 one (code size differs little between the M-profile
+# cores with the DSP extension; other cores' flash figures say so).
+MEASURED_MACHINE = "mps2-an386"
+MEASURED_CORE = "cortex-m4"
+# The functions an application of each scheme calls (the generated main.c: init, reset, step; output for a
+# last-step model); linking keeps what they reach of firmware_ref's kernel sources and drops the rest.
+KERNEL_ENTRY_POINTS = {scheme: tuple(f"grukit_model_{scheme.c_suffix}_{f}" for f in ("init", "reset", "step", "output"))
+                       for scheme in SCHEMES}
+
+
+@dataclass(frozen=True)
+class BuiltFlash:
+    """Flash bytes (text + data) of a Cortex-M4 build: the generated model constants and the kernel code
+    the scheme links, and the external symbols the kernel still needs (the C library's memcpy, ...: not
+    counted)."""
+
+    model_file: str
+    model_bytes: int
+    kernel_bytes: int
+    kernel_sources: tuple[str, ...]
+    entry_points: tuple[str, ...]
+    undefined: tuple[str, ...]
+
+    def note(self) -> str:
+        """What was counted, for the report."""
+        libc = f"; not counted: {', '.join(self.undefined)} (C library)" if self.undefined else ""
+        return (f"measured: arm-none-eabi-size (text + data) of the -O2 Cortex-M4 build: model constants "
+                f"{self.model_bytes:,} (the generated {self.model_file}) + kernel code {self.kernel_bytes:,} "
+                f"(firmware_ref's {', '.join(Path(s).name for s in self.kernel_sources)} linked with --gc-sections "
+                f"from {', '.join(self.entry_points)}: only the code these reach){libc}")
+
+
+def _arm_size(path: Path) -> int:
+    """text + data bytes of an object (Berkeley format of arm-none-eabi-size)."""
+    text, data = run_program(["arm-none-eabi-size", str(path)], "arm-none-eabi-size").splitlines()[1].split()[:2]
+    return int(text) + int(data)
+
+
+def built_flash_bytes(c_model_file: Path, scheme: str | Scheme) -> BuiltFlash | None:
+    """Flash bytes of the generated model constants and of the kernel code ``scheme`` links, compiled with
+    arm-none-eabi-gcc -O2 for the Cortex-M4; None when the ARM toolchain is missing.
+
+    The kernel objects (every firmware_ref kernel source, built with -ffunction-sections) are partially
+    linked (``ld -r --gc-sections``) keeping only what KERNEL_ENTRY_POINTS[scheme] reach, as the
+    application's own link would: the other scheme's code is not counted."""
+    scheme = scheme_named(scheme)
+    tools = ("arm-none-eabi-gcc", "arm-none-eabi-ld", "arm-none-eabi-size", "arm-none-eabi-nm")
+    if any(shutil.which(t) is None for t in tools):
+        return None
+    c_model_file = Path(c_model_file)
+    flags = [f for f in arm_flags(MEASURED_MACHINE) if not f.startswith(("-Wl,", "--specs", "-nostartfiles"))]
+    includes = [*include_flags(), f"-I{c_model_file.parent}"]
+    sources = [c_model_file, *(firmware_dir() / s for s in KERNEL_SOURCES)]
+    entry = KERNEL_ENTRY_POINTS[scheme]
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = []
+        for i, src in enumerate(sources):
+            obj = Path(tmp) / f"{i}_{src.stem}.o"
+            run_program(["arm-none-eabi-gcc", *flags, *includes, "-c", str(src), "-o", str(obj)],
+                                f"arm-none-eabi-gcc -c {src.name}", CC_TIMEOUT_S)
+            objects.append(obj)
+        kernel = Path(tmp) / "kernel.o"
+        run_program(["arm-none-eabi-ld", "-r", "--gc-sections", *(f"-u{e}" for e in entry),
+                             *map(str, objects[1:]), "-o", str(kernel)], "arm-none-eabi-ld -r", CC_TIMEOUT_S)
+        undefined = run_program(["arm-none-eabi-nm", "-u", str(kernel)], "arm-none-eabi-nm")
+        return BuiltFlash(c_model_file.name, _arm_size(objects[0]), _arm_size(kernel), KERNEL_SOURCES, entry,
+                          tuple(line.split()[-1] for line in undefined.splitlines() if line.strip()))

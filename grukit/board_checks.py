@@ -1,0 +1,93 @@
+"""Flash, RAM and latency of a deployed model on each board: measured where the build and the emulator
+allow (``grukit.firmware_ref.measure``), else the cost model (``grukit.runtime.cost_model``), checked against
+the board (``grukit.runtime.budget``). Every figure says which it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grukit.core.model import GRUModel
+from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes
+from grukit.firmware_ref import build
+from grukit.firmware_ref.measure import MEASURED_CORE, built_flash_bytes, measure_step_instructions
+from grukit.report import Report
+from grukit.runtime.budget import Figure, check_budget
+from grukit.runtime.cost_model import (COST_MODEL_SOURCE, KERNEL_CODE_BYTES, InstructionCount,
+                                       cost_model_instructions, memory_estimate)
+from grukit.runtime.targets import Target
+
+BIDIRECTIONAL_REASON = ("the model has a bidirectional GRU layer: a streaming device sees each sample once, so "
+                        "there is no integer model, step model, TFLite or C for it")
+
+
+def emulated_instructions(qmodel, machine: str | None) -> InstructionCount | str:
+    """Instructions of one whole step of the C kernel counted in QEMU on ``machine``
+    (``grukit.firmware_ref.measure.measure_step_instructions``), or a string saying why it cannot be
+    measured here (no emulated machine for the core, missing packages)."""
+    if machine is None:
+        return "no QEMU machine emulates this core"
+    if machine not in build.MACHINES:
+        return f"grukit has no board support for QEMU machine {machine!r} (it has {', '.join(build.MACHINES)})"
+    reason = build.emulation_unavailable_reason(machine)
+    if reason is not None:
+        return reason
+    count = measure_step_instructions(qmodel, machine)
+    if count is None:  # measure_step_instructions re-checks the tools; they went missing in between
+        return "ARM toolchain or QEMU missing"
+    source = (f"QEMU {machine} instruction count, measured (whole step, all layers and the head; a last-step "
+              "head is counted at every step, an upper bound)")
+    return InstructionCount(count, 0, source, measured=True)
+
+
+def _ram(model: GRUModel, qmodel, scheme) -> Figure:
+    if qmodel is None:
+        memory = memory_estimate(model, scheme)
+        return Figure(memory.ram_bytes, True, "cost model (no integer model: " + BIDIRECTIONAL_REASON + ")")
+    state, scratch = buffer_sizes(qmodel)
+    io = qmodel.scheme.activation_bytes * (model.input_size + qmodel.output_size)
+    return Figure(state + scratch + io, False,
+                  f"from the generated C: state {state:,} + scratch {scratch:,} + one input step and the "
+                  f"output {io:,} bytes (the caller's stack not counted)")
+
+
+def _flash(model: GRUModel, qmodel, scheme, built, board: Target) -> Figure:
+    if qmodel is not None and built is not None:
+        on_core = board.core.startswith(MEASURED_CORE)
+        return Figure(built.model_bytes + built.kernel_bytes, not on_core,
+                      built.note() + ("" if on_core else f"; an estimate for {board.core}"))
+    if qmodel is not None:
+        c_bytes, code = constant_bytes(qmodel), KERNEL_CODE_BYTES[qmodel.scheme]
+        return Figure(c_bytes + code, True,
+                      f"model constants {c_bytes:,} counted in the generated C + {qmodel.scheme} kernel "
+                      f"code {code:,} estimated (grukit.runtime.cost_model.KERNEL_CODE_BYTES; no ARM "
+                      "toolchain to build it)")
+    return Figure(memory_estimate(model, scheme).flash_bytes, True,
+                  f"cost model ({scheme} weights and biases, requantization parameters, kernel code)")
+
+
+def check_boards(model: GRUModel, qmodel, c_model_file: Path | None, boards: list[Target], T: int,
+                 max_latency_ms: float | None, report: Report, advance) -> None:
+    """Append each board's flash, RAM and latency lines to ``report.targets`` and its instruction count to
+    ``report.latency``; ``advance(board name)`` after each board."""
+    built = built_flash_bytes(c_model_file, qmodel.scheme) if qmodel is not None else None
+    ram = _ram(model, qmodel, report.scheme)
+    counts: dict[str | None, object] = {}
+    for board in boards:
+        flash = _flash(model, qmodel, report.scheme, built, board)
+        machine = board.qemu_machine
+        if machine not in counts:
+            counts[machine] = (emulated_instructions(qmodel, machine) if qmodel is not None
+                               else "no integer model to run")
+        count = counts[machine]
+        if isinstance(count, str):
+            fallback = cost_model_instructions(model)
+            count = InstructionCount(fallback.per_step, fallback.per_sequence,
+                                     f"{COST_MODEL_SOURCE}, not measured: {count}")
+        report.latency[board.name] = {"measured": count.measured, "instructions_per_step": count.per_step,
+                                      "source": count.source}
+        for check in check_budget(board, flash, ram, count.per_step, T, count.per_sequence, max_latency_ms,
+                                  count.source):
+            report.targets.append({"name": check.name, "limit": check.limit, "value": check.value,
+                                   "unit": check.unit, "pass": check.passed, "estimate": check.estimate,
+                                   "note": check.note})
+        advance(board.name)
