@@ -58,7 +58,7 @@ test-latest: firmware-tools
 lock: test-latest
 	{ echo "# grukit's test and demo environment, exact versions: written by 'make lock' (Python $$($(LATEST)/bin/python -c 'import platform; print(platform.python_version())'))."; \
 	  echo "# make test, make demo and .ci/run install these; pyproject.toml keeps the ranges users get."; \
-	  $(LATEST)/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK)
+	  $(LATEST)/bin/python -m pip freeze --all --exclude-editable | grep -v "^pip==" | sed "s/+cpu$$//"; } > $(LOCK)
 
 bench: $(STAMP) firmware-tools
 	$(PY) benchmarks/accuracy.py

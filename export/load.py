@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import BadInputError, MissingDependencyError, UnsupportedModelError
 from grukit.core.model import GRUModel
 
 SUFFIXES = (".onnx", ".pt2", ".keras")
@@ -37,6 +37,7 @@ def load(source, **kwargs) -> GRUModel:
 
         return load_onnx(path, **kwargs)
     if suffix == ".pt2":
+        _require_torch(f"{path}: a .pt2 file")
         from grukit.export.load_pt2 import load_pt2  # per format (see load_torch above)
 
         return load_pt2(path, **kwargs)
@@ -45,3 +46,12 @@ def load(source, **kwargs) -> GRUModel:
 
         return load_keras(path, **kwargs)
     raise UnsupportedModelError(f"{path}: unknown model format {suffix!r}; grukit reads {', '.join(SUFFIXES)}")
+
+
+def _require_torch(what: str) -> None:
+    """MissingDependencyError naming the extra unless torch imports."""
+    try:
+        import torch  # noqa: F401  (optional: grukit[torch])
+    except ImportError:
+        raise MissingDependencyError(f"{what} needs PyTorch, an optional dependency of grukit: "
+                                     "pip install 'grukit[torch]'") from None

@@ -6,7 +6,8 @@
     model_<scheme>_qdq.onnx         the quantized step in QDQ form
     model_float_step.tflite         float step; model_float_seq_T{T}.tflite over T steps
     model_<scheme>_step.tflite      the integer step (the device model); _seq_T{T}: over T steps
-    c/grukit_model.{h,c}, c/main.c  the model's constants for the C kernel and an example loop
+    grukit_model/                   the C library: src/ (the kernel and the model's constants), examples/main.c,
+                                    CMakeLists.txt, cmake/arm-none-eabi.cmake, library.json, library.properties
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from grukit.core.model import GRUModel
 from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
 from grukit.export.onnx_qdq_export import export_onnx_qdq
 from grukit.export.tflite_export import export_tflite_all, export_tflite_step_float
-from grukit.firmware_ref.c_export import export_c
+from grukit.firmware_ref.c_export import export_c_library
 
-C_DIR = "c"
+C_LIBRARY = "grukit_model"  # the C library's folder, library name and symbol prefix
 
 
 def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool = True,
@@ -28,7 +29,8 @@ def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool =
     """Write every file that applies into ``out``; returns role -> path, in the order written.
 
     Roles: ``onnx_sequence``, ``onnx_step``, ``onnx_qdq``, ``tflite_float_step``, ``tflite_float_seq``,
-    ``tflite_<scheme>_step``, ``tflite_<scheme>_seq`` and ``c_<file name>``. Without ``qmodel`` (no
+    ``tflite_<scheme>_step``, ``tflite_<scheme>_seq``, and for the C library ``c_model_h``, ``c_model_c``
+    (the model's constants) and ``c:<path in the library>`` for its other files. Without ``qmodel`` (no
     calibration data, or a bidirectional model) only the float files; without T no sequence .tflite; the C
     sources only with ``c``. ``advance(what)`` is called after each group (a progress display).
     """
@@ -50,7 +52,9 @@ def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool =
             files[f"tflite_{role}"] = Path(path)
     advance("TFLite")
     if qmodel is not None and c:
-        for path in export_c(qmodel, out / C_DIR):
-            files[f"c_{Path(path).name}"] = Path(path)
+        library = out / C_LIBRARY
+        model_h, model_c, *others = export_c_library(qmodel, library, C_LIBRARY)
+        files["c_model_h"], files["c_model_c"] = model_h, model_c
+        files.update({f"c:{path.relative_to(library)}": path for path in others})
         advance("C")
     return files

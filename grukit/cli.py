@@ -30,6 +30,7 @@ DEMO_TARGET = "stm32l476"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grukit", description="Take a trained GRU to a microcontroller.")
+    p.add_argument("--version", action="version", version=f"grukit {grukit.__version__}")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from resetting it.

@@ -158,7 +158,7 @@ class Evaluation:
         advance("QDQ ONNX")
         self._tflite_micro(qmodel, seq_file, files[f"tflite_{qmodel.scheme}_step"], x_q[:k], y_q[:k], subset)
         advance("TFLite-Micro")
-        self._c_kernel(qmodel, files["c_grukit_model.c"], x_q, y_q, int_states)
+        self._c_kernel(qmodel, files["c_model_c"], x_q, y_q, int_states)
         advance("C kernel")
 
     def _numpy_integer(self, qmodel, x_q: np.ndarray):

@@ -79,7 +79,7 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
                 ev.integer(qmodel, files, rec["advance"])
             rec["detail"] = ", ".join(f"{k} {_short(v)}" for k, v in report.scores.items())
         with stages.run("check targets", total=len(boards)) as rec:
-            check_boards(model, qmodel, files.get("c_grukit_model.c"), boards, val_x.shape[1], max_latency_ms,
+            check_boards(model, qmodel, files.get("c_model_c"), boards, val_x.shape[1], max_latency_ms,
                          report, rec["advance"])
             report.targets.extend(ev.bit_exact_checks)
             _check_drop(report, max_drop, val_x.shape[0])

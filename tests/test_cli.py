@@ -131,7 +131,11 @@ def test_export_quantized_prints_every_file_and_its_size(capsys, tmp_path):
     # The order grukit deploy writes them in (grukit.artifacts): the same files under the same names.
     expected = ["model.onnx", "model_step.onnx", "model_16x8_qdq.onnx", "model_float_step.tflite",
                 "model_float_seq_T50.tflite", "model_16x8_step.tflite", "model_16x8_seq_T50.tflite",
-                "c/grukit_model.h", "c/grukit_model.c", "c/main.c"]
+                "grukit_model/src/grukit_model.h", "grukit_model/src/grukit_model.c", "grukit_model/examples/main.c",
+                "grukit_model/src/grukit_gru.h", "grukit_model/src/grukit_gru.c", "grukit_model/src/grukit_tables.h",
+                "grukit_model/src/grukit_tables.c", "grukit_model/CMakeLists.txt",
+                "grukit_model/cmake/arm-none-eabi.cmake", "grukit_model/README.md", "grukit_model/library.json",
+                "grukit_model/library.properties"]
     table = {line.split()[0]: line.split()[1] for line in out.strip().splitlines()[1:-1]}
     assert list(table) == expected
     for name, size in table.items():

@@ -107,7 +107,7 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
         assert (tmp_path / name).stat().st_size == size
     for name in ("model.onnx", "model_step.onnx", "model_int8_qdq.onnx", "model_int8_step.tflite",
                  "model_int8_seq_T8.tflite", "model_float_step.tflite", "model_float_seq_T8.tflite",
-                 "c/grukit_model.c", "c/grukit_model.h"):
+                 "grukit_model/src/grukit_model.c", "grukit_model/src/grukit_model.h", "grukit_model/CMakeLists.txt"):
         assert name in doc["artifacts"], f"{name} not exported"
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page  # the confusion matrix at least
