@@ -65,6 +65,8 @@ bench: $(STAMP) firmware-tools
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/step_profile.py
 	$(PY) benchmarks/bench_firmware_gru.py
+	$(PY) benchmarks/sparse.py
+	$(PY) benchmarks/prune.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) build dist *.egg-info

@@ -6,6 +6,12 @@ For each task a small PyTorch GRU is trained (seeded, CPU), loaded with grukit, 
 split, quantized with int8 and 16x8, and scored on the held-out split by the float reference and the
 integer runtime. Targets (issue 3): classification int8 within 0.5 points of float top-1, 16x8 within 0.1;
 regression / per-step MSE int8 <= 1.3x float, 16x8 <= 1.05x.
+
+Then a forecaster whose test inputs leave the calibrated range (issue 15): a GRU(50) trained on the first
+eight years of the airline-passenger series, tested on the last four (a trending series: the test inputs
+reach values the calibration windows never do), deployed with grukit's defaults: the validation-range check
+must flag the input and the default budget (MSE +25%) must fail; declared with --input-range as the
+count's plausible span (0 to 800 thousand passengers a month), int8 must stay within 1.3x float's MSE.
 """
 
 from __future__ import annotations
@@ -124,11 +130,74 @@ def score(kind: str, pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((pred - y) ** 2))
 
 
+def compare_observers(quick: bool) -> int:
+    """Per classification task, int8 test decisions that differ from float's under each observer and under
+    auto (issue 15: auto changes no more than the best single observer)."""
+    kinds = ("minmax", "percentile", "mse", "auto")
+    print("| task | test sequences | " + " | ".join(f"{k} changed" for k in kinds) + " | auto chose |")
+    print("|---|---|" + "---|" * (len(kinds) + 1))
+    ok = True
+    for task in tasks(quick):
+        if task.kind != "accuracy":
+            continue
+        model = grukit.load(task.model_file if task.model_file else train(task))
+        reference = model.predict(task.x_test).argmax(-1)
+        changed, chose = {}, ""
+        for kind in kinds:
+            q = grukit.quantize(model, task.x_train, scheme="int8", observer=kind)
+            changed[kind] = int(np.sum(q.predict(task.x_test).argmax(-1) != reference))
+            if kind == "auto":
+                chose = ", ".join(f"layer{l}/{n}: {k}" for (l, n), k in q.report.observer_kinds.items()) or "min/max"
+        ok &= changed["auto"] <= min(changed[k] for k in kinds[:3])
+        print(f"| {task.name} | {len(task.x_test)} | " + " | ".join(str(changed[k]) for k in kinds) + f" | {chose} |")
+    print("target: auto changes no more decisions than the best single observer:", "PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+PASSENGER_SPAN = (0.0, 800.0)  # thousands a month: the declared input range of the trending forecaster
+
+
+def trending_forecaster(quick: bool) -> tuple[list[str], bool]:
+    """Deploy the airline forecaster with default settings and with a declared input range (module
+    docstring); (lines to print, targets met)."""
+    from tempfile import TemporaryDirectory
+
+    from grukit.pipeline import deploy
+
+    xa, ya, xb, yb = realdata.trending_forecast()
+    series = realdata.airline()
+    mean, std = series[:96].mean(), series[:96].std()
+    declared = tuple((v - mean) / std for v in PASSENGER_SPAN)  # the span in the standardized units
+    task = Task("airline", "mse", xa, ya, xb, yb, hidden=50, epochs=80 if quick else 400)
+    model = grukit.load(train(task))
+    lines, ok = [], True
+    with TemporaryDirectory() as tmp:
+        for scheme in ("int8", "16x8"):
+            for input_range in (None, declared):
+                r = deploy(model, xa, (xb, yb), "stm32l476", scheme=scheme, out_dir=f"{tmp}/{scheme}{input_range}",
+                           progress=False, input_range=input_range)
+                ratio = r.scores[f"numpy-{scheme}"] / r.scores["numpy-float"]
+                flagged = any(w.startswith("layer0/x:") for w in r.warnings)
+                how = ("defaults" if input_range is None else
+                       f"--input-range={declared[0]:.3g}:{declared[1]:.3g} (0 to 800 thousand passengers)")
+                lines.append(f"| {scheme} | {how} | {r.scores['numpy-float']:.4f} | {r.scores[f'numpy-{scheme}']:.4f} | "
+                             f"{ratio:.3f}x | {'yes' if flagged else 'no'} | {'PASS' if r.passed else 'FAIL'} |")
+                if input_range is None:
+                    ok &= flagged and not r.passed
+                elif scheme == "int8":
+                    ok &= ratio <= 1.3
+    return lines, ok
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer training epochs (smoke run)")
     ap.add_argument("--observer", default="minmax")
+    ap.add_argument("--compare-observers", action="store_true",
+                    help="only the classification tasks: decisions int8 changes under each observer and auto")
     args = ap.parse_args(argv)
+    if args.compare_observers:
+        return compare_observers(args.quick)
     rows, ok = [], True
     for task in tasks(args.quick):
         t0 = time.perf_counter()
@@ -162,7 +231,14 @@ def main(argv=None) -> int:
               f"{d8}{mark(p8)} | {fmt(s16)} | {d16}{mark(p16)} |")
     print("targets: int8 <= 0.5 pt drop / <= 1.3x MSE; 16x8 <= 0.1 pt / <= 1.05x:", "PASS" if ok else "FAIL")
     print("(changed: test sequences whose integer top-1 class differs from float's, either way)")
-    return 0 if ok else 1
+    lines, met = trending_forecaster(args.quick)
+    print("\nAirline passengers, GRU(50) forecaster: test inputs beyond the calibrated range (grukit deploy, "
+          "stm32l476)")
+    print("| scheme | settings | float MSE | integer MSE | ratio | input flagged | deploy |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+    print("targets: flagged and failing with defaults; int8 <= 1.3x with the declared range:", "PASS" if met else "FAIL")
+    return 0 if ok and met else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Datasets used:
 - BasicMotions: smart-watch 3-D accelerometer + 3-D gyroscope, 10 Hz, T=100, 4 activities (UEA).
 - JapaneseVowels (equal-length version): 12 LPC cepstrum coefficients of uttered vowels, T=25, 9 speakers.
 - GunPoint: one hand-position coordinate over T=150 frames, 2 classes (UCR).
+- Airline: monthly international airline passengers 1949-1960 (Box & Jenkins), 144 values with a strong
+  trend: a forecaster calibrated on the early years sees larger inputs later.
 """
 
 from __future__ import annotations
@@ -79,3 +81,20 @@ def japanese_vowels():
 
 def gun_point():
     return load_dataset("GunPoint")
+
+
+def airline() -> np.ndarray:
+    """The 144 monthly passenger counts (thousands), float32."""
+    lines = (aeon_data_dir() / "Airline" / "Airline.csv").read_text().split()
+    return np.array([float(line.split(",")[1]) for line in lines[1:]], np.float32)
+
+
+def trending_forecast(T: int = 12, split: int = 96):
+    """(x_train, y_train, x_test, y_test): windows of T standardized airline values and the next value,
+    standardized with the first ``split`` months' mean and deviation; test windows from the later months
+    (whose inputs reach values the training windows never do)."""
+    s = airline()
+    z = (s - s[:split].mean()) / s[:split].std()
+    windows = lambda a: np.stack([a[i:i + T + 1] for i in range(len(a) - T)])[..., None]  # noqa: E731
+    train, test = windows(z[:split]), windows(z[split - T:])
+    return train[:, :-1], train[:, -1], test[:, :-1], test[:, -1]

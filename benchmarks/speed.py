@@ -26,7 +26,7 @@ import numpy as np
 
 import grukit
 from grukit.export.onnx_export import export_onnx_sequence
-from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import GRUDirection, GRULayer, GRUModel, Head
 from grukit.runtime.workers import worker_count
 
 ROUNDS = 9
@@ -39,7 +39,7 @@ def random_model(I: int, H: int, O: int, seed: int = 0) -> GRUModel:
     s = 1 / np.sqrt(H)
     d = GRUDirection(W=rng.uniform(-s, s, (3, H, I)), R=rng.uniform(-s, s, (3, H, H)),
                      Wb=rng.uniform(-s, s, (3, H)), Rb=rng.uniform(-s, s, (3, H)))
-    head = Dense(W=rng.uniform(-s, s, (O, H)), b=np.zeros(O))
+    head = Head.dense(rng.uniform(-s, s, (O, H)), np.zeros(O))
     return GRUModel(layers=(GRULayer(d, 1),), head=head, name=f"random I={I} H={H}")
 
 

@@ -1,120 +1,85 @@
-"""Load an in-memory PyTorch ``nn.Module`` holding ``nn.GRU`` followed by ``nn.Linear``.
+"""Load an in-memory PyTorch ``nn.Module`` holding ``nn.GRU`` and a head, through ``torch.export``.
 
-The module's own ``forward`` is what the user trained, so after reading the weights the loader runs the
-module and the float reference on the same random input and refuses the module if they disagree: a
-forward that does more than GRU -> Linear on the last (or every) step is reported, never ignored.
+What the user trained is the module's ``forward``, not its list of submodules: the loader exports the module
+(in eval mode) with ``torch.export`` and reads the program with the same walk as a ``.pt2`` file
+(load_pt2.ProgramWalk), so a forward that scales its input, reads ``h_n``, or runs an MLP head is read as
+written. Before exporting, submodules holding weights grukit cannot represent (Conv1d, attention, LSTM, ...)
+are refused by name. Afterwards the module itself and the float reference run on the same random input, at
+a sequence length other than the export's, and a disagreement is refused.
 """
 
 from __future__ import annotations
+
+import inspect
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from grukit.core.errors import UnsupportedModelError
-from grukit.core.float_gru import layers_forward
+from grukit.core.model import GRUModel
+from grukit.export.graph_walk import walk_either_layout, walked_model
+from grukit.export.load_pt2 import ProgramWalk
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import run_torch_module, source_meta, to_batch_first, to_input_layout
-from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.export.source_runtime import run_source
 
-# PyTorch stacks gates r, z, n; grukit's order is z, r, n.
-TORCH_TO_GRUKIT = [1, 0, 2]
-
-
-def _direction(gru, layer: int, suffix: str) -> GRUDirection:
-    H = gru.hidden_size
-    get = lambda name: getattr(gru, f"{name}_l{layer}{suffix}").detach().cpu().numpy().astype(np.float32)
-    W = get("weight_ih").reshape(3, H, -1)[TORCH_TO_GRUKIT]
-    R = get("weight_hh").reshape(3, H, H)[TORCH_TO_GRUKIT]
-    if gru.bias:
-        Wb = get("bias_ih").reshape(3, H)[TORCH_TO_GRUKIT]
-        Rb = get("bias_hh").reshape(3, H)[TORCH_TO_GRUKIT]
-    else:
-        Wb = np.zeros((3, H), np.float32)
-        Rb = np.zeros((3, H), np.float32)
-    return GRUDirection(W=W, R=R, Wb=Wb, Rb=Rb)
+# Submodules whose weights grukit reads; any other submodule holding parameters is refused by name.
+WEIGHTED_MODULES = (nn.GRU, nn.Linear, nn.BatchNorm1d)
+# Sizes of the example input torch.export traces with, and of the self check's (a different T: a forward that
+# picks a fixed step instead of the last one cannot pass). All distinct, so no axis is taken for another.
+EXPORT_N, EXPORT_T, CHECK_T = 3, 7, 9
 
 
-def gru_layers_from_torch(gru) -> list[GRULayer]:
-    """The grukit layers of one ``torch.nn.GRU`` (any num_layers, bias on or off, bidirectional)."""
-    if getattr(gru, "proj_size", 0):
-        raise UnsupportedModelError("nn.GRU with proj_size is not supported")
-    layers = []
-    for k in range(gru.num_layers):
-        reverse = _direction(gru, k, "_reverse") if gru.bidirectional else None
-        layers.append(GRULayer(forward=_direction(gru, k, ""), linear_before_reset=1, reverse=reverse))
-    return layers
-
-
-def load_torch_module(module, per_step: bool | None = None, name: str | None = None) -> GRUModel:
-    """Read a module made of ``nn.GRU`` modules and at most one trailing ``nn.Linear``.
-
-    per_step: whether the module's forward applies the Linear to every step (output [N, T, O]) or the last
-    one ([N, O]). None works it out from the module's own output shape. ``meta`` records the input layout
-    and the labels of the forward's output axes, which running the module needs.
-    """
+def load_torch_module(module, name: str | None = None) -> GRUModel:
+    """Read a module whose forward runs ``nn.GRU`` modules and an optional head (see graph_walk for what is
+    understood), checked against the module itself. ``meta`` records the input layout and the labels of the
+    forward's output axes, which running the module needs."""
+    who = type(module).__name__
     grus = [m for m in module.modules() if isinstance(m, nn.GRU)]
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if isinstance(module, nn.GRU):
-        grus = [module]
     if not grus:
-        raise UnsupportedModelError(f"{type(module).__name__} holds no nn.GRU")
-    if len(linears) > 1:
-        raise UnsupportedModelError(
-            f"{type(module).__name__} holds {len(linears)} nn.Linear modules; grukit supports one dense head"
-        )
-    known = (nn.GRU, nn.Linear, nn.Dropout, nn.Identity)
-    for sub in module.modules():
-        if sub is module or isinstance(sub, known) or isinstance(sub, (nn.Sequential, nn.ModuleList)):
+        raise UnsupportedModelError(f"{who} holds no nn.GRU")
+    for path, sub in module.named_modules():
+        if sub is module or isinstance(sub, WEIGHTED_MODULES):
             continue
-        if any(True for _ in sub.children()) and not list(sub.parameters(recurse=False)):
-            continue  # a container of known modules
-        raise UnsupportedModelError(f"module {type(sub).__name__} is not supported (grukit reads nn.GRU and nn.Linear)")
-
-    layers = []
-    for g in grus:
-        layers.extend(gru_layers_from_torch(g))
-    batch_first = grus[0].batch_first
-    if any(g.batch_first != batch_first for g in grus):
-        raise UnsupportedModelError("the nn.GRU modules disagree on batch_first")
-
-    # Run the module once to learn its output layout, and to check the model we read computes the same.
-    rng = np.random.default_rng(0)
-    T, N = 7, 3
-    x = rng.standard_normal((N, T, layers[0].input_size)).astype(np.float32)
-    raw = run_torch_module(module, to_input_layout(x, "batch_first" if batch_first else "time_major"))
-    meta = source_meta(batch_first, _output_axes(raw, N, T))
-    out = to_batch_first(raw, meta["output_axes"])
-
-    head = None
-    if linears:
-        lin = linears[0]
-        W = lin.weight.detach().cpu().numpy()
-        b = lin.bias.detach().cpu().numpy() if lin.bias is not None else np.zeros(W.shape[0], np.float32)
-        if per_step is None:
-            per_step = out.ndim == 3
-        head = Dense(W=W, b=b, per_step=bool(per_step))
-    elif per_step is None:
-        per_step = out.ndim == 3
-    model = GRUModel(layers=tuple(layers), head=head, name=name or type(module).__name__, source="torch.nn.Module",
-                     meta=meta)
-    if head is None and per_step:
-        ours = _all_steps(model, x)
-    else:
-        ours = model.predict(x)
-    require_agreement(out, ours, f"{type(module).__name__}.forward",
-                      "a forward that does more than GRU -> Linear")
+        if any(True for _ in sub.parameters(recurse=False)):
+            raise UnsupportedModelError(
+                f"{who}.{path} is a {type(sub).__name__}, whose weights grukit cannot represent (grukit reads nn.GRU, "
+                "then dense layers: nn.Linear, nn.BatchNorm1d and activations)")
+    _require_one_input(module, who)
+    first = grus[0]
+    shape = (EXPORT_N, EXPORT_T, first.input_size) if first.batch_first else (EXPORT_T, EXPORT_N, first.input_size)
+    was_training = module.training
+    module.eval()
+    try:
+        example = np.random.default_rng(0).standard_normal(shape).astype(np.float32)  # leaves torch's RNG alone
+        with warnings.catch_warnings():
+            # torch.export warns that nn.GRU reassigns its own _flat_weights while traced: torch's internals.
+            warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights", category=UserWarning)
+            ep = torch.export.export(module, (torch.from_numpy(example),))
+    except Exception as e:  # torch.export raises many kinds of errors for a forward it cannot trace
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModelError(f"{who}.forward: torch.export cannot trace it with one input of shape "
+                                    f"{list(shape)} ({message})") from e
+    finally:
+        module.train(was_training)
+    walk = walk_either_layout(ProgramWalk, ep)
+    model = walked_model(walk, "torch.nn.Module", name or who)
+    _self_check(module, model, who)
     return model
 
 
-def _output_axes(out: np.ndarray, N: int, T: int) -> tuple[str, ...] | None:
-    """Labels of the forward's output axes, told apart by the check input's sizes (N != T)."""
-    if out.ndim == 2:
-        return ("N", "F")
-    if out.ndim == 3:
-        return ("T", "N", "F") if out.shape[:2] == (T, N) else ("N", "T", "F")
-    return None  # not a layout grukit produces: the self check below reports the shape
+def _require_one_input(module, who: str) -> None:
+    """Refuse a forward that needs more than one argument: grukit's model reads one sequence."""
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    if len(params) != 1:
+        raise UnsupportedModelError(f"{who}.forward takes {len(params)} inputs "
+                                    f"({', '.join(p.name for p in params)}); grukit reads one sequence")
 
 
-def _all_steps(model: GRUModel, x: np.ndarray) -> np.ndarray:
-    return layers_forward(model, x)[-1]
+def _self_check(module, model: GRUModel, who: str) -> None:
+    x = np.random.default_rng(0).standard_normal((EXPORT_N, CHECK_T, model.input_size)).astype(np.float32)
+    got, _ = run_source(module, model, x)
+    require_agreement(got, model.predict(x), f"{who}.forward", "what this forward computes")
+    model.meta["self_check"] = f"torch {torch.__version__} (nn.Module)"

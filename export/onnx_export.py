@@ -69,21 +69,38 @@ def _check_model(model) -> GRUModel:
     return model
 
 
+def _activation(g: _Graph, x: str, activation: str, out: str) -> str:
+    """A dense layer's activation in ONNX ops (HEAD_ACTIVATIONS)."""
+    if activation == "linear":
+        return g.op("Identity", [x], out)
+    if activation == "relu":
+        return g.op("Relu", [x], out)
+    if activation == "relu6":
+        return g.op("Clip", [x, g.const(f"{out}.min", np.float32(0)), g.const(f"{out}.max", np.float32(6))], out)
+    if activation in ("tanh", "sigmoid"):
+        return g.op(activation.capitalize(), [x], out)
+    if activation == "softmax":
+        return g.op("Softmax", [x], out, axis=-1)
+    raise UnsupportedModelError(f"activation {activation!r} has no ONNX export")
+
+
 def _head(g: _Graph, model: GRUModel, features: str, out: str) -> str:
-    """y = activation(features @ W^T + b) on the last axis, or features itself without a head."""
+    """y = the head's dense layers on the last axis of ``features``, or features itself without a head."""
     head = model.head
     if head is None:
         return g.op("Identity", [features], out)
-    W_t = g.const("head.W_T", head.W.T)  # [F, O]: MatMul multiplies on the right
-    b = g.const("head.b", head.b)
-    if head.activation == "linear":
-        return g.op("Add", [g.op("MatMul", [features, W_t], "head.matmul"), b], out)
-    logits = g.op("Add", [g.op("MatMul", [features, W_t], "head.matmul"), b], "head.logits")
-    if head.activation == "softmax":
-        return g.op("Softmax", [logits], out, axis=-1)
-    if head.activation == "sigmoid":
-        return g.op("Sigmoid", [logits], out)
-    raise UnsupportedModelError(f"head activation {head.activation!r} has no ONNX export")
+    x = features
+    last = len(head.layers) - 1
+    for k, dense in enumerate(head.layers):
+        prefix = "head" if last == 0 else f"head{k}"
+        W_t = g.const(f"{prefix}.W_T", dense.W.T)  # [F, O]: MatMul multiplies on the right
+        b = g.const(f"{prefix}.b", dense.b)
+        matmul = g.op("MatMul", [x, W_t], f"{prefix}.matmul")
+        if k == last and dense.activation == "linear":
+            return g.op("Add", [matmul, b], out)
+        logits = g.op("Add", [matmul, b], f"{prefix}.logits")
+        x = _activation(g, logits, dense.activation, out if k == last else f"{prefix}.out")
+    return x
 
 
 def _metadata(model: GRUModel, kind: str) -> dict[str, str]:
@@ -102,6 +119,7 @@ def _metadata(model: GRUModel, kind: str) -> dict[str, str]:
     else:
         props["grukit.head"] = "per_step" if model.head.per_step else "last_step"
         props["grukit.head_activation"] = model.head.activation
+        props["grukit.head_layers"] = ",".join(f"{d.out_features}:{d.activation}" for d in model.head.layers)
     if model.source:
         props["grukit.source"] = model.source
     return props

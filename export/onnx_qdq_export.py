@@ -76,7 +76,7 @@ class _QDQGraph:
         return self.op("QuantizeLinear", [float_name, *self.qparams(out_name, q)], out_name)
 
 
-def _fc(g: _QDQGraph, prefix: str, x_dq: str, fc, input_q, out_name: str, out_q) -> str:
+def _fc(g: _QDQGraph, prefix: str, x_dq: str, fc, input_q, out_name: str, out_q, fused: str = "linear") -> str:
     O = fc.w_q.shape[0]
     w_dq = g.op("DequantizeLinear", [
         g.const(f"{prefix}.w_q", np.ascontiguousarray(fc.w_q)),  # [O, K]: Gemm's transB=1
@@ -97,7 +97,28 @@ def _fc(g: _QDQGraph, prefix: str, x_dq: str, fc, input_q, out_name: str, out_q)
             inputs.append(g.const(f"{prefix}.b", real.astype(np.float32)))
     # Gemm, not MatMul: see the module docstring (onnxruntime >= 1.32 rounds a MatMul's int16 inputs to int8).
     acc = g.op("Gemm", inputs, f"{prefix}.acc", transB=1)
+    if fused == "relu":
+        acc = g.op("Relu", [acc], f"{prefix}.relu")
+    elif fused == "relu6":
+        acc = g.op("Clip", [acc, g.const(f"{prefix}.min", np.float32(0)), g.const(f"{prefix}.max", np.float32(6))],
+                   f"{prefix}.relu6")
     return g.quantize(acc, out_name, out_q)
+
+
+def _head(g: _QDQGraph, head, x_dq: str) -> None:
+    """The head's dense layers: Gemm (with a fused ReLU / ReLU6), TANH / LOGISTIC ops between, into y_t."""
+    last = len(head.layers) - 1
+    for k, layer in enumerate(head.layers):
+        prefix = "head" if last == 0 else f"head{k}"
+        out_name = "y_t" if k == last else f"{prefix}.out"
+        fused = layer.activation if layer.prepared.activation_min is not None else "linear"
+        q = _fc(g, prefix, x_dq, layer.fc, layer.input_q, out_name, layer.output_q, fused)
+        if k == last:
+            return
+        x_dq = g.dequantize(q, layer.output_q)
+        if layer.act_op is not None:
+            f = g.op(_FLOAT_OPS[layer.act_op], [x_dq], f"{prefix}.act.float")
+            x_dq = g.dequantize(g.quantize(f, f"{prefix}.act", layer.act_q), layer.act_q)
 
 
 def export_onnx_qdq(qmodel, path) -> Path:
@@ -135,7 +156,7 @@ def export_onnx_qdq(qmodel, path) -> Path:
     if qmodel.head is None:
         g.op("Identity", [f"h{len(qmodel.layers) - 1}_new"], "y_t")
     else:
-        _fc(g, "head", x_dq, qmodel.head.fc, qmodel.head.input_q, "y_t", qmodel.head.output_q)
+        _head(g, qmodel.head, x_dq)
     outputs.insert(0, helper.make_tensor_value_info("y_t", _ONNX_INT[act], ["N", qmodel.float_model.output_size]))
     doc = (f"grukit {qmodel.scheme} GRU step in QDQ form: integer x_t and states h{{l}} -> integer y_t and "
            f"h{{l}}_new. Close to, not bit-exact with, grukit's integer runtime and TFLite-Micro.")

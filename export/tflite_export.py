@@ -74,6 +74,18 @@ class _FC:
 
 
 @dataclass(frozen=True)
+class _DenseSpec:
+    """One dense layer of the head: its FULLY_CONNECTED (``fused``: TFLite's fused activation, "NONE",
+    "RELU" or "RELU6"), its output quantization, and the LOGISTIC / TANH op after it (``act_op``) if any."""
+
+    fc: _FC
+    out_quant: object
+    fused: str = "NONE"
+    act_op: str | None = None
+    act_quant: object = None
+
+
+@dataclass(frozen=True)
 class _LayerSpec:
     linear_before_reset: int
     input_size: int
@@ -87,8 +99,7 @@ class _NetSpec:
     scheme: str  # "int8", "16x8" or "float32"
     act_dtype: str  # "int8", "int16" or "float32"
     layers: tuple
-    head: _FC | None
-    head_out_quant: object
+    head: tuple  # of _DenseSpec; () without a head
     per_step: bool
     head_activation: str
     input_quant: object
@@ -133,13 +144,27 @@ def _int_spec(qmodel) -> _NetSpec:
                for op in ql.ops if op.kind == FULLY_CONNECTED}
         layers.append(_LayerSpec(ql.linear_before_reset, ql.input_size, ql.hidden_size, dict(ql.qparams), fcs))
     head = qmodel.head
+    dense = () if head is None else tuple(
+        _DenseSpec(fc_consts(d.fc, d.input_q), d.output_q,
+                   _FUSED[d.activation] if d.prepared.activation_min is not None else "NONE", d.act_op, d.act_q)
+        for d in head.layers)
     return _NetSpec(
-        scheme=qmodel.scheme.name, act_dtype=act, layers=tuple(layers),
-        head=None if head is None else fc_consts(head.fc, head.input_q),
-        head_out_quant=None if head is None else head.output_q,
+        scheme=qmodel.scheme.name, act_dtype=act, layers=tuple(layers), head=dense,
         per_step=qmodel.per_step, head_activation="linear" if head is None else head.activation,
         input_quant=qmodel.input_q, output_quant=qmodel.output_q,
     )
+
+
+# TFLite's fused activation of a FULLY_CONNECTED, for the head's activations it fuses.
+_FUSED = {"relu": "RELU", "relu6": "RELU6"}
+
+
+def _float_dense(d, last: bool, f32) -> _DenseSpec:
+    """A float dense layer: a ReLU / ReLU6 before the last layer fused, a tanh / sigmoid there an op after; the
+    last layer's activation is left to the caller (the metadata names it), as in the integer files."""
+    fused = _FUSED.get(d.activation, "NONE") if not last else "NONE"
+    act_op = {"tanh": "TANH", "sigmoid": "LOGISTIC"}.get(d.activation) if not last else None
+    return _DenseSpec(_FC(f32(d.W), f32(d.b)), None, fused, act_op, None)
 
 
 def _float_spec(model: GRUModel) -> _NetSpec:
@@ -159,10 +184,10 @@ def _float_spec(model: GRUModel) -> _NetSpec:
                 fcs[op.output] = _FC(f32(W), None if op.bias is None else f32(biases[op.bias][op.gate]))
         layers.append(_LayerSpec(layer.linear_before_reset, layer.input_size, layer.hidden_size, {}, fcs))
     head = model.head
+    dense = () if head is None else tuple(_float_dense(d, k == len(head.layers) - 1, f32)
+                                          for k, d in enumerate(head.layers))
     return _NetSpec(
-        scheme=FLOAT, act_dtype=FLOAT, layers=tuple(layers),
-        head=None if head is None else _FC(f32(head.W), f32(head.b)),
-        head_out_quant=None, per_step=model.per_step,
+        scheme=FLOAT, act_dtype=FLOAT, layers=tuple(layers), head=dense, per_step=model.per_step,
         head_activation="linear" if head is None else head.activation,
         input_quant=None, output_quant=None,
     )
@@ -213,15 +238,29 @@ def _add_reshape(b: TFLiteBuilder, net: _NetSpec, src: int, name: str, shape, qu
     return out
 
 
+def _add_head_consts(b: TFLiteBuilder, net: _NetSpec) -> list[tuple[int, int]]:
+    """Store the head's weights and biases once; (weight, bias) per dense layer."""
+    last = len(net.head) - 1
+    return [_add_fc_consts(b, "head" if last == 0 else f"head{k}", d.fc) for k, d in enumerate(net.head)]
+
+
 def _add_output(b: TFLiteBuilder, net: _NetSpec, head_consts, top: int, rows: int, name: str) -> int:
-    """The head on ``top`` [rows, H] -> [rows, O]; without a head a RESHAPE copy of ``top``."""
-    if net.head is None:
+    """The head on ``top`` [rows, H] -> [rows, O]: one FULLY_CONNECTED per dense layer (its ReLU / ReLU6
+    fused) and a LOGISTIC / TANH op after a layer that has one; without a head a RESHAPE copy of ``top``."""
+    if not net.head:
         H = net.layers[-1].hidden_size
         return _add_reshape(b, net, top, name, [rows, H], net.output_quant)
-    O = net.head.weight.data.shape[0]
-    y = b.add_tensor(name, [rows, O], net.act_dtype, quant=net.head_out_quant)
-    b.add_op(FULLY_CONNECTED, [top, *head_consts], [y])
-    return y
+    x = top
+    last = len(net.head) - 1
+    for k, (d, consts) in enumerate(zip(net.head, head_consts)):
+        O = d.fc.weight.data.shape[0]
+        out = b.add_tensor(name if k == last else f"{name}.head{k}", [rows, O], net.act_dtype, quant=d.out_quant)
+        b.add_op(FULLY_CONNECTED, [x, *consts], [out], fused_activation_function=d.fused)
+        x = out
+        if d.act_op is not None:
+            x = b.add_tensor(f"{name}.head{k}.act", [rows, O], net.act_dtype, quant=d.act_quant)
+            b.add_op(d.act_op, [out], [x])
+    return x
 
 
 def _add_concat_rows(b: TFLiteBuilder, net: _NetSpec, parts: list[int], width: int, quant, prefix: str) -> int:
@@ -257,7 +296,10 @@ def _metadata(b: TFLiteBuilder, net: _NetSpec, kind: str, T: int | None) -> None
         layers=[{"gate_variant": v, "input_size": layer.input_size, "hidden_size": layer.hidden_size,
                  "state": _qparams_record(layer.quant.get("h") if layer.quant else None)}
                 for v, layer in zip(variants, net.layers)],
-        head=None if net.head is None else {"per_step": net.per_step, "activation": net.head_activation},
+        head=None if not net.head else {"per_step": net.per_step, "activation": net.head_activation,
+                                        "layers": [{"out_features": int(d.fc.weight.data.shape[0]),
+                                                    "fused": d.fused, "activation_op": d.act_op}
+                                                   for d in net.head]},
         input=_qparams_record(net.input_quant),
         output=_qparams_record(net.output_quant),
     )
@@ -276,7 +318,7 @@ def _build_step(net: _NetSpec, name: str) -> TFLiteBuilder:
     states = [b.add_tensor(f"h{li}", [1, layer.hidden_size], net.act_dtype, quant=net.tensor_quant(layer, "h"))
               for li, layer in enumerate(net.layers)]
     consts = [_add_layer_consts(b, li, layer) for li, layer in enumerate(net.layers)]
-    head_consts = None if net.head is None else _add_fc_consts(b, "head", net.head)
+    head_consts = _add_head_consts(b, net)
     new_states = []
     x = x_t
     for li in range(len(net.layers)):
@@ -296,7 +338,7 @@ def _build_sequence(net: _NetSpec, name: str, T: int) -> TFLiteBuilder:
     b = TFLiteBuilder(description=f"grukit {name}: GRU over T={T} steps ({net.scheme}), batch 1")
     x = b.add_tensor("x", [1, T, I], net.act_dtype, quant=net.input_quant)
     consts = [_add_layer_consts(b, li, layer) for li, layer in enumerate(net.layers)]
-    head_consts = None if net.head is None else _add_fc_consts(b, "head", net.head)
+    head_consts = _add_head_consts(b, net)
     states = []
     for li, layer in enumerate(net.layers):
         zeros = np.zeros((1, layer.hidden_size), np.float32 if net.act_dtype == FLOAT else np.dtype(net.act_dtype))
@@ -315,7 +357,7 @@ def _build_sequence(net: _NetSpec, name: str, T: int) -> TFLiteBuilder:
         H = net.layers[-1].hidden_size
         joined = _add_concat_rows(b, net, tops, H, net.tensor_quant(net.layers[-1], "h"), "tops.")
         y_rows = _add_output(b, net, head_consts, joined, T, "y_rows")
-        y = _add_reshape(b, net, y_rows, "y", [1, T, net.head.weight.data.shape[0]], net.output_quant)
+        y = _add_reshape(b, net, y_rows, "y", [1, T, net.head[-1].fc.weight.data.shape[0]], net.output_quant)
     else:
         y = _add_output(b, net, head_consts, tops[-1], 1, "y")
     b.set_io([x], [y])

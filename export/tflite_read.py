@@ -81,12 +81,18 @@ def describe_tflite(path: Path) -> str:
         macs += 3 * H * (I + H)
     head = meta.get("head")
     if head is not None:
-        O, F = out_shape[-1], meta["layers"][-1]["hidden_size"]
         where = "every step" if head["per_step"] else "last step"
-        lines.append(f"  head: Dense {F} -> {O} on {where}, activation {head['activation']} (applied after "
+        lines.append(f"  head on the {where}: output activation {head['activation']} (applied after "
                      "dequantizing, not in the file)")
-        params += O * F + O
-        macs += O * F
+        F = meta["layers"][-1]["hidden_size"]
+        # Files before head chains record one dense layer, its width the output's.
+        for k, dense in enumerate(head.get("layers") or [{"out_features": out_shape[-1]}]):
+            O = dense["out_features"]
+            between = [a for a in (dense.get("fused", "NONE"), dense.get("activation_op")) if a and a != "NONE"]
+            lines.append(f"    dense {k}: {F} -> {O}" + (f", then {' '.join(between)}" if between else ""))
+            params += O * F + O
+            macs += O * F
+            F = O
     for side in ("input", "output"):
         q = meta.get(side)
         if q:

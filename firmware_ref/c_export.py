@@ -8,8 +8,9 @@ sources, a CMakeLists.txt, an arm-none-eabi toolchain file and PlatformIO / Ardu
 date: the same model always gives the same bytes.
 
 What goes into the structs is decided by ``grukit.firmware_ref.kernel.prepare_model`` (the kernel's own
-Prepare: packed weights, tables, the SMMLAR-form requantizations, and the bounds that make them exact);
-this module only writes those records as C.
+Prepare: packed weights, tables, the SMMLAR-form requantizations, and the bounds that make them exact;
+each product dense or block-sparse, whichever is smaller); this module only writes those records as C.
+``sparse=False`` (every writer and ``constant_bytes``) keeps every product dense.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.core.scheme import INT8, SCHEMES
 from grukit.core.version import __version__
 from grukit.firmware_ref.build import firmware_dir
-from grukit.firmware_ref.kernel import (AddFastS16, AddTableS8, FcS8, FcS16, GruLayerS8, GruLayerS16, MulFastS8,
-                                        RequantS32, TableInputS16, prepare_model)
+from grukit.firmware_ref.kernel import (AddFastS16, AddTableS8, DenseS8, DenseS16, FcS8, FcS16, GruLayerS8,
+                                        GruLayerS16, MulFastS8, RequantS32, TableInputS16, prepare_model)
+
+
 class _CFile:
     """Accumulates named constant arrays and struct initializers of one generated .c file."""
 
@@ -51,14 +54,15 @@ class _CFile:
         self.flash_bytes += 16 * len(requants)
         return sym
 
-    def array(self, name: str, ctype: str, values, per_line: int = 16) -> str:
-        """A constant array of ``ctype`` holding ``values``, ``per_line`` to a line."""
+    def array(self, name: str, ctype: str, values, per_line: int = 16, comment: str = "") -> str:
+        """A constant array of ``ctype`` holding ``values``, ``per_line`` to a line (a comment line above)."""
         values = [int(v) for v in np.asarray(values).ravel()]
         sym = f"{self.prefix}_{name}"
         fmt = _LITERAL[ctype]
         body = ",\n    ".join(", ".join(fmt(v) for v in values[i:i + per_line])
                               for i in range(0, len(values), per_line))
-        self.chunks.append(f"static const {ctype} {sym}[{len(values)}] = {{\n    {body}\n}};\n")
+        above = f"/* {comment} */\n" if comment else ""
+        self.chunks.append(f"{above}static const {ctype} {sym}[{len(values)}] = {{\n    {body}\n}};\n")
         self.flash_bytes += len(values) * _SIZE[ctype]
         return sym
 
@@ -71,21 +75,35 @@ def _i64_literal(v: int) -> str:
     return "INT64_MIN" if v == -(1 << 63) else f"INT64_C({v})"
 
 
-_LITERAL = {"int8_t": str, "int16_t": str, "int32_t": _i32_literal, "int64_t": _i64_literal}
-_SIZE = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+_LITERAL = {"uint8_t": str, "int8_t": str, "int16_t": str, "int32_t": _i32_literal, "int64_t": _i64_literal}
+_SIZE = {"uint8_t": 1, "int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
 
 
 def _requant_init(q: RequantS32) -> str:
     return f"{{{q.multiplier}, {q.rounding}, {q.right_shift}, {q.left_shift}}}"
 
 
+def _weights(cf: _CFile, fc) -> tuple[str, str]:
+    """The product's weight words and, for the block-sparse form, its block_groups / group_index arrays: the
+    symbols (NULL for an array with nothing to hold) and the last two struct fields."""
+    if fc.block_groups is None:
+        return cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8), "NULL, NULL"
+    stored, groups = len(fc.group_index), len(fc.block_groups) * -(-fc.depth // 8)
+    count_sym = cf.array(f"{fc.name}_block_groups", "uint8_t", fc.block_groups, per_line=32,
+                         comment=f"{fc.name}: block-sparse, {stored} of {groups} groups (4 rows x 8 columns) stored")
+    w_sym = cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8) if stored else "NULL"
+    index_sym = cf.array(f"{fc.name}_group_index", "uint8_t", fc.group_index, per_line=32) if stored else "NULL"
+    return w_sym, f"{count_sym}, {index_sym}"
+
+
 def _fc_s8(cf: _CFile, fc: FcS8) -> str:
     if fc.rows == 0:
-        return "{0, 0, NULL, NULL, NULL, 0, 0}"
-    w_sym = cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8)
+        return "{0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}"
+    w_sym, sparse = _weights(cf, fc)
     b_sym = cf.array(f"{fc.name}_bias_start", "int32_t", fc.bias_start, per_line=8)
     q_sym = cf.requants(f"{fc.name}_requant", fc.requant)
-    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {b_sym}, {q_sym}, {fc.input_offset}, {fc.general_requant}}}"
+    return (f"{{{fc.rows}, {fc.depth}, {w_sym}, {b_sym}, {q_sym}, {fc.input_offset}, {fc.general_requant}, "
+            f"{sparse}}}")
 
 
 def _add_s8(cf: _CFile, p: AddTableS8) -> str:
@@ -96,6 +114,11 @@ def _add_s8(cf: _CFile, p: AddTableS8) -> str:
 
 def _mul_s8(p: MulFastS8) -> str:
     return f"{{{p.input1_scale}, {p.input1_offset_scaled}, {p.input2_offset}, {_requant_init(p.output)}}}"
+
+
+def _dense_s8(cf: _CFile, d: DenseS8) -> str:
+    table = "NULL" if d.table is None else cf.array(f"{d.fc.name}_table", "int8_t", d.table) + " + 128"
+    return f"{{{_fc_s8(cf, d.fc)}, {d.act_min}, {d.act_max}, {table}}}"
 
 
 def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
@@ -112,10 +135,10 @@ def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
 
 def _fc_s16(cf: _CFile, fc: FcS16) -> str:
     if fc.rows == 0:
-        return "{0, 0, NULL, NULL}"
-    w_sym = cf.array(f"{fc.name}_weights", "int32_t", fc.weights, per_line=8)
+        return "{0, 0, NULL, NULL, NULL, NULL}"
+    w_sym, sparse = _weights(cf, fc)
     q_sym = cf.requants_s64(f"{fc.name}_requant", fc.requant)
-    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}}}"
+    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}, {sparse}}}"
 
 
 def _add_s16(p: AddFastS16) -> str:
@@ -125,6 +148,11 @@ def _add_s16(p: AddFastS16) -> str:
 
 def _table_input_s16(p: TableInputS16) -> str:
     return f"{{{p.multiplier}, {p.rounding}, {p.right_shift}}}"
+
+
+def _dense_s16(cf: _CFile, d: DenseS16) -> str:
+    act_input = "{0, 0, 0}" if d.act_input is None else _table_input_s16(d.act_input)
+    return f"{{{_fc_s16(cf, d.fc)}, {d.act_min}, {d.act_max}, {d.act_op}, {act_input}}}"
 
 
 def _layer_s16(cf: _CFile, layer: GruLayerS16) -> str:
@@ -154,18 +182,27 @@ def _round8(n: int) -> int:
 def buffer_sizes(qmodel) -> tuple[int, int]:
     """(state bytes, scratch bytes) the C model needs."""
     state = qmodel.scheme.activation_bytes * sum(layer.hidden_size for layer in qmodel.layers)
-    top = qmodel.layers[-1].hidden_size
     if qmodel.scheme is INT8:
         scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 8 * _round4(l.hidden_size)
                    for l in qmodel.layers]
         if qmodel.head is not None:
-            scratch.append(2 * _round8(top) + _round4(qmodel.head.fc.w_q.shape[0]))
+            scratch.append(2 * _head_depth(qmodel) + _head_rows(qmodel))
     else:
         scratch = [2 * max(_round8(l.input_size), _round8(l.hidden_size)) + 12 * _round4(l.hidden_size)
                    for l in qmodel.layers]
         if qmodel.head is not None:
-            scratch.append(2 * _round8(top) + 2 * _round4(qmodel.head.fc.w_q.shape[0]))
+            scratch.append(2 * _head_depth(qmodel) + 2 * _head_rows(qmodel))
     return state, max(scratch)
+
+
+def _head_depth(qmodel) -> int:
+    """The widest head layer input, rounded up to 8 (the kernels' head_*_depth)."""
+    return max(_round8(d.fc.w_q.shape[1]) for d in qmodel.head.layers)
+
+
+def _head_rows(qmodel) -> int:
+    """The widest head layer output, rounded up to 4."""
+    return max(_round4(d.fc.w_q.shape[0]) for d in qmodel.head.layers)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,22 +216,23 @@ def _banner(qmodel, what: str) -> str:
             " * Do not edit; regenerate with grukit export MODEL --calib CALIB --c. */\n")
 
 
-def _generate_model(qmodel, name: str) -> tuple[str, str, int]:
-    kernel = prepare_model(qmodel)
+def _generate_model(qmodel, name: str, sparse: bool = True) -> tuple[str, str, int]:
+    kernel = prepare_model(qmodel, sparse=sparse)
     suffix = kernel.c_suffix
     s8 = qmodel.scheme is INT8
     cf = _CFile(name)
     layer_inits = [(_layer_s8 if s8 else _layer_s16)(cf, layer) for layer in kernel.layers]
     head_init = "NULL"
-    if kernel.head is not None:
-        head = _fc_s8(cf, kernel.head) if s8 else _fc_s16(cf, kernel.head)
-        cf.chunks.append(f"static const grukit_fc_{suffix} {name}_head = {head};\n")
-        head_init = f"&{name}_head"
+    if kernel.head:
+        dense = [_dense_s8(cf, d) if s8 else _dense_s16(cf, d) for d in kernel.head]
+        cf.chunks.append(f"static const grukit_dense_{suffix} {name}_head[{len(dense)}] = {{\n    "
+                         + ",\n    ".join(dense) + "\n};\n")
+        head_init = f"{name}_head"
     cf.chunks.append(
         f"static const grukit_gru_layer_{suffix} {name}_layers[{len(layer_inits)}] = {{\n    "
         + ",\n    ".join(layer_inits) + "\n};\n")
-    cf.chunks.append(f"const grukit_model_{suffix} {name} = {{{len(layer_inits)}, {name}_layers, {head_init}, "
-                     f"{kernel.per_step}}};\n")
+    cf.chunks.append(f"const grukit_model_{suffix} {name} = {{{len(layer_inits)}, {name}_layers, {len(kernel.head)}, "
+                     f"{head_init}, {kernel.per_step}}};\n")
     return suffix, "\n".join(cf.chunks), cf.flash_bytes
 
 
@@ -307,12 +345,12 @@ def example_input(qmodel, steps: int = 20) -> np.ndarray:
     return (((t * 7 + i * 3) % 11 - 5) / np.float32(5.0)).astype(np.float32)[None]
 
 
-def _write_model(qmodel, model_dir: Path, example_dir: Path, name: str) -> list[Path]:
+def _write_model(qmodel, model_dir: Path, example_dir: Path, name: str, sparse: bool) -> list[Path]:
     if not name.isidentifier():
         raise BadInputError(f"name {name!r} must be a C identifier")
     if qmodel.scheme not in SCHEMES:
         raise UnsupportedModelError(f"scheme {qmodel.scheme} has no C kernel")
-    suffix, body, flash_bytes = _generate_model(qmodel, name)
+    suffix, body, flash_bytes = _generate_model(qmodel, name, sparse)
     model_dir.mkdir(parents=True, exist_ok=True)
     example_dir.mkdir(parents=True, exist_ok=True)
     h_path, c_path, main_path = model_dir / f"{name}.h", model_dir / f"{name}.c", example_dir / "main.c"
@@ -323,16 +361,18 @@ def _write_model(qmodel, model_dir: Path, example_dir: Path, name: str) -> list[
     return [h_path, c_path, main_path]
 
 
-def export_c(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
+def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True) -> list[Path]:
     """Write ``<name>.h``, ``<name>.c`` and an example ``main.c`` into out_dir; returns their paths.
 
     qmodel: a QuantizedGRUModel (``grukit.quantize``), scheme "int8" (fused _s8 kernel) or "16x8" (_s16).
     Compile the .c with firmware_ref's src/grukit_gru.c and src/grukit_tables.c, include paths
     firmware_ref/include and firmware_ref/src; a program calling the header's ``<name>_quantize_input``
     (main.c does) links libm (-lm) for round(). ``export_c_library`` writes all of that as one folder.
+    sparse: write each product whose zero 4x8 weight groups make the block-sparse form smaller in that form
+    (the kernel then skips them); False writes every product dense.
     """
     out = Path(out_dir)
-    return _write_model(qmodel, out, out, name)
+    return _write_model(qmodel, out, out, name, sparse)
 
 
 # The kernel's files a library folder carries (paths in firmware_ref/), all into its src/.
@@ -359,7 +399,7 @@ def _library_manifests(qmodel, name: str) -> dict[str, str]:
             "library.properties": "".join(f"{k}={v}\n" for k, v in arduino.items())}
 
 
-def export_c_library(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
+def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True) -> list[Path]:
     """Write a self-contained C library for ``qmodel`` into out_dir; returns every file written.
 
     The folder needs nothing from grukit: ``src/`` holds the kernel's sources (copied from firmware_ref) and the
@@ -367,9 +407,10 @@ def export_c_library(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
     static library ``<name>`` (and, on its own for the host, the example); ``cmake/arm-none-eabi.cmake`` is a
     toolchain file taking the core as ``-DGRUKIT_CPU``; ``library.json`` and ``library.properties`` let
     PlatformIO and the Arduino IDE take the folder as a library. The same model gives the same bytes.
+    sparse: as export_c's.
     """
     out = Path(out_dir)
-    written = _write_model(qmodel, out / "src", out / "examples", name)
+    written = _write_model(qmodel, out / "src", out / "examples", name, sparse)
     firmware = firmware_dir()
     for relative in LIBRARY_KERNEL_FILES:
         target = out / "src" / Path(relative).name
@@ -393,6 +434,7 @@ def export_c_library(qmodel, out_dir, name: str = "grukit_model") -> list[Path]:
     return written
 
 
-def constant_bytes(qmodel) -> int:
-    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded)."""
-    return _generate_model(qmodel, "m")[2]
+def constant_bytes(qmodel, sparse: bool = True) -> int:
+    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded): the
+    arrays export_c(qmodel, ..., sparse=sparse) writes."""
+    return _generate_model(qmodel, "m", sparse)[2]

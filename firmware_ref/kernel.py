@@ -13,6 +13,10 @@ that arithmetic, under the C names and widths:
   in int64 arrays holding its int32 values;
 - ``run_model(model, x_q)``: the whole model over sequences, as the C host runner does.
 
+Every fully connected product is written dense or block-sparse (only its non-zero 4-row x 8-column groups,
+``block_groups`` / ``group_index``), whichever takes fewer flash bytes (``weight_form``); ``prepare_model(qmodel,
+sparse=False)`` keeps every product dense.
+
 ``grukit.firmware_ref.c_export`` writes these records as C; ``tests/test_firmware_kernel.py`` checks that
 ``run_model`` gives the NumPy runtime's integers (so the fused arithmetic is right before any C is
 compiled) and ``tests/test_firmware_gru.py`` that the compiled C gives them too.
@@ -107,6 +111,8 @@ class FcS8:
     requant: tuple[RequantS32, ...]  # 4 * ceil(rows / 4), padding rows included
     input_offset: int
     general_requant: int
+    block_groups: np.ndarray | None = None  # sparse form: uint8 [ceil(rows / 4)] stored groups per block
+    group_index: np.ndarray | None = None  # sparse form: uint8 [stored groups], each one's k / 8
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,8 @@ class FcS16:
     depth: int
     weights: np.ndarray  # int32 words, packed quads
     requant: tuple[RequantS64, ...]
+    block_groups: np.ndarray | None = None  # sparse form, as FcS8's
+    group_index: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -207,13 +215,37 @@ class GruLayerS16:
 
 
 @dataclass(frozen=True)
+class DenseS8:
+    """grukit_dense_s8: one dense layer of the head (``table``: the int8 [256] LOGISTIC / TANH table, or None)."""
+
+    fc: FcS8
+    act_min: int
+    act_max: int
+    table: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class DenseS16:
+    """grukit_dense_s16 (``act_op``: GRUKIT_ACT_NONE, _LOGISTIC or _TANH; ``act_input`` its table input)."""
+
+    fc: FcS16
+    act_min: int
+    act_max: int
+    act_op: int
+    act_input: TableInputS16 | None
+
+
+ACT_NONE, ACT_LOGISTIC, ACT_TANH = 0, 1, 2  # GRUKIT_ACT_* of grukit_gru.h
+
+
+@dataclass(frozen=True)
 class KernelModel:
-    """grukit_model_s8 / grukit_model_s16: the layers, the head (or None) and per_step; ``c_suffix`` says
-    which ("s8" or "s16")."""
+    """grukit_model_s8 / grukit_model_s16: the layers, the head's dense layers (() without one) and per_step;
+    ``c_suffix`` says which ("s8" or "s16")."""
 
     c_suffix: str
     layers: tuple
-    head: FcS8 | FcS16 | None
+    head: tuple
     per_step: int
 
 
@@ -297,8 +329,50 @@ def pack_quads_s16(w: np.ndarray) -> np.ndarray:
     return _as_int32_words(words.ravel())
 
 
-def prepare_fc_s8(name: str, parts: list) -> FcS8:
-    """One grukit_fc_s8 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows."""
+# --- the block-sparse form ---------------------------------------------------------------------------------
+# A group is 4 rows x 8 columns, one iteration of the products' loops: 8 int32 words in both schemes' packings.
+GROUP_ROWS, GROUP_COLUMNS, GROUP_WORDS = 4, 8, 8
+SPARSE_MAX_GROUPS = 255  # block_groups and group_index are uint8: at most 255 groups (2,040 inputs) per row
+
+
+def nonzero_groups(w: np.ndarray) -> np.ndarray:
+    """bool [O4 / 4, ceil(K / 8)]: which groups of the stacked int8 weights [O4, K] (O4 a multiple of 4, each
+    gate padded on its own) hold a non-zero weight."""
+    o4, k = w.shape
+    padded = np.zeros((o4, _round_up(k, GROUP_COLUMNS)), bool)
+    padded[:, :k] = np.asarray(w) != 0
+    return padded.reshape(o4 // GROUP_ROWS, GROUP_ROWS, -1, GROUP_COLUMNS).any(axis=(1, 3))
+
+
+def dense_weight_bytes(nonzero: np.ndarray) -> int:
+    """Flash bytes of the dense form's weights: 8 int32 words per group."""
+    return 4 * GROUP_WORDS * int(nonzero.size)
+
+
+def sparse_weight_bytes(nonzero: np.ndarray) -> int:
+    """Flash bytes of the sparse form's arrays: 8 int32 words and a uint8 index per stored group, a uint8
+    count per block (the bias starts and requantizations are the same in both forms)."""
+    stored = int(nonzero.sum())
+    return 4 * GROUP_WORDS * stored + stored + nonzero.shape[0]
+
+
+def weight_form(packed: np.ndarray, w: np.ndarray, sparse: bool):
+    """(weights, block_groups, group_index) of one product: the dense packed words and None, None; or, when
+    sparse is allowed, the depth fits uint8 group indices and it takes fewer flash bytes, the stored groups'
+    words (the dense layout's order, zero groups left out) with their per-block counts and column groups."""
+    nonzero = nonzero_groups(w)
+    if (not sparse or nonzero.shape[1] > SPARSE_MAX_GROUPS
+            or sparse_weight_bytes(nonzero) >= dense_weight_bytes(nonzero)):
+        return packed, None, None
+    words = np.asarray(packed, np.int64).reshape(*nonzero.shape, GROUP_WORDS)[nonzero].ravel()
+    block_groups = nonzero.sum(axis=1).astype(np.int64)
+    group_index = np.nonzero(nonzero)[1].astype(np.int64)  # row-major: ascending within each block
+    return words, block_groups, group_index
+
+
+def prepare_fc_s8(name: str, parts: list, sparse: bool = True) -> FcS8:
+    """One grukit_fc_s8 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows; in the
+    block-sparse form when ``sparse`` and it is smaller (weight_form)."""
     offsets = {int(params.input_zero_point) for _, params in parts}
     if len(offsets) != 1:
         raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
@@ -332,7 +406,9 @@ def prepare_fc_s8(name: str, parts: list) -> FcS8:
             "C kernel's packed products (needs 256 x that, doubled, below 2^31)")
     start = np.stack([256 * bias2[1::2] + bias2[0::2], bias2[0::2]], axis=1).ravel()
     general = int(any(q.left_shift or q.right_shift == 0 for q in requants))
-    return FcS8(name, len(biases) - pad, depth, pack_pairs_s8(w_all), start, tuple(requants), -zp_in, general)
+    weights, block_groups, group_index = weight_form(pack_pairs_s8(w_all), w_all, sparse)
+    return FcS8(name, len(biases) - pad, depth, weights, start, tuple(requants), -zp_in, general, block_groups,
+                group_index)
 
 
 NO_FC_S8 = FcS8("", 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), (), 0, 0)
@@ -369,24 +445,25 @@ def activation_table_s8(kind: str, p) -> np.ndarray:
     return (K.logistic_s8 if kind == LOGISTIC else K.tanh_s8)(INT8_INPUTS, p)
 
 
-def _stacked_products(tag: str, layer, prepare_fc, no_fc):
+def _stacked_products(tag: str, layer, prepare_fc, no_fc, sparse: bool):
     """The layer's fully connected products as the kernels stack them: every gate over x; over h the gates
     that read h itself (all three for linear_before_reset = 1; z and r for 0, where gh_n reads r * h and is
-    a product of its own, else no_fc)."""
+    a product of its own, else no_fc). Each decides its own form (dense or block-sparse)."""
     pre, fcs = layer.prepared, layer.fcs
-    x_fc = prepare_fc(f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES])
+    x_fc = prepare_fc(f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES], sparse=sparse)
     h_gates = [g for g, _ in GATES if layer.linear_before_reset or g != "n"]
-    h_fc = prepare_fc(f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates])
-    hn_fc = no_fc if layer.linear_before_reset else prepare_fc(f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])])
+    h_fc = prepare_fc(f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates], sparse=sparse)
+    hn_fc = (no_fc if layer.linear_before_reset
+             else prepare_fc(f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])], sparse=sparse))
     return x_fc, h_fc, hn_fc
 
 
-def prepare_layer_s8(li: int, layer) -> GruLayerS8:
-    """grukit_gru_layer_s8 of one QuantizedLayer."""
+def prepare_layer_s8(li: int, layer, sparse: bool = True) -> GruLayerS8:
+    """grukit_gru_layer_s8 of one QuantizedLayer (sparse: allow block-sparse products)."""
     check_graph(layer.linear_before_reset)
     pre, tag = layer.prepared, f"l{li}"
     r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s8, NO_FC_S8)
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s8, NO_FC_S8, sparse)
     adds = {name: prepare_add_s8(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
                                                                           "h_new")}
     return GruLayerS8(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
@@ -426,14 +503,16 @@ def requant_s64(multiplier: int, shift: int, bias: int, dot_bound: int, what: st
     return RequantS64(start, reduced << k, right, left)
 
 
-def prepare_fc_s16(name: str, parts: list) -> FcS16:
-    """One grukit_fc_s16 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows."""
+def prepare_fc_s16(name: str, parts: list, clamped: bool = False, sparse: bool = True) -> FcS16:
+    """One grukit_fc_s16 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows. clamped: a
+    head layer, whose fused activation's clamp the grukit_dense_s16 around it applies. Block-sparse when
+    ``sparse`` and smaller (weight_form)."""
     weights, requants = [], []
     depth = pad = 0
     for fc, params in parts:
         if params.input_zero_point != 0 or params.output_zero_point != 0:
             raise UnsupportedModelError(f"{name}: a 16x8 product with a zero point (int16 tensors are symmetric)")
-        if (params.qmin, params.qmax) != (-32768, 32767):
+        if not clamped and (params.qmin, params.qmax) != (-32768, 32767):
             raise UnsupportedModelError(f"{name}: a fused activation clamp [{params.qmin}, {params.qmax}]")
         w = np.asarray(fc.w_q, np.int8).astype(np.int64)
         rows, depth = w.shape
@@ -446,7 +525,9 @@ def prepare_fc_s16(name: str, parts: list) -> FcS16:
         pad = -rows % 4
         weights.append(np.concatenate([w, np.zeros((pad, depth), np.int64)]))
         requants += [RequantS64(0, 0, 0, 0)] * pad  # a padding row's output is 0
-    return FcS16(name, len(requants) - pad, depth, pack_quads_s16(np.concatenate(weights)), tuple(requants))
+    w_all = np.concatenate(weights)
+    words, block_groups, group_index = weight_form(pack_quads_s16(w_all), w_all, sparse)
+    return FcS16(name, len(requants) - pad, depth, words, tuple(requants), block_groups, group_index)
 
 
 NO_FC_S16 = FcS16("", 0, 0, np.zeros(0, np.int64), ())
@@ -501,12 +582,12 @@ def prepare_table_input_s16(p) -> TableInputS16:
     return TableInputS16(multiplier, 1 << (shift - 1) if shift > 0 else 0, shift)
 
 
-def prepare_layer_s16(li: int, layer) -> GruLayerS16:
-    """grukit_gru_layer_s16 of one QuantizedLayer."""
+def prepare_layer_s16(li: int, layer, sparse: bool = True) -> GruLayerS16:
+    """grukit_gru_layer_s16 of one QuantizedLayer (sparse: allow block-sparse products)."""
     check_graph(layer.linear_before_reset)
     pre, tag = layer.prepared, f"l{li}"
     r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16)
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16, sparse)
     adds = {name: prepare_add_s16(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
                                                                            "h_new")}
     return GruLayerS16(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
@@ -516,12 +597,31 @@ def prepare_layer_s16(li: int, layer) -> GruLayerS16:
                        n_act=prepare_table_input_s16(pre["n"]))
 
 
-def prepare_model(qmodel) -> KernelModel:
-    """The kernel's constants for a QuantizedGRUModel (``grukit.core.quantized``)."""
+def prepare_dense_s8(name: str, dense, sparse: bool = True) -> DenseS8:
+    """grukit_dense_s8 of one QuantizedDense: its product, its fused activation's clamp, its LOGISTIC / TANH."""
+    table = None if dense.act_op is None else activation_table_s8(dense.act_op, dense.act_prepared)
+    return DenseS8(prepare_fc_s8(name, [(dense.fc, dense.prepared)], sparse=sparse), dense.prepared.qmin,
+                   dense.prepared.qmax, table)
+
+
+def prepare_dense_s16(name: str, dense, sparse: bool = True) -> DenseS16:
+    """grukit_dense_s16 of one QuantizedDense."""
+    op = {None: ACT_NONE, LOGISTIC: ACT_LOGISTIC, TANH: ACT_TANH}[dense.act_op]
+    act_input = None if dense.act_op is None else prepare_table_input_s16(dense.act_prepared)
+    return DenseS16(prepare_fc_s16(name, [(dense.fc, dense.prepared)], clamped=True, sparse=sparse),
+                    dense.prepared.qmin, dense.prepared.qmax, op, act_input)
+
+
+def prepare_model(qmodel, sparse: bool = True) -> KernelModel:
+    """The kernel's constants for a QuantizedGRUModel (``grukit.core.quantized``). sparse: each product
+    (x_fc, h_fc, hn_fc of every layer, every head layer) takes the block-sparse form where that needs fewer
+    flash bytes; False keeps every product dense (to compare both on one model)."""
     s8 = qmodel.scheme is INT8
-    prepare_layer, prepare_fc = (prepare_layer_s8, prepare_fc_s8) if s8 else (prepare_layer_s16, prepare_fc_s16)
-    layers = tuple(prepare_layer(li, layer) for li, layer in enumerate(qmodel.layers))
-    head = None if qmodel.head is None else prepare_fc("head", [(qmodel.head.fc, qmodel.head.prepared)])
+    prepare_layer, prepare_dense = (prepare_layer_s8, prepare_dense_s8) if s8 else (prepare_layer_s16,
+                                                                                    prepare_dense_s16)
+    layers = tuple(prepare_layer(li, layer, sparse) for li, layer in enumerate(qmodel.layers))
+    dense = () if qmodel.head is None else qmodel.head.layers
+    head = tuple(prepare_dense("head" if len(dense) == 1 else f"head{k}", d, sparse) for k, d in enumerate(dense))
     return KernelModel(qmodel.scheme.c_suffix, layers, head, int(bool(qmodel.per_step)))
 
 
@@ -581,24 +681,58 @@ def widen_s8(x: np.ndarray, offset: int) -> np.ndarray:
     return xw
 
 
-def _unpack_pairs(fc: FcS8) -> tuple[np.ndarray, np.ndarray]:
-    """From the packed words: per row pair, the halfwords 256 wA + wB and their low bytes wB, [pairs, K8]."""
-    k8 = _round_up(fc.depth, 8)
-    blocks = _round_up(fc.rows, 4) // 4
-    words = np.asarray(fc.weights, np.int64).reshape(blocks, k8 // 4, 2, 2)  # [block][group][pair][word]
+def _pairs_from_words(words: np.ndarray, blocks: int, k8: int) -> tuple[np.ndarray, np.ndarray]:
+    """From packed words [blocks][k8 / 4 column quads][pair][word]: per row pair, the halfwords 256 wA + wB and
+    their low bytes wB, [blocks * 2, k8]."""
+    words = np.asarray(words, np.int64).reshape(blocks, k8 // 4, 2, 2)  # [block][quad][pair][word]
     words = words.transpose(0, 2, 1, 3).reshape(blocks * 2, k8 // 2)  # [pair][word]
     low, high = (words << 48) >> 48, words >> 16  # the two int16 halves of each int32 word
     halves = np.stack([low, high], axis=-1).reshape(blocks * 2, k8)
     return halves, (halves << 56) >> 56  # SXTB16: the low byte of each half, sign extended
 
 
+def _unpack_pairs(fc: FcS8) -> tuple[np.ndarray, np.ndarray]:
+    """A dense product's packed words: per row pair, the halfwords 256 wA + wB and their low bytes wB,
+    [pairs, K8]."""
+    return _pairs_from_words(fc.weights, _round_up(fc.rows, 4) // 4, _round_up(fc.depth, 8))
+
+
+def _sparse_groups(fc):
+    """dot_block_sparse_*'s iteration: (block, stored group s, its column group) in the kernel's order."""
+    s = 0
+    for block, count in enumerate(np.asarray(fc.block_groups, np.int64)):
+        for group in fc.group_index[s:s + count]:
+            yield block, s, int(group)
+            s += 1
+
+
+def _pair_sums_sparse_s8(fc: FcS8, xw: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fc_sparse_s8's accumulators (packed, B) [N, pairs]: each block's stored groups added in order, the
+    input columns of each group's index; every partial sum checked to fit int32 as the C holds it."""
+    halves, low_bytes = _pairs_from_words(fc.weights, len(fc.group_index), GROUP_COLUMNS)  # [stored * 2, 8]
+    acc_packed = np.repeat(start[None, :, 0], xw.shape[0], axis=0)
+    acc_b = np.repeat(start[None, :, 1], xw.shape[0], axis=0)
+    for block, s, group in _sparse_groups(fc):
+        x_group = xw[:, GROUP_COLUMNS * group:GROUP_COLUMNS * (group + 1)]
+        pairs, stored = slice(2 * block, 2 * block + 2), slice(2 * s, 2 * s + 2)
+        acc_packed[:, pairs] = _check_s32(acc_packed[:, pairs] + x_group @ halves[stored].T,
+                                          f"{fc.name} packed accumulator")  # SMLAD
+        acc_b[:, pairs] = _check_s32(acc_b[:, pairs] + x_group @ low_bytes[stored].T,
+                                     f"{fc.name} accumulator")  # SMLAD of SXTB16
+    return acc_packed, acc_b
+
+
 def fc_s8(fc: FcS8, x: np.ndarray) -> np.ndarray:
-    """fc_s8 over a batch: int8 x [N, depth] -> int8 [N, 4 * ceil(rows / 4)] (padding rows included)."""
-    halves, low_bytes = _unpack_pairs(fc)
+    """fc_s8 over a batch: int8 x [N, depth] -> int8 [N, 4 * ceil(rows / 4)] (padding rows included); the
+    block-sparse form (fc_sparse_s8) when fc.block_groups is set."""
     xw = widen_s8(x, fc.input_offset)
     start = np.asarray(fc.bias_start, np.int64).reshape(-1, 2)  # per pair: packed start, B start
-    acc_packed = _check_s32(start[:, 0] + xw @ halves.T, f"{fc.name} packed accumulator")  # SMLAD
-    acc_b = _check_s32(start[:, 1] + xw @ low_bytes.T, f"{fc.name} accumulator")  # SMLAD of SXTB16
+    if fc.block_groups is not None:
+        acc_packed, acc_b = _pair_sums_sparse_s8(fc, xw, start)
+    else:
+        halves, low_bytes = _unpack_pairs(fc)
+        acc_packed = _check_s32(start[:, 0] + xw @ halves.T, f"{fc.name} packed accumulator")  # SMLAD
+        acc_b = _check_s32(start[:, 1] + xw @ low_bytes.T, f"{fc.name} accumulator")  # SMLAD of SXTB16
     acc_a = (acc_packed >> 8) - (acc_b >> 8)  # the floors of dotB / 256 cancel
     acc = np.stack([acc_b, acc_a], axis=-1).reshape(x.shape[0], -1)  # rows B0, A0, B1, A1, ...
     out = np.empty_like(acc)
@@ -646,13 +780,17 @@ def gru_step_s8(layer: GruLayerS8, x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return add_tab_s8(layer.h_new, n, mul_fast_s8(layer.z_mul, z, diff))
 
 
-def _unpack_quads(fc: FcS16) -> np.ndarray:
-    """From the packed words: the int8 weights [4 * ceil(rows / 4), K8] (bytes hold columns 0, 2, 1, 3)."""
-    k8 = _round_up(fc.depth, 8)
-    blocks = _round_up(fc.rows, 4) // 4
-    words = np.asarray(fc.weights, np.int64).reshape(blocks, k8 // 4, 4)  # [block][group][row]
+def _quads_from_words(words: np.ndarray, blocks: int, k8: int) -> np.ndarray:
+    """From packed words [blocks][k8 / 4 column quads][row]: the int8 weights [blocks * 4, k8] (bytes hold
+    columns 0, 2, 1, 3)."""
+    words = np.asarray(words, np.int64).reshape(blocks, k8 // 4, 4)  # [block][quad][row]
     quads = np.stack([(words << (56 - 8 * i)) >> 56 for i in range(4)], axis=-1)[..., [0, 2, 1, 3]]
     return quads.transpose(0, 2, 1, 3).reshape(blocks * 4, k8)
+
+
+def _unpack_quads(fc: FcS16) -> np.ndarray:
+    """A dense product's packed words: the int8 weights [4 * ceil(rows / 4), K8]."""
+    return _quads_from_words(fc.weights, _round_up(fc.rows, 4) // 4, _round_up(fc.depth, 8))
 
 
 def requant_row_s16(dot, q: RequantS64) -> np.ndarray:
@@ -661,12 +799,29 @@ def requant_row_s16(dot, q: RequantS64) -> np.ndarray:
     return sat_s16((v >> 32) >> q.right_shift)
 
 
+def _dot_sparse_s16(fc: FcS16, xp: np.ndarray) -> np.ndarray:
+    """dot_block_sparse_s16 over every block [N, 4 * blocks]: each block's stored groups added in order, every
+    partial sum checked to fit int32."""
+    w = _quads_from_words(fc.weights, len(fc.group_index), GROUP_COLUMNS)  # [stored * 4, 8]
+    dot = np.zeros((xp.shape[0], 4 * len(fc.block_groups)), np.int64)
+    for block, s, group in _sparse_groups(fc):
+        rows = slice(4 * block, 4 * block + 4)
+        x_group = xp[:, GROUP_COLUMNS * group:GROUP_COLUMNS * (group + 1)]
+        dot[:, rows] = _check_s32(dot[:, rows] + x_group @ w[4 * s:4 * s + 4].T, f"{fc.name} dot product")
+    return dot
+
+
 def fc_s16(fc: FcS16, x: np.ndarray) -> np.ndarray:
-    """fc_s16 over a batch: int16 x [N, depth] -> int16 [N, 4 * ceil(rows / 4)] (padding rows give 0)."""
-    w = _unpack_quads(fc)
-    xp = np.zeros((x.shape[0], w.shape[1]), np.int64)
+    """fc_s16 over a batch: int16 x [N, depth] -> int16 [N, 4 * ceil(rows / 4)] (padding rows give 0); the
+    block-sparse form when fc.block_groups is set."""
+    k8 = _round_up(fc.depth, 8)
+    xp = np.zeros((x.shape[0], k8), np.int64)
     xp[:, : fc.depth] = x
-    dot = _check_s32(xp @ w.T, f"{fc.name} dot product")  # SMLAD
+    if fc.block_groups is not None:
+        dot = _dot_sparse_s16(fc, xp)
+    else:
+        w = _unpack_quads(fc)
+        dot = _check_s32(xp @ w.T, f"{fc.name} dot product")  # SMLAD
     return np.stack([requant_row_s16(dot[:, o], q) for o, q in enumerate(fc.requant)], axis=1)
 
 
@@ -734,11 +889,28 @@ def gru_step_s16(layer: GruLayerS16, x: np.ndarray, h: np.ndarray) -> np.ndarray
     return add_fast_s16(layer.h_new, n, mul_fast_s16(layer.z_mul, z, diff))
 
 
+def head_s8(head: tuple, x: np.ndarray) -> np.ndarray:
+    """grukit_model_s8_output's head: each dense layer's product, clamp and table."""
+    for dense in head:
+        y = np.clip(fc_s8(dense.fc, x)[:, : dense.fc.rows], dense.act_min, dense.act_max)
+        x = y if dense.table is None else dense.table[y + 128].astype(np.int64)
+    return x
+
+
+def head_s16(head: tuple, x: np.ndarray) -> np.ndarray:
+    """grukit_model_s16_output's head: each dense layer's product, clamp and LOGISTIC / TANH."""
+    for dense in head:
+        y = np.clip(fc_s16(dense.fc, x)[:, : dense.fc.rows], dense.act_min, dense.act_max)
+        act = {ACT_NONE: lambda p, v: v, ACT_LOGISTIC: logistic_fast_s16, ACT_TANH: tanh_fast_s16}[dense.act_op]
+        x = act(dense.act_input, y)
+    return x
+
+
 def run_model(model: KernelModel, x_q: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """grukit_model_*_step over sequences x_q [N, T, I] from zero states, as the C host runner: (y [N, O]
     after the last step, or [N, T, O] every step for a per-step model; [each layer's states [N, T, H]])."""
     s8 = model.c_suffix == "s8"
-    step, fc = (gru_step_s8, fc_s8) if s8 else (gru_step_s16, fc_s16)
+    step, head = (gru_step_s8, head_s8) if s8 else (gru_step_s16, head_s16)
     n, t, _ = x_q.shape
     states = [np.zeros((n, layer.hidden_size), np.int64) for layer in model.layers]
     seqs = [np.empty((n, t, layer.hidden_size), np.int64) for layer in model.layers]
@@ -749,6 +921,6 @@ def run_model(model: KernelModel, x_q: np.ndarray) -> tuple[np.ndarray, list[np.
             states[li] = step(layer, inp, states[li])
             seqs[li][:, ti] = inp = states[li]
         if model.per_step or ti == t - 1:
-            ys.append(inp if model.head is None else fc(model.head, inp)[:, : model.head.rows])
+            ys.append(head(model.head, inp) if model.head else inp)
     y = np.stack(ys, axis=1) if model.per_step else ys[-1]
     return y, seqs

@@ -35,10 +35,11 @@ class EmulationUnavailable(UserWarning):
 
 
 def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = "mps2-an386",
-                        dsp: bool = True, seed: int = 0) -> Path:
-    """Link the timing image for qmodel (random integer inputs, `steps` steps); returns the ELF path."""
+                        dsp: bool = True, seed: int = 0, sparse: bool = True) -> Path:
+    """Link the timing image for qmodel (random integer inputs, `steps` steps); returns the ELF path. The
+    model's constants are in build_dir/model/grukit_model.c (sparse: as export_c's)."""
     gen = build_dir / "model"
-    export_c(qmodel, gen)
+    export_c(qmodel, gen, sparse=sparse)
     info = np.iinfo(qmodel.input_q.np_dtype)
     rng = np.random.default_rng(seed)
     x_q = rng.integers(info.min, info.max + 1, size=(steps, qmodel.layers[0].input_size))
@@ -60,16 +61,18 @@ def run_measure_image(elf: Path, machine: str = "mps2-an386") -> list[float]:
     return [instructions_from_ticks(t, machine) for t in ticks]
 
 
-def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 8, dsp: bool = True) -> float | None:
+def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 8, dsp: bool = True,
+                              sparse: bool = True) -> float | None:
     """Mean instructions of one whole model step (all layers, all ops, the head) in QEMU, or None (with an
     EmulationUnavailable warning giving the reason, see emulation_unavailable_reason) when the toolchain,
-    QEMU or the machine is absent."""
+    QEMU or the machine is absent. sparse: as export_c's (False: every product dense)."""
     reason = emulation_unavailable_reason(machine)
     if reason is not None:
         warnings.warn(reason, EmulationUnavailable, stacklevel=2)
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        per_step = run_measure_image(build_measure_image(qmodel, Path(tmp), steps, machine, dsp), machine)
+        per_step = run_measure_image(build_measure_image(qmodel, Path(tmp), steps, machine, dsp, sparse=sparse),
+                                     machine)
     if len(per_step) != steps:
         raise FirmwareBuildError(f"expected {steps} timed steps from the emulator, got {len(per_step)}")
     return float(np.mean(per_step))

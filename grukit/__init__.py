@@ -13,7 +13,7 @@ This module is the library's front door and part of the wiring layer (with ``gru
 """
 
 from grukit.core.errors import BadInputError, GrukitError, MissingDependencyError, UnsupportedModelError
-from grukit.core.model import GATES, Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import GATES, Dense, GRUDirection, GRULayer, GRUModel, Head
 from grukit.core.quantized import QuantizedGRUModel, use_executor
 from grukit.core.scheme import INT8, S16X8, SCHEME_NAMES, Scheme
 from grukit.core.version import __version__
@@ -30,9 +30,21 @@ def _integer_runtime():
 use_executor(_integer_runtime)
 
 from grukit import quantize  # noqa: E402  (a callable package: grukit.quantize(model, calib_x, scheme=...))
+from grukit.quantize.prune import prune  # noqa: E402
+
+
+def prune_and_fine_tune(source, x, y, ratio: float, **kwargs):
+    """Gradual structured pruning with recovery training on (x, y) (``grukit.quantize.finetune``): source is
+    anything ``load`` takes (an ``nn.Module``, a file) or a GRUModel. Returns a FineTuneResult: ``.model``
+    (the pruned GRUModel), ``.module`` (it as a trainable torch module), ``.history``."""
+    from grukit.quantize.finetune import fine_tune_prune  # imports torch: only when asked for
+
+    model = source if isinstance(source, GRUModel) else load(source)
+    return fine_tune_prune(model, x, y, ratio, **kwargs)
+
 
 __all__ = [
-    "GATES", "Dense", "GRUDirection", "GRULayer", "GRUModel", "QuantizedGRUModel", "Scheme", "INT8", "S16X8",
-    "SCHEME_NAMES", "load", "quantize", "GrukitError", "UnsupportedModelError", "BadInputError",
+    "GATES", "Dense", "GRUDirection", "GRULayer", "GRUModel", "Head", "QuantizedGRUModel", "Scheme", "INT8", "S16X8",
+    "SCHEME_NAMES", "load", "quantize", "prune", "prune_and_fine_tune", "GrukitError", "UnsupportedModelError", "BadInputError",
     "MissingDependencyError", "__version__",
 ]

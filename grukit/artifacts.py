@@ -12,9 +12,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+from grukit.core.errors import BadInputError
 from grukit.core.model import GRUModel
 from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
 from grukit.export.onnx_qdq_export import export_onnx_qdq
@@ -58,3 +63,68 @@ def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool =
         files.update({f"c:{path.relative_to(library)}": path for path in others})
         advance("C")
     return files
+
+
+def check_output_dir(out: Path) -> None:
+    """Raise BadInputError (before any work) unless a folder can be written at ``out``: its parent created or
+    already there and writable, and ``out`` not an existing file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out}: a file is in the way (the output is a folder)")
+    _check_parent(out)
+
+
+def _check_parent(path: Path) -> None:
+    """Raise BadInputError unless something can be written beside ``path`` (its folder made if need be)."""
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise BadInputError(f"--out {path}: cannot create it ({ancestor} is a file)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent))
+    except OSError as e:
+        raise BadInputError(f"--out {path}: cannot create it ({e.strerror or e})") from None
+    probe.rmdir()
+
+
+@contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` to write into; when the block ends normally it replaces ``out`` (a folder
+    already there is kept until then), on an error or Ctrl-C it is removed and ``out`` is left as it was. So
+    ``out`` never holds half of a run's files."""
+    out = Path(out)
+    check_output_dir(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    work.chmod(0o755)  # mkdtemp's folder is private; the output is an ordinary folder
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / out.name)
+        os.rename(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(work, out)
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary path)`` beside ``path``, then move it into place: ``path`` is either the previous
+    file or the complete new one."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"--out {path}: a folder is in the way")
+    _check_parent(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -4,10 +4,11 @@ the board (``grukit.runtime.budget``). Every figure says which it is."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from grukit.core.model import GRUModel
-from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes
+from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes, export_c
 from grukit.firmware_ref import build
 from grukit.firmware_ref.measure import MEASURED_CORE, built_flash_bytes, measure_step_instructions
 from grukit.report import Report
@@ -66,14 +67,32 @@ def _flash(model: GRUModel, qmodel, scheme, built, board: Target) -> Figure:
 
 
 def check_boards(model: GRUModel, qmodel, c_model_file: Path | None, boards: list[Target], T: int,
-                 max_latency_ms: float | None, report: Report, advance) -> None:
+                 max_latency_ms: float | None, report: Report, advance) -> dict[str, tuple[Figure, InstructionCount]]:
     """Append each board's flash, RAM and latency lines to ``report.targets`` and its instruction count to
-    ``report.latency``; ``advance(board name)`` after each board."""
-    built = built_flash_bytes(c_model_file, qmodel.scheme) if qmodel is not None else None
+    ``report.latency``; ``advance(board name)`` after each board. Returns {board: (flash, instructions)}."""
     ram = _ram(model, qmodel, report.scheme)
-    counts: dict[str | None, object] = {}
+    figures = device_figures(model, qmodel, c_model_file, boards, report.scheme)
     for board in boards:
-        flash = _flash(model, qmodel, report.scheme, built, board)
+        flash, count = figures[board.name]
+        report.latency[board.name] = {"measured": count.measured, "instructions_per_step": count.per_step,
+                                      "source": count.source}
+        for check in check_budget(board, flash, ram, count.per_step, T, count.per_sequence, max_latency_ms,
+                                  count.source):
+            report.targets.append({"name": check.name, "limit": check.limit, "value": check.value,
+                                   "unit": check.unit, "pass": check.passed, "estimate": check.estimate,
+                                   "note": check.note})
+        advance(board.name)
+    return figures
+
+
+def device_figures(model: GRUModel, qmodel, c_model_file: Path | None, boards: list[Target], scheme: str
+                   ) -> dict[str, tuple[Figure, InstructionCount]]:
+    """{board: (flash, instructions)} of a model on each board: measured where the ARM toolchain and QEMU
+    are there (one build, one emulated run per QEMU machine), else the cost model."""
+    built = built_flash_bytes(c_model_file, qmodel.scheme) if qmodel is not None else None
+    counts: dict[str | None, object] = {}
+    out = {}
+    for board in boards:
         machine = board.qemu_machine
         if machine not in counts:
             counts[machine] = (emulated_instructions(qmodel, machine) if qmodel is not None
@@ -83,11 +102,13 @@ def check_boards(model: GRUModel, qmodel, c_model_file: Path | None, boards: lis
             fallback = cost_model_instructions(model)
             count = InstructionCount(fallback.per_step, fallback.per_sequence,
                                      f"{COST_MODEL_SOURCE}, not measured: {count}")
-        report.latency[board.name] = {"measured": count.measured, "instructions_per_step": count.per_step,
-                                      "source": count.source}
-        for check in check_budget(board, flash, ram, count.per_step, T, count.per_sequence, max_latency_ms,
-                                  count.source):
-            report.targets.append({"name": check.name, "limit": check.limit, "value": check.value,
-                                   "unit": check.unit, "pass": check.passed, "estimate": check.estimate,
-                                   "note": check.note})
-        advance(board.name)
+        out[board.name] = (_flash(model, qmodel, scheme, built, board), count)
+    return out
+
+
+def unpruned_device_figures(original: GRUModel, original_q, boards: list[Target], scheme: str
+                            ) -> dict[str, tuple[Figure, InstructionCount]]:
+    """``device_figures`` of the model before pruning (its C generated into a temporary folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c_model_file = next(p for p in export_c(original_q, tmp) if p.suffix == ".c" and p.name != "main.c")
+        return device_figures(original, original_q, c_model_file, boards, scheme)

@@ -2,7 +2,9 @@
 
     grukit inspect MODEL                      layers, parameters, MACs per step (MODEL may be a grukit .tflite)
     grukit export MODEL --out DIR [--calib X.npz [--scheme int8|16x8] [--c]] [--steps T]
-    grukit deploy MODEL --calib X.npz --val V.npz --target BOARD [...]
+    grukit prune MODEL --calib X.npz (--ratio R | --units N[,N...] | --ratio auto --max-drop D | --sparsity S)
+                 --out M.onnx
+    grukit deploy MODEL --calib X.npz --val V.npz --target BOARD [--prune R|auto] [...]
     grukit demo [--out DIR] [--target BOARD]  deploy the embedded gesture demo
     grukit targets                            the boards grukit knows
 
@@ -26,6 +28,7 @@ from grukit.core.errors import BadInputError, GrukitError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_TARGET = "stm32l476"
+CLI_WARNINGS = 5  # the terminal shows the most severe warnings; the report has them all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", help=".npz with x [N, T, I]: quantize and write the integer exports")
     s.add_argument("--scheme", choices=("int8", "16x8"), default="int8")
     s.add_argument("--c", action="store_true", help="also write C sources (needs --calib)")
+    s.add_argument("--input-range", metavar="LO:HI|FILE",
+                   help="with --calib: the sensor's input range instead of the calibration data's (as for deploy)")
+    s.add_argument("--observer", choices=("auto", "minmax", "percentile", "mse"), default="auto",
+                   help="with --calib: how activation ranges are chosen (as for deploy; default auto)")
     s.add_argument("--steps", type=int, default=None,
                    help="T of the TFLite sequence models (default: the calibration data's T; without --calib "
                         "no float sequence .tflite unless given)")
@@ -58,11 +65,53 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, action="append",
                    help="board name (see `grukit targets`) or a .toml file; repeat for several")
     s.add_argument("--scheme", choices=("int8", "16x8"), default="int8")
-    s.add_argument("--max-drop", type=float, default=None,
-                   help="allowed metric drop from float (accuracy: 0.01 = one point; default 0.02; MSE: absolute)")
+    s.add_argument("--max-drop", default=None, metavar="D|P%",
+                   help="allowed metric drop from float: accuracy 0.01 or 1%% = one point (default 2%%); MSE an "
+                        "absolute rise, or P%% of float's MSE (default 25%%)")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency limit for one validation sequence")
     s.add_argument("--out", default="grukit-out", help="output directory (default grukit-out)")
     s.add_argument("--task", choices=("classification", "regression"), help="override the task inferred from y")
+    s.add_argument("--observer", choices=("auto", "minmax", "percentile", "mse"), default="auto",
+                   help="how activation ranges are chosen (default auto: per tensor, whichever keeps the integer "
+                        "model closest to float on held-out calibration sequences)")
+    s.add_argument("--input-range", metavar="LO:HI|FILE",
+                   help="the sensor's input range instead of the calibration data's: LO:HI (write --input-range=-4:4 "
+                        "for a negative LO) or a .json / .toml file with lo and hi, each a number or one per channel")
+    s.add_argument("--prune", type=_ratio_or_auto, metavar="RATIO|auto",
+                   help="remove this fraction of hidden units first (refitted on the calibration data); auto: the "
+                        "largest fraction whose quantized model stays within --max-drop of the original float model "
+                        "on the calibration data")
+    s.add_argument("--prune-criterion", choices=("activation", "weight"), default="activation",
+                   help="which units go (default activation: decided on the calibration data)")
+
+    s = sub.add_parser("prune", parents=[debug], help="remove whole hidden units; write the smaller float model")
+    s.add_argument("model")
+    s.add_argument("--calib", required=True, help=".npz with x [N, T, I]: the refit and the activation criterion read it")
+    amount = s.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--ratio", type=_ratio_or_auto, metavar="RATIO|auto",
+                        help="fraction of hidden units to remove, in [0, 1); auto needs --max-drop")
+    amount.add_argument("--units", type=_unit_counts, metavar="N[,N...]",
+                        help="hidden units to keep: one number for every layer, or one per layer")
+    amount.add_argument("--sparsity", type=float, metavar="S",
+                        help="magnitude pruning instead: set this fraction of weight blocks to zero (the C kernel "
+                             "stores sparse matrices compactly and skips their zero blocks)")
+    s.add_argument("--block", type=_block, default=(4, 8), metavar="RxC",
+                   help="with --sparsity: the block of weights set to zero together (default 4x8, the C kernel's "
+                        "group; 1x1 for single weights)")
+    s.add_argument("--out", required=True, help="the pruned model, a float .onnx file")
+    s.add_argument("--criterion", choices=("activation", "weight"), default="activation")
+    s.add_argument("--scope", choices=("layer", "global", "matrix"), default=None,
+                   help="units: the same fraction in every layer (layer, the default) or over the whole model "
+                        "(global); --sparsity: blocks ranked over the whole model (global, the default) or in "
+                        "each matrix (matrix)")
+    s.add_argument("--no-refit", action="store_true", help="only remove the units; leave the other weights as they are")
+    s.add_argument("--max-drop", type=float, default=None,
+                   help="with --ratio auto: the allowed disagreement with the original float model on the "
+                        "calibration data (classification: 0.01 = one point) or MSE (regression)")
+    s.add_argument("--task", choices=("classification", "regression"), default="classification",
+                   help="with --ratio auto: how outputs are compared (default classification)")
+    s.add_argument("--scheme", choices=("int8", "16x8"), default="int8",
+                   help="with --ratio auto: the quantization the search scores (default int8)")
 
     s = sub.add_parser("demo", parents=[debug], help="deploy the embedded gesture-recognition demo")
     s.add_argument("--out", default="grukit-demo", help="output directory (default grukit-demo)")
@@ -71,6 +120,31 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("targets", parents=[debug], help="list the boards grukit knows")
     return p
+
+
+def _ratio_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio in [0, 1) or 'auto', got {text!r}") from None
+
+
+def _unit_counts(text: str) -> list[int] | int:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a unit count or one per layer (48 or 48,32), got {text!r}") from None
+    return counts[0] if len(counts) == 1 else counts
+
+
+def _block(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a block as ROWSxCOLUMNS (4x8, 1x1), got {text!r}") from None
+    return rows, cols
 
 
 def _inspect(args) -> int:
@@ -87,12 +161,16 @@ def _inspect(args) -> int:
 
 
 def _export(args) -> int:
-    from grukit.artifacts import write_artifacts  # per command (see the top of this module)
-    from grukit.inputs import load_x  # per command (see the top of this module)
+    from grukit.artifacts import check_output_dir, staged_output, write_artifacts  # per command (see the top)
+    from grukit.inputs import load_input_range, load_x  # per command (see the top of this module)
 
     if args.c and not args.calib:
         raise BadInputError("--c writes integer C code and needs --calib to quantize")
+    if args.input_range and not args.calib:
+        raise BadInputError("--input-range sets the integer model's input quantization and needs --calib")
+    check_output_dir(Path(args.out))  # before any work
     model = grukit.load(args.model)
+    input_range = load_input_range(args.input_range, model.input_size)
     calib_x = load_x(args.calib, "calibration data", model.input_size) if args.calib else None
     T = args.steps if args.steps is not None else (calib_x.shape[1] if calib_x is not None else None)
     if T is not None and T < 1:
@@ -103,15 +181,68 @@ def _export(args) -> int:
         print("bidirectional GRU: no step model (ONNX, TFLite) and no integer exports"
               + (f" ({' and '.join(unused)} not used)" if unused else ""), file=sys.stderr)
     quantize = calib_x is not None and not model.bidirectional
-    qmodel = grukit.quantize(model, calib_x, scheme=args.scheme) if quantize else None
+    qmodel = (grukit.quantize(model, calib_x, scheme=args.scheme, input_range=input_range, observer=args.observer)
+              if quantize else None)
     out = Path(args.out)
-    files = write_artifacts(model, qmodel, out, T, c=args.c)
-    rows = [(str(path.relative_to(out)), path.stat().st_size) for path in files.values()]
+    with staged_output(out) as work:  # out gets every file or, on any error, stays as it was
+        files = write_artifacts(model, qmodel, work, T, c=args.c)
+        rows = [(str(path.relative_to(work)), path.stat().st_size) for path in files.values()]
     width = max(len(name) for name, _ in rows)
     print(f"{'file':{width}s}  {'bytes':>10s}")
     for name, size in rows:
         print(f"{name:{width}s}  {size:>10,}")
     print(f"{len(rows)} files in {out}")
+    return 0
+
+
+def _prune(args) -> int:
+    from grukit.artifacts import write_file_atomically  # per command (see the top of this module)
+    from grukit.export.onnx_export import export_onnx_sequence  # per command (see the top of this module)
+    from grukit.inputs import load_x  # per command (see the top of this module)
+    from grukit.quantize import prune  # per command (see the top of this module)
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise BadInputError(f"--out {out}: the pruned model is written as float ONNX; give a .onnx file name")
+    if out.is_dir():
+        raise BadInputError(f"--out {out}: a folder is in the way")
+    if (args.ratio == "auto") != (args.max_drop is not None):
+        raise BadInputError("--ratio auto and --max-drop go together: auto searches the largest ratio within the drop")
+    scopes = ("global", "matrix") if args.sparsity is not None else ("layer", "global")
+    if args.scope is not None and args.scope not in scopes:
+        raise BadInputError(f"--scope {args.scope} does not apply here; use {' or '.join(scopes)}")
+    model = grukit.load(args.model)
+    calib_x = load_x(args.calib, "calibration data", model.input_size)
+    if args.sparsity is not None:
+        result = prune.sparsify(model, args.sparsity, block=args.block, scope=args.scope or "global",
+                                calib_x=None if args.no_refit else calib_x)
+        print(result.describe())
+        for t in result.tensors:
+            print(f"  {t['name']:14s} {'x'.join(map(str, t['shape'])):>9s}  {100 * t['zeros'] / t['elements']:5.1f}% "
+                  f"zero, {t['zero_blocks']} of {t['blocks']} blocks")
+    else:
+        if model.bidirectional:
+            raise grukit.UnsupportedModelError("pruning a bidirectional GRU is not supported (its two directions "
+                                               "share the output features a unit would leave)")
+        if args.ratio == "auto":
+            result, found = prune.search(model, calib_x, args.max_drop, task=args.task, scheme=args.scheme,
+                                         criterion=args.criterion, scope=args.scope or "layer",
+                                         progress=lambda line: print(f"  {line}", file=sys.stderr))
+        else:
+            result, found = prune.prune(model, calib_x, ratio=args.ratio, units=args.units, criterion=args.criterion,
+                                        scope=args.scope or "layer", refit_weights=not args.no_refit), None
+        summary = result.summary(model)
+        print(summary["method"] + (f"; {found.describe()}" if found else ""))
+        for i, layer in enumerate(summary["layers"]):
+            print(f"  layer {i}: hidden {layer['hidden_before']} -> {layer['hidden_after']}")
+        print(f"  parameters {summary['params_before']:,} -> {summary['params_after']:,}; "
+              f"MACs per step {summary['macs_before']:,} -> {summary['macs_after']:,}")
+    reference, pruned = model.predict(calib_x), result.model.predict(calib_x)
+    loss = prune.calibration_loss(reference, pruned, model, args.task)
+    print(f"  float predictions differing from the original's on the calibration data: {100 * loss:.2f}%"
+          if args.task == "classification" else f"  float MSE against the original on the calibration data: {loss:.4g}")
+    write_file_atomically(out, lambda path: export_onnx_sequence(result.model, path))
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 
 
@@ -132,6 +263,10 @@ def _finish_deploy(report, out) -> int:
         print(f"  {t['name']}: {format_value(t['value'], t['unit'])}{limit}{est}  {result}")
     for line in report.failures():
         print(f"  FAILED {line}")
+    for line in report.warnings[:CLI_WARNINGS]:
+        print(f"  WARNING {line}")
+    if len(report.warnings) > CLI_WARNINGS:
+        print(f"  ... {len(report.warnings) - CLI_WARNINGS} more warnings in the report")
     print(f"report: {Path(out) / 'report.html'}  {Path(out) / 'report.md'}  {Path(out) / 'report.json'}")
     return report.exit_code
 
@@ -141,7 +276,8 @@ def _deploy(args) -> int:
 
     report = deploy(args.model, args.calib, args.val, args.target, scheme=args.scheme, max_drop=args.max_drop,
                     max_latency_ms=args.max_latency_ms, out_dir=args.out, task=args.task,
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(), prune=args.prune, prune_criterion=args.prune_criterion,
+                    input_range=args.input_range, observer=args.observer)
     return _finish_deploy(report, args.out)
 
 
@@ -166,7 +302,7 @@ def _targets(args) -> int:
     return 0
 
 
-COMMANDS = {"inspect": _inspect, "export": _export, "deploy": _deploy, "demo": _demo, "targets": _targets}
+COMMANDS = {"inspect": _inspect, "export": _export, "prune": _prune, "deploy": _deploy, "demo": _demo, "targets": _targets}
 
 
 def main(argv: list[str] | None = None) -> int:

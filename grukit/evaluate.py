@@ -28,17 +28,23 @@ import numpy as np
 import onnxruntime
 
 from grukit.core.errors import BadInputError
-from grukit.core.float_gru import layers_forward, output_from_states
+from grukit.core.float_gru import layers_forward, output_from_states, predicted_labels
 from grukit.core.model import GRUModel
 from grukit.export.source_runtime import FrameworkUnavailable, run_source
 from grukit.firmware_ref.build import firmware_dir, toolchain_status
 from grukit.firmware_ref.host import run_c_host
-from grukit.metrics import confusion_matrix, hidden_drift, predicted_labels, score
+from grukit.diagnose import diagnose_sequences, sensitivity, tensor_errors
+from grukit.metrics import confusion_matrix, hidden_drift, score
+from grukit.quantize.calibrate import range_excursions
 from grukit.report import MISMATCH_UNIT, Report
 from grukit.verify import (compare_tflite_micro, first_mismatch, max_lsb_difference, mismatching_elements,
                            run_litert_sequence, run_onnx_qdq_steps, run_tflm_sequence)
 
 BASELINE = "numpy-float"
+# A tensor the validation data drives out of its range is a warning when at least this share of its values
+# clip, or when one goes this far beyond the range (in widths of the range): a stray value is not.
+WARN_SHARE, WARN_BEYOND = 1e-3, 0.1
+UNPRUNED = "numpy-float-unpruned"  # with pruning: the original float model, the baseline every drop is measured from
 # Time steps (sequences x T) given to the TFLite interpreters: TFLite-Micro's Python interpreter runs about
 # 7,000 steps a second of the demo model on one core, so this keeps it to a few seconds.
 INTERPRETER_MAX_STEPS = 20_000
@@ -78,6 +84,20 @@ def bit_exact_check(runtime: str, mismatches: list, compared: str, why_not: str 
                     + (" (the number is unknown: a tensor has the wrong shape)" if count is None else "")}
 
 
+def _range_warning(tensor: str, is_input: bool, e, lo: float, hi: float, calib_lo: float, calib_hi: float) -> str:
+    """One warning line: what left the range, by how much, and the likely fix."""
+    share = f"{e.harmful:,} of {e.total:,} values ({100.0 * e.harmful / e.total:.2g}%)"
+    seen = f"reach [{e.minimum:.4g}, {e.maximum:.4g}]"
+    if is_input:
+        return (f"{tensor}: the validation inputs {seen}, the calibration inputs [{calib_lo:.4g}, {calib_hi:.4g}]: "
+                f"{share} clip at the quantized input range [{lo:.4g}, {hi:.4g}]. Calibrate on data that covers "
+                "the inputs the device will see, or declare the sensor's range with --input-range LO:HI")
+    return (f"{tensor}: on the validation data its values {seen}, beyond what calibration saw "
+            f"[{calib_lo:.4g}, {calib_hi:.4g}]: {share} clip at its quantized range [{lo:.4g}, {hi:.4g}]. "
+            "The calibration data does not exercise the model as the validation data does: calibrate on more "
+            "representative sequences")
+
+
 class Evaluation:
     """Scores runtimes on the validation data (x [N, T, I], y) into ``report``; file names in the notes are
     relative to ``out``."""
@@ -87,6 +107,7 @@ class Evaluation:
         self.N, self.T = val_x.shape[:2]
         self.float_out = None
         self.float_states = None
+        self.baseline_out = None  # the output drops are measured from: float_out, or the unpruned model's
         self.bit_exact_checks: list[dict] = []
 
     def record(self, runtime: str, output: np.ndarray, what: str, n: int | None = None, note: str = "") -> None:
@@ -98,7 +119,7 @@ class Evaluation:
             self.report.extra_scores.setdefault(name, {})[runtime] = v
         entry = {"what": what, "sequences": n, "of": self.N, "note": note}
         if n < self.N:  # its drop is measured against the float reference on the same sequences
-            entry["baseline"] = score(self.report.task, self.y[:n], self.float_out[:n], self.model)[0]
+            entry["baseline"] = score(self.report.task, self.y[:n], self.baseline_out[:n], self.model)[0]
         self.report.runtimes[runtime] = entry
 
     def _confusion(self, runtime: str, output: np.ndarray) -> None:
@@ -114,9 +135,26 @@ class Evaluation:
     def float_reference(self) -> str:
         """NumPy float (the baseline); returns a one-line detail."""
         self.float_states = layers_forward(self.model, self.x)  # kept for the drift of the integer states
-        self.float_out = output_from_states(self.model, self.float_states)
+        self.float_out = self.baseline_out = output_from_states(self.model, self.float_states)
         self.record(BASELINE, self.float_out, "grukit's float NumPy reference (grukit.core.float_gru)")
         return f"numpy-float {self.report.metric} {self.report.scores[BASELINE]:.4f}"
+
+    def pruned(self, model: GRUModel) -> str:
+        """After ``float_reference`` (and ``framework``) on the original model: from here on the model is the
+        pruned one, scored as numpy-float; the original's score becomes numpy-float-unpruned, the baseline
+        every drop is measured from. Returns a one-line detail."""
+        r = self.report
+        r.scores[UNPRUNED] = r.scores.pop(BASELINE)
+        r.runtimes[UNPRUNED] = {**r.runtimes.pop(BASELINE),
+                                "what": "grukit's float NumPy reference on the model before pruning"}
+        for by_runtime in r.extra_scores.values():
+            by_runtime[UNPRUNED] = by_runtime.pop(BASELINE)
+        r.baseline = UNPRUNED
+        self.model = model
+        self.float_states = layers_forward(model, self.x)
+        self.float_out = output_from_states(model, self.float_states)
+        self.record(BASELINE, self.float_out, "grukit's float NumPy reference on the pruned model")
+        return f"{r.metric} {r.scores[UNPRUNED]:.4f} -> {r.scores[BASELINE]:.4f} (float)"
 
     def framework(self, source) -> str:
         """The source model in its own framework, when it can run here; returns a one-line detail."""
@@ -125,7 +163,7 @@ class Evaluation:
         except FrameworkUnavailable as e:
             self.report.not_available["framework"] = str(e)
             return f"framework not run: {e}"
-        diff = float(np.max(np.abs(framework_out - self.float_out)))
+        diff = float(np.max(np.abs(framework_out - self.baseline_out)))
         self.record("framework", framework_out, f"the source model in {who}",
                     note=f"max |framework - numpy-float| = {diff:.2e}")
         return f"{who} max |diff| {diff:.2e}"
@@ -176,7 +214,50 @@ class Evaluation:
              "quantized": [float(v) for v in q_report.quantized[(layer, name)]]}
             for (layer, name), (s, n) in sorted(q_report.saturated.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
         self.report.quantization_notes = list(q_report.notes)
+        self.validation_ranges(qmodel)
+        self.diagnose(qmodel, int_out)
         return y_q, int_states
+
+    def diagnose(self, qmodel, int_out: np.ndarray) -> None:
+        """Per-tensor quantization error and, when the integer model loses to float, what each tensor group
+        costs (``grukit.diagnose``), on the first ``diagnose_sequences`` validation sequences."""
+        k = diagnose_sequences(self.N, self.T)
+        self.report.tensor_error = {"sequences": k, "tensors": tensor_errors(qmodel, self.x[:k])}
+        task = self.report.task
+        float_value = score(task, self.y[:k], self.float_out[:k], self.model)[0]
+        int_value = score(task, self.y[:k], int_out[:k], self.model)[0]
+        lost = (float_value - int_value) if self.report.higher_is_better else (int_value - float_value)
+        if lost <= 0:
+            self.report.sensitivity = {"sequences": k, "float": float_value, "integer": int_value, "simulated": None,
+                                       "groups": [], "note": "the integer model loses nothing to float here: "
+                                                             "nothing to attribute"}
+            return
+        simulated, groups = sensitivity(qmodel, self.x[:k], self.y[:k], task, self.report.val_saturation)
+        self.report.sensitivity = {"sequences": k, "float": float_value, "integer": int_value,
+                                   "simulated": simulated, "groups": groups, "note": ""}
+
+    def validation_ranges(self, qmodel) -> None:
+        """Every tensor of the integer graph (the input first) on the validation data against its quantized
+        range: ``report.val_saturation``, and a warning for each tensor the validation data drives out of its
+        range where the calibration data stayed in (most severe first, with the likely fix)."""
+        q = qmodel.report
+        excursions = range_excursions(self.model, self.x, q.quantized, q.caps)
+        top = len(qmodel.layers)
+        name = lambda key: f"layer{key[0]}/{key[1]}" if key[0] < top else key[1]  # noqa: E731
+        order = sorted(excursions, key=lambda key: (key != (0, "x"), key))
+        warnings = []
+        for key in order:
+            e, (lo, hi) = excursions[key], q.quantized[key]
+            self.report.val_saturation[name(key)] = {
+                "saturated": e.saturated, "harmful": e.harmful, "of": e.total, "observed": [e.minimum, e.maximum],
+                "range": [lo, hi]}
+            calib_lo, calib_hi = q.observed.get(key, (lo, hi))
+            beyond = max(lo - e.minimum, e.maximum - hi, 0.0) / max(hi - lo, 1e-12)
+            notable = e.harmful >= WARN_SHARE * e.total or beyond >= WARN_BEYOND
+            if e.harmful and notable and (e.minimum < calib_lo or e.maximum > calib_hi):
+                warnings.append((beyond, e.harmful, _range_warning(name(key), key == (0, "x"), e, lo, hi,
+                                                                   calib_lo, calib_hi)))
+        self.report.warnings.extend(text for *_, text in sorted(warnings, key=lambda w: (-w[0], -w[1])))
 
     def _onnx_qdq(self, qmodel, path: Path, x_q, y_q, int_states) -> None:
         y_steps, qdq_states = run_onnx_qdq_steps(path, x_q, [layer.hidden_size for layer in qmodel.layers])

@@ -7,6 +7,8 @@ Everything is checked before any work is done; a problem is a BadInputError nami
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,40 @@ def check_targets(task: str, y: np.ndarray, model: GRUModel, T: int) -> np.ndarr
     if y.shape != want:
         raise BadInputError(f"regression targets y must have shape {list(want)} for this model, got {list(y.shape)}")
     return y
+
+
+def load_input_range(source, input_size: int) -> tuple[list[float], list[float]] | None:
+    """The input's declared range (``--input-range``): "LO:HI" for every channel, or a .json / .toml file with
+    ``lo`` and ``hi`` (a number, or a list with one per input channel); or a (lo, hi) pair. None stays None."""
+    if source is None:
+        return None
+    if isinstance(source, (tuple, list)) and len(source) == 2:
+        lo, hi = source
+    elif isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".json", ".toml"):
+        path = Path(source)
+        if not path.is_file():
+            raise BadInputError(f"input range {path}: no such file")
+        try:
+            table = (json.loads(path.read_text()) if path.suffix.lower() == ".json"
+                     else tomllib.loads(path.read_text()))
+        except (ValueError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise BadInputError(f"input range {path}: not readable ({e})") from None
+        if not isinstance(table, dict) or not {"lo", "hi"} <= table.keys():
+            raise BadInputError(f"input range {path}: needs the keys lo and hi (a number or one per input channel)")
+        lo, hi = table["lo"], table["hi"]
+    else:
+        parts = str(source).split(":")
+        try:
+            lo, hi = (float(v) for v in parts)
+        except ValueError:
+            raise BadInputError(f"--input-range takes LO:HI (e.g. --input-range=-4:4) or a .json / .toml file with "
+                                f"lo and hi; got {source!r}") from None
+    try:
+        lo, hi = (np.broadcast_to(np.asarray(v, np.float64), (input_size,)) for v in (lo, hi))
+    except (TypeError, ValueError):
+        raise BadInputError(f"input range: lo and hi must each be a number or {input_size} numbers (one per input "
+                            "channel)") from None
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(hi <= lo):
+        raise BadInputError(f"input range: needs finite lo < hi on every channel; got lo {lo.tolist()}, "
+                            f"hi {hi.tolist()}")
+    return lo.tolist(), hi.tolist()

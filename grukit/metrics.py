@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from grukit.core.float_gru import predicted_labels
 from grukit.core.model import GRUModel
-
-
-def predicted_labels(out: np.ndarray, model: GRUModel) -> np.ndarray:
-    """Class per sample (or step): argmax, or for one output a threshold (0.5 after a sigmoid head, else 0)."""
-    if out.shape[-1] == 1:
-        threshold = 0.5 if model.head is not None and model.head.activation == "sigmoid" else 0.0
-        return (out[..., 0] > threshold).astype(np.int64)
-    return np.argmax(out, axis=-1).astype(np.int64)
 
 
 def score(task: str, y: np.ndarray, out: np.ndarray, model: GRUModel) -> tuple[float, dict[str, float]]:

@@ -12,22 +12,31 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
     source           str, where the model came from (path or "torch.nn.Module")
     scheme           "int8" | "16x8"
     model            {layers: int, input_size: int, hidden_size: [int per layer], params: int,
-                      macs_per_step: int, output_size: int, per_step: bool, bidirectional: bool}
+                      macs_per_step: int, output_size: int, per_step: bool, bidirectional: bool, head: null |
+                      {reads: "last_step" | "final_state" | "every_step", layers: [{in, out, activation}]}}
     task             "classification" | "regression"
     metric           "accuracy" (classification, fraction in [0, 1]) | "mse" (regression)
     higher_is_better bool, true for accuracy
-    baseline         "numpy-float": the runtime every drop is measured from
+    baseline         "numpy-float": the runtime every drop is measured from; "numpy-float-unpruned" (the
+                     float model before pruning) when the run pruned
     scores           {runtime -> value of `metric` on the validation sequences it saw}. Runtimes:
                      "framework" (the source model in its own framework), "onnxruntime" (the exported float
                      ONNX), "numpy-float", "numpy-<scheme>" (NumPy integer), "litert", "onnxruntime-qdq"
                      (the QDQ step model, default session options), "tflite-micro", "c-kernel"
-                     (firmware_ref's C, host build)
+                     (firmware_ref's C, host build); with pruning also "numpy-float-unpruned" (the original
+                     float model; "numpy-float" is then the pruned float model)
     extra_scores     {metric -> {runtime -> value}}: "mae" for regression; {} for classification
     runtimes         {runtime -> {what: str, sequences: int seen, of: int in the validation set, note: str,
                       baseline: numpy-float's metric on the same sequences (only when sequences < of)}}
-    drop             {runtime -> how much worse than numpy-float on the same sequences}: float - x for
-                     accuracy, x - float for mse
-    max_drop         float | null, the allowed drop of the NumPy integer runtime
+    drop             {runtime -> how much worse than the baseline on the same sequences}: baseline - x for
+                     accuracy, x - baseline for mse
+    max_drop         float, the allowed drop of the NumPy integer runtime (absolute, in the metric's unit)
+    observer         {name: "auto" | "minmax" | "percentile" | "mse", chosen: {tensor -> observer}}: how activation
+                     ranges were chosen; chosen lists the tensors the auto observer did not leave at min/max
+    input_range      null, or {lo: [per channel], hi: [per channel]}: the input range declared with
+                     --input-range, which the input's quantization covers instead of the calibration data's
+    max_drop_relative  float | null: when the limit was given as a share of the baseline's MSE (the default for
+                     regression, 0.25), that share
     bit_exact        {runtime -> true | false | null}: "tflite-micro" and "c-kernel" give exactly the NumPy
                      integer runtime's integers (output, and every layer's state at every step)
     bit_exact_detail {runtime -> what was compared, or the first mismatch: tensor, position, got, expected}
@@ -48,8 +57,29 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
                      validation data (dequantized integer state vs float state)
     saturation       [{tensor: "layer<l>/<name>", saturated: int, total: int, observed: [lo, hi],
                       quantized: [lo, hi]}]: calibration values outside the quantized range
+    val_saturation   {tensor -> {saturated, harmful, of: int, observed: [min, max], range: [lo, hi]}}: every tensor of
+                     the integer graph (the input first) on the validation data against its quantized range;
+                     harmful excludes values beyond a bound set where the activation the tensor feeds is constant
+    tensor_error     {sequences: int, tensors: {tensor -> {rmse, rmse_lsb, max_abs, relative, per_step_lsb: [T]}}}:
+                     every tensor of the integer graph, dequantized, against the float value of the same tensor
+                     in the same run (rmse in its units and in LSB, max |error|, rmse relative to the width of
+                     its quantized range, rmse in LSB per step); grukit.diagnose
+    sensitivity      {sequences, float, integer, simulated: metrics, groups: [{group, metric, recovered,
+                     output_error_recovered, advice}] most recovering first, note}: with one tensor group at a
+                     time left in float in a fake-quantized run, the share of the loss that comes back, and
+                     what to do; groups [] (and the note says why) when the integer model loses nothing
+    warnings         [str], most severe first: each tensor the validation data drives out of its quantized range
+                     beyond what calibration saw, with the likely fix
     quantization_notes  [str]: parameters quantization had to adjust, in words (e.g. a weight scale widened so
                      a large bias fits its accumulator); [] when nothing was adjusted
+    prune            null without pruning, else {method: str (criterion, scope, refit; how an automatic ratio
+                     was found), ratio: float, layers: [{hidden_before, hidden_after}], params_before,
+                     params_after, macs_before, macs_after: int, search: null | {max_drop, task, sequences,
+                     trials: [[ratio, loss]]} (the loss against the original float model on the calibration
+                     data), boards: {board -> {flash_before, flash_after: bytes, instructions_before,
+                     instructions_after: per step, latency_ms_before, latency_ms_after: per validation
+                     sequence, measured: bool (both instruction counts from QEMU)}}}. `model` describes the
+                     pruned model
     stages           [{name, seconds, status: "ok" | "skipped" | "failed", detail}]
     not_available    {stage or runtime -> reason}
 """
@@ -87,6 +117,9 @@ class Report:
     runtimes: dict = field(default_factory=dict)
     extra_scores: dict = field(default_factory=dict)
     max_drop: float | None = None
+    max_drop_relative: float | None = None
+    input_range: dict | None = None
+    observer: dict | None = None
     bit_exact: dict = field(default_factory=dict)
     bit_exact_detail: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)
@@ -99,6 +132,11 @@ class Report:
     quantization_notes: list = field(default_factory=list)
     stages: list = field(default_factory=list)
     not_available: dict = field(default_factory=dict)
+    prune: dict | None = None
+    val_saturation: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    tensor_error: dict = field(default_factory=dict)
+    sensitivity: dict = field(default_factory=dict)
 
     def drop(self) -> dict:
         """{runtime -> drop from the baseline on the same sequences}: positive means worse than float."""
@@ -156,10 +194,13 @@ class Report:
                                  "scores", "extra_scores", "runtimes")},
             "drop": self.drop(),
             "max_drop": self.max_drop,
+            "max_drop_relative": self.max_drop_relative,
+            "input_range": self.input_range,
+            "observer": self.observer,
             **{k: d[k] for k in ("bit_exact", "bit_exact_detail", "artifacts", "latency", "targets")},
             "pass": self.passed,
-            **{k: d[k] for k in ("confusion", "drift", "saturation", "quantization_notes", "stages",
-                                 "not_available")},
+            **{k: d[k] for k in ("confusion", "drift", "saturation", "val_saturation", "warnings", "tensor_error",
+                                 "sensitivity", "quantization_notes", "prune", "stages", "not_available")},
         }
 
 
@@ -211,8 +252,48 @@ BIT_EXACT_HEADER = ["runtime", "bit-exact", "compared / first mismatch"]
 
 def _summary(r: Report) -> str:
     m = r.model
-    return (f"{m['layers']} GRU layer(s), input {m['input_size']}, hidden {m['hidden_size']}, {m['params']:,} "
+    text = (f"{m['layers']} GRU layer(s), input {m['input_size']}, hidden {m['hidden_size']}, {m['params']:,} "
             f"parameters, {m['macs_per_step']:,} MACs per step. Scheme {r.scheme}, task {r.task} ({r.metric}).")
+    if r.observer:
+        chosen = ", ".join(f"{t}: {k}" for t, k in r.observer["chosen"].items())
+        text += f" Ranges: {r.observer['name']} observer" + (
+            f" (min/max except {chosen})" if chosen else (" (min/max everywhere)" if r.observer["name"] == "auto"
+                                                          else "")) + "."
+    return text
+
+
+def _prune_rows(r: Report) -> list[list[str]]:
+    """Before / after rows of the pruning section."""
+    p = r.prune
+    rows = [[f"layer {i} hidden units", str(layer["hidden_before"]), str(layer["hidden_after"])]
+            for i, layer in enumerate(p["layers"])]
+    rows += [["parameters", f"{p['params_before']:,}", f"{p['params_after']:,}"],
+             ["MACs per step", f"{p['macs_before']:,}", f"{p['macs_after']:,}"]]
+    for board, b in p["boards"].items():
+        how = "measured" if b["measured"] else "cost model"
+        rows += [[f"{board} flash", format_value(b["flash_before"], "bytes"), format_value(b["flash_after"], "bytes")],
+                 [f"{board} instructions per step ({how})", f"{b['instructions_before']:,.0f}",
+                  f"{b['instructions_after']:,.0f}"],
+                 [f"{board} latency per sequence (estimate)", format_value(b["latency_ms_before"], "ms"),
+                  format_value(b["latency_ms_after"], "ms")]]
+    unpruned, pruned = r.scores.get("numpy-float-unpruned"), r.scores.get("numpy-float")
+    integer = r.scores.get(f"numpy-{r.scheme}")
+    rows.append([f"{r.metric} (float before, float after)", format_value(unpruned), format_value(pruned)])
+    rows.append([f"{r.metric} of the pruned numpy-{r.scheme} model", "", format_value(integer)])
+    return rows
+
+
+PRUNE_HEADER = ["", "before pruning", "after"]
+
+
+def _prune_lines(r: Report) -> list[str]:
+    p = r.prune
+    lines = [f"{p['method']}; ratio {p['ratio']:.3g}."]
+    drop = r.drop().get(f"numpy-{r.scheme}")
+    if drop is not None:
+        lines.append(f"The pruned {r.scheme} model's {r.metric} drop is measured against the original float model "
+                     f"(numpy-float-unpruned): {format_value(drop)}.")
+    return lines
 
 
 def _target_rows(r: Report) -> list[list[str]]:
@@ -247,12 +328,57 @@ def _saturation_rows(r: Report) -> list[list[str]]:
 SATURATION_HEADER = ["tensor", "saturated", "of", "%", "observed range", "quantized range"]
 
 
+def _val_saturation_rows(r: Report) -> list[list[str]]:
+    return [[tensor, f"{v['saturated']:,}", f"{v['harmful']:,}", f"{v['of']:,}",
+             "[{:.4g}, {:.4g}]".format(*v["observed"]), "[{:.4g}, {:.4g}]".format(*v["range"])]
+            for tensor, v in r.val_saturation.items() if v["saturated"]]
+
+
+def _tensor_error_rows(r: Report) -> list[list[str]]:
+    return [[tensor, f"{e['rmse']:.4g}", f"{e['rmse_lsb']:.2f}", f"{e['max_abs']:.4g}", f"{100 * e['relative']:.3f}"]
+            for tensor, e in r.tensor_error.get("tensors", {}).items()]
+
+
+TENSOR_ERROR_HEADER = ["tensor", "rmse", "rmse (LSB)", "max |error|", "rmse, % of its range"]
+SENSITIVITY_SHOWN = 5  # groups the report lists, most recovering first
+
+
+def _sensitivity_rows(r: Report) -> list[list[str]]:
+    return [[g["group"], format_value(g["metric"]), f"{100 * g['recovered']:.0f}%",
+             f"{100 * g['output_error_recovered']:.0f}%", g["advice"]]
+            for g in r.sensitivity.get("groups", [])[:SENSITIVITY_SHOWN]]
+
+
+SENSITIVITY_HEADER = ["kept in float", "metric", "of the loss recovered", "of the output error recovered", "what to do"]
+
+
+def _sensitivity_lines(r: Report) -> list[str]:
+    s = r.sensitivity
+    if not s:
+        return []
+    if not s["groups"]:
+        return [s["note"]]
+    return [f"On {s['sequences']} validation sequences: float {format_value(s['float'])}, the integer runtime "
+            f"{format_value(s['integer'])}, the fake-quantized stand-in {format_value(s['simulated'])} (its "
+            "sigmoid and tanh are exact: close to the integer model, not equal). Each row leaves one group of "
+            "tensors in float in the stand-in."]
+
+
+VAL_SATURATION_HEADER = ["tensor", "outside the range", "of them changing the result", "values", "validation range",
+                         "quantized range"]
+
+
 def to_markdown(r: Report) -> str:
     """report.md: the summary a pull request shows."""
     out = [f"# grukit deploy: {'PASS' if r.passed else 'FAIL'}", "", f"Model `{r.source}`: {_summary(r)}", ""]
     if not r.passed:
         out += ["**Failed checks**", ""] + [f"- {line}" for line in r.failures()] + [""]
+    if r.warnings:
+        out += ["**Warnings**", ""] + [f"- {line}" for line in r.warnings] + [""]
     out += ["## Scores on the validation data", "", _md_table(_score_header(r), _score_rows(r)), ""]
+    if r.prune:
+        out += ["## Pruning", ""] + [f"- {line}" for line in _prune_lines(r)] + [""]
+        out += [_md_table(PRUNE_HEADER, _prune_rows(r)), ""]
     out += ["## Size, latency and memory against the target", "", _md_table(TARGET_HEADER, _target_rows(r)), ""]
     out += [f"- {line}" for line in _latency_lines(r)] + [""]
     out += ["## Bit-exactness against the NumPy integer runtime", ""]
@@ -268,6 +394,16 @@ def to_markdown(r: Report) -> str:
              for d in r.drift]), ""]
     if r.saturation:
         out += ["## Calibration saturation", "", _md_table(SATURATION_HEADER, _saturation_rows(r)), ""]
+    if r.val_saturation:
+        out += ["## Validation data against the quantized ranges", "",
+                _md_table(VAL_SATURATION_HEADER, _val_saturation_rows(r)), ""]
+    if r.sensitivity:
+        out += ["## What costs the metric", ""] + _sensitivity_lines(r) + [""]
+        if r.sensitivity["groups"]:
+            out += [_md_table(SENSITIVITY_HEADER, _sensitivity_rows(r)), ""]
+    if r.tensor_error:
+        out += [f"## Per-tensor quantization error ({r.tensor_error['sequences']} validation sequences)", "",
+                _md_table(TENSOR_ERROR_HEADER, _tensor_error_rows(r)), ""]
     if r.quantization_notes:
         out += ["## Quantization adjustments", ""] + [f"- {note}" for note in r.quantization_notes] + [""]
     if r.artifacts:
@@ -337,6 +473,26 @@ def _plot_drift(r: Report) -> str | None:
     return _png(fig)
 
 
+def _plot_tensor_error(r: Report) -> str | None:
+    """Per layer, each tensor's rmse in LSB over the steps (the head's as points at the last step)."""
+    tensors = r.tensor_error.get("tensors", {})
+    layers = sorted({name.split("/")[0] for name in tensors if "/" in name})
+    if not layers:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.6 * len(layers), 3.4), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for name, e in tensors.items():
+            if name.startswith(layer + "/"):
+                ax.plot(e["per_step_lsb"], label=name.split("/")[1], lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("time step")
+        ax.set_title(f"{layer}: rmse in LSB")
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _plot_budget(r: Report) -> str | None:
     rows = [t for t in r.targets if t["limit"] and t["value"] is not None and t["unit"] in ("bytes", "ms")]
     if not rows:
@@ -369,7 +525,7 @@ def _img(b64: str | None, alt: str) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-th{background:#f3f3f3}.pass{color:#070}.fail{color:#b00}.na{color:#777;font-style:italic}img{max-width:100%}"""
+th{background:#f3f3f3}.pass{color:#070}.fail{color:#b00}.warn{color:#a60}.na{color:#777;font-style:italic}img{max-width:100%}"""
 
 
 def to_html(r: Report) -> str:
@@ -384,10 +540,16 @@ def to_html(r: Report) -> str:
     ]
     if not r.passed:
         parts.append("<ul>" + "".join(f"<li class='fail'>{e(line)}</li>" for line in r.failures()) + "</ul>")
+    if r.warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{e(line)}</li>" for line in r.warnings)
+                     + "</ul>")
     parts += ["<h2>Size, latency and memory against the target</h2>", _html_table(TARGET_HEADER, _target_rows(r)),
               "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _latency_lines(r)) + "</ul>",
               _img(_plot_budget(r), "budget use")]
     parts += ["<h2>Scores per runtime</h2>", _html_table(_score_header(r), _score_rows(r))]
+    if r.prune:
+        parts += ["<h2>Pruning</h2>", "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _prune_lines(r)) + "</ul>",
+                  _html_table(PRUNE_HEADER, _prune_rows(r))]
     if r.task == "classification":
         parts += ["<h2>Confusion matrices</h2>", _img(_plot_confusion(r), "confusion matrices")]
     parts.append("<h2>Bit-exactness against the NumPy integer runtime</h2>")
@@ -397,6 +559,19 @@ def to_html(r: Report) -> str:
     parts.append("<h2>Calibration saturation</h2>")
     parts.append(_html_table(SATURATION_HEADER, _saturation_rows(r)) if r.saturation
                  else f"<p class='na'>Saturation counts: {NOT_AVAILABLE}.</p>")
+    if r.val_saturation:
+        rows = _val_saturation_rows(r)
+        parts.append("<h2>Validation data against the quantized ranges</h2>")
+        parts.append(_html_table(VAL_SATURATION_HEADER, rows) if rows
+                     else "<p>Every validation value lies inside its tensor's quantized range.</p>")
+    if r.sensitivity:
+        parts += ["<h2>What costs the metric</h2>"] + [f"<p>{e(line)}</p>" for line in _sensitivity_lines(r)]
+        if r.sensitivity["groups"]:
+            parts.append(_html_table(SENSITIVITY_HEADER, _sensitivity_rows(r)))
+    if r.tensor_error:
+        parts += [f"<h2>Per-tensor quantization error ({r.tensor_error['sequences']} validation sequences)</h2>",
+                  _img(_plot_tensor_error(r), "per-tensor error per step"),
+                  _html_table(TENSOR_ERROR_HEADER, _tensor_error_rows(r))]
     if r.quantization_notes:
         parts.append("<h2>Quantization adjustments</h2><ul>"
                      + "".join(f"<li>{html.escape(n)}</li>" for n in r.quantization_notes) + "</ul>")

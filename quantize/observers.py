@@ -34,11 +34,13 @@ class RangeObserver:
         self.count = 0
         self._sample = np.empty(0, np.float32)
         self._rng = np.random.default_rng(seed)
+        self._ranges: dict[tuple[str, int, bool], tuple[float, float]] = {}  # range() per arguments, until update()
 
     def update(self, values: np.ndarray) -> None:
         values = np.asarray(values, np.float32)
         if values.size == 0:
             return
+        self._ranges.clear()
         if self.gram is not None:
             rows = values.reshape(-1, values.shape[-1]).astype(np.float64)
             self.gram = self.gram + rows.T @ rows
@@ -64,6 +66,11 @@ class RangeObserver:
         """The proposed [lo, hi] (always containing 0) for an integer grid of ``levels`` steps."""
         if self.count == 0:
             raise ValueError("observer saw no values")
+        if (kind, levels, symmetric) not in self._ranges:
+            self._ranges[(kind, levels, symmetric)] = self._range(kind, levels, symmetric)
+        return self._ranges[(kind, levels, symmetric)]
+
+    def _range(self, kind: str, levels: int, symmetric: bool) -> tuple[float, float]:
         if kind == "minmax":
             lo, hi = self.min, self.max
         elif kind == "percentile":

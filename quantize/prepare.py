@@ -87,11 +87,27 @@ def _same_dtype(op: str, *qparams: QParams) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_q: QParams) -> FullyConnectedParams:
+def activation_range(activation: str, output_q: QParams) -> tuple[int | None, int | None]:
+    """A fused activation's output clamp, TFLite's CalculateActivationRangeQuantized (kernel_util.cc): ReLU
+    clamps below at quantize(0), ReLU6 also above at quantize(6), quantize(f) = zp + round(float(f / scale))
+    (a float32 division, rounded half away); (None, None) for no fused activation."""
+    if activation not in ("relu", "relu6"):
+        return None, None
+
+    def quantize(f: float) -> int:
+        return output_q.zero_point + int(round_half_away(np.float32(f) / np.float32(output_q.scale)))
+
+    low = max(output_q.qmin, quantize(0.0))
+    return (low, output_q.qmax) if activation == "relu" else (low, min(output_q.qmax, quantize(6.0)))
+
+
+def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_q: QParams,
+                            activation: str = "linear") -> FullyConnectedParams:
     """Per output channel o: QuantizeMultiplier(double(input_scale) * double(w_scale[o]) / double(output_scale)).
 
     weight_scales: float32 [O] (symmetric int8 weights). int8: int8 in/out; int16: int16 in/out (16x8).
     TFLM's per-tensor path (a single weight scale) computes the same number with the same formula.
+    activation: "relu" or "relu6" fuses that activation as the output clamp (``activation_range``).
     """
     dtype = _same_dtype("FULLY_CONNECTED", input_q, output_q)
     scales = np.asarray(weight_scales, np.float32).reshape(-1)
@@ -105,7 +121,8 @@ def prepare_fully_connected(input_q: QParams, weight_scales: np.ndarray, output_
             raise UnsupportedModelError(
                 f"FULLY_CONNECTED 16x8 channel {o}: multiplier {effective!r} needs shift {requant.shift} > 7")
         requants.append(requant)
-    return FullyConnectedParams(dtype, input_q.zero_point, output_q.zero_point, tuple(requants))
+    return FullyConnectedParams(dtype, input_q.zero_point, output_q.zero_point, tuple(requants),
+                                *activation_range(activation, output_q))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ yet quantized, weighted by the inverse of the inputs' Gram matrix G = X^T X. Row
 so all rows go together. A GRU's matrices are small (K <= a few hundred), so this costs milliseconds.
 
 Only the integers change: scales, biases and every later integer computation are exactly as before, and the
-runtimes (NumPy, TFLite, C) see ordinary per-channel int8 weights.
+runtimes (NumPy, TFLite, C) see ordinary per-channel int8 weights. A weight that is exactly 0 in float (a
+pruned one) stays 0: its column's share of the error moves on like any other, but it never receives any, so
+the zero blocks the C generator leaves out of flash survive quantization (as in SparseGPT's masked update).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def round_weights_to_inputs(w: np.ndarray, scales: np.ndarray, gram: np.ndarray)
     """Integers for w [O, K] at the given per-channel scales [O] minimising the output error for inputs
     whose Gram matrix (sum of x x^T over calibration samples) is gram [K, K]. Returns int8 [O, K]."""
     w = np.array(w, np.float64)
+    pruned = w == 0
     O, K = w.shape
     g = np.array(gram, np.float64)
     if g.shape != (K, K):
@@ -41,7 +44,7 @@ def round_weights_to_inputs(w: np.ndarray, scales: np.ndarray, gram: np.ndarray)
     q = np.empty((O, K), np.int8)
     for k in range(K):
         col = w[:, k : k + 1]
-        qk = np.clip(round_half_away(col / s), -WEIGHT_QMAX, WEIGHT_QMAX)
+        qk = np.where(pruned[:, k : k + 1], 0.0, np.clip(round_half_away(col / s), -WEIGHT_QMAX, WEIGHT_QMAX))
         q[:, k] = qk[:, 0]
         err = (col - qk * s) / u[k, k]
         w[:, k + 1 :] -= err * u[k, k + 1 :]

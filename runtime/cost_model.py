@@ -58,8 +58,8 @@ def cost_model_instructions(model: GRUModel) -> InstructionCount:
                     raise ValueError(f"the cost model has no price for op {op.kind}")
     head = 0.0
     if model.head is not None:
-        O, F = model.head.W.shape
-        head = O * (F * INSTRUCTIONS_PER_MAC + INSTRUCTIONS_PER_FC_OUTPUT)
+        head = sum(d.out_features * (d.in_features * INSTRUCTIONS_PER_MAC + INSTRUCTIONS_PER_FC_OUTPUT)
+                   for d in model.head.layers)
     if model.per_step:
         return InstructionCount(math.ceil(per_step + head), 0, COST_MODEL_SOURCE)
     return InstructionCount(math.ceil(per_step), math.ceil(head), COST_MODEL_SOURCE)
@@ -68,10 +68,11 @@ def cost_model_instructions(model: GRUModel) -> InstructionCount:
 # --- memory model --------------------------------------------------------------------------------------
 # Kernel code per scheme, used when no ARM toolchain can build it: what built_flash_bytes measured for
 # firmware_ref (arm-none-eabi-gcc 12.2 -O2, Cortex-M4, DSP path; text + data of the kernel objects linked
-# with --gc-sections from KERNEL_ENTRY_POINTS): int8 2,464 B (code of grukit_gru.c only), 16x8 3,892 B
-# (grukit_gru.c's _s16 step and grukit_tables.c's sigmoid table). tests/test_targets.py re-measures them
-# when the toolchain is there.
-KERNEL_CODE_BYTES = {INT8: 2_464, S16X8: 3_892}
+# with --gc-sections from KERNEL_ENTRY_POINTS): int8 3,120 B (code of grukit_gru.c only), 16x8 4,924 B
+# (grukit_gru.c's _s16 step and head, whose LOGISTIC / TANH are inlined there too, and grukit_tables.c's
+# sigmoid table); both include the block-sparse product loops (about 500 B), linked whether or not a model
+# has sparse products. tests/test_targets.py re-measures them when the toolchain is there.
+KERNEL_CODE_BYTES = {INT8: 3_120, S16X8: 4_924}
 # Per quantized op: int32 multiplier + int32 shift + zero points (TFLite-Micro keeps the same in its op data).
 REQUANT_BYTES_PER_OP = 16
 
@@ -99,8 +100,9 @@ def memory_estimate(model: GRUModel, scheme: str | Scheme) -> MemoryEstimate:
             # The state (h and h_new) plus every intermediate tensor of one step, H values each.
             ram += H * act * (2 + len({op.output for op in ops} - {"h_new"}))
     if model.head is not None:
-        flash += model.head.W.size + bias * model.head.b.size + REQUANT_BYTES_PER_OP
-        ram += model.head.out_features * 4  # int32 logits
+        for d in model.head.layers:
+            flash += d.W.size + bias * d.b.size + REQUANT_BYTES_PER_OP
+        ram += max(d.out_features for d in model.head.layers) * 4  # int32 accumulators of the widest layer
     return MemoryEstimate(int(flash), int(ram))
 
 

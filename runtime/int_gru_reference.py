@@ -42,8 +42,9 @@ def run_op(op: Op, layer, env: dict[str, np.ndarray]) -> np.ndarray:
     return kernel(*(env[name] for name in op.inputs), params)
 
 
-def layer_forward_int_reference(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None) -> np.ndarray:
-    """One layer over x_q [N, T, I], op by op, step by step; every state [N, T, H]."""
+def layer_forward_int_reference(layer, x_q: np.ndarray, h0_q: np.ndarray | None = None, observe=None) -> np.ndarray:
+    """One layer over x_q [N, T, I], op by op, step by step; every state [N, T, H]. observe(name, value), when
+    given, sees every op's integer output at every step (named as the step graph names them)."""
     N, T, I = x_q.shape
     h = np.zeros((N, layer.hidden_size), layer.qparams["h"].np_dtype) if h0_q is None else h0_q
     states = np.empty((N, T, layer.hidden_size), layer.qparams["h"].np_dtype)
@@ -51,15 +52,25 @@ def layer_forward_int_reference(layer, x_q: np.ndarray, h0_q: np.ndarray | None 
         env = {"x": x_q[:, t], "h": h}
         for op in layer.ops:
             env[op.output] = run_op(op, layer, env)
+            if observe is not None:
+                observe(op.output, env[op.output])
         h = states[:, t] = env["h_new"]
     return states
 
 
-def head_forward_int(head, h_q: np.ndarray) -> np.ndarray:
-    """The quantized dense head on states [..., F] (any leading shape)."""
-    kernel = KERNELS[(FULLY_CONNECTED, head.input_q.dtype)]
+def head_forward_int(head, h_q: np.ndarray, observe=None) -> np.ndarray:
+    """The quantized head (a QuantizedHead) on states [..., F] (any leading shape): each dense layer's
+    FULLY_CONNECTED, and the TANH / LOGISTIC op after it where there is one. observe(name, value) sees each
+    layer's integer output ``head{k}_out``."""
+    dtype = head.input_q.dtype
     lead = h_q.shape[:-1]
-    y = kernel(h_q.reshape(-1, h_q.shape[-1]), head.fc.w_q, head.fc.bias_q, head.prepared)
+    y = h_q.reshape(-1, h_q.shape[-1])
+    for k, layer in enumerate(head.layers):
+        y = KERNELS[(FULLY_CONNECTED, dtype)](y, layer.fc.w_q, layer.fc.bias_q, layer.prepared)
+        if observe is not None:
+            observe(f"head{k}_out", y.reshape(*lead, -1))
+        if layer.act_op is not None:
+            y = KERNELS[(layer.act_op, dtype)](y, layer.act_prepared)
     return y.reshape(*lead, -1)
 
 

@@ -32,7 +32,7 @@ def test_every_graph_tensor_is_observed():
         obs = calibrate(model, random_inputs(1))
         names = {op.output for op in step_ops(lbr)} - {"h_new"} | {"h"}
         assert names <= {name for (layer, name) in obs if layer == 0}
-        assert (1, "head_out") in obs and (0, "x") in obs
+        assert (1, "head0_out") in obs and (1, "head0_in") in obs and (0, "x") in obs
 
 
 def test_saturation_counts_match_a_direct_count():

@@ -158,7 +158,9 @@ def test_keras_deploy_report_matches_the_python_api(keras_case, capsys, tmp_path
     model = grukit.load(path)
     assert doc["scores"]["numpy-float"] == _mse(model.predict(x), y)
     calib_x = np.load(tmp / "calib.npz")["x"]
-    assert doc["scores"]["numpy-int8"] == _mse(grukit.quantize(model, calib_x, scheme="int8").predict(x), y)
+    # deploy's default observer is auto; so is this call's
+    assert doc["observer"]["name"] == "auto"
+    assert doc["scores"]["numpy-int8"] == _mse(grukit.quantize(model, calib_x, scheme="int8", observer="auto").predict(x), y)
     assert doc["scores"]["framework"] == pytest.approx(_mse(keras_out, y), rel=KERAS_MSE_RTOL)
     assert "Keras" in doc["runtimes"]["framework"]["what"]
     assert doc["bit_exact"] == {"tflite-micro": True, "c-kernel": True}, doc["bit_exact_detail"]
@@ -169,11 +171,13 @@ def test_keras_deploy_report_matches_the_python_api(keras_case, capsys, tmp_path
 def test_keras_impossible_drop_is_exit_1_saying_by_how_much(keras_case, capsys, tmp_path):
     tmp, path, x, y, _ = keras_case
     model = grukit.load(path)
-    drop = _mse(grukit.quantize(model, np.load(tmp / "calib.npz")["x"]).predict(x), y) - _mse(model.predict(x), y)
+    calib_x = np.load(tmp / "calib.npz")["x"]
+    drop = _mse(grukit.quantize(model, calib_x, observer="minmax").predict(x), y) - _mse(model.predict(x), y)
     # Precondition on this seeded data: int8 makes the MSE worse, so no limit >= 0 below the drop can hold.
     assert drop > 0
     code, out, _ = _deploy(capsys, path, "--calib", tmp / "calib.npz", "--val", tmp / "val.npz",
-                           "--target", "nrf52840", "--max-drop", f"{drop / 2!r}", "--out", tmp_path)
+                           "--target", "nrf52840", "--max-drop", f"{drop / 2!r}", "--observer", "minmax",
+                           "--out", tmp_path)
     assert code == 1
     assert "FAIL" in out and "mse drop (numpy-int8 vs numpy-float)" in out and "exceeds the limit" in out
     doc = json.loads((tmp_path / "report.json").read_text())

@@ -275,19 +275,13 @@ def test_general_requantization_rows_match_numpy():
     and one-hot weights so that their outputs do not all saturate."""
     fb.require_host_cc()
     case = make_case(*RANDOM_MODELS[1])
-    head = case.qmodel.head
-    w_q = np.array(head.fc.w_q)
-    bias_q = np.array(head.fc.bias_q)
-    w_q[:3] = 0
-    w_q[[0, 1, 2], [0, 1, 2]] = (1, -1, 1)
-    bias_q[:3] = (3, -5, 0)
-    requants = list(head.prepared.output_requants)
-    requants[0] = Requant(1_500_000_000, 1)  # x 1.4: a left shift
-    requants[1] = Requant(1_234_567_890, 0)  # x 0.57: no rounding after SRDHM
-    requants[2] = Requant(1 << 30, 0)  # x 0.5 exactly: every odd input is a tie of SRDHM
-    fc = dataclasses.replace(head.fc, w_q=w_q, bias_q=bias_q)
-    prepared = dataclasses.replace(head.prepared, output_requants=tuple(requants))
-    qmodel = dataclasses.replace(case.qmodel, head=dataclasses.replace(head, fc=fc, prepared=prepared))
+    H = case.qmodel.layers[-1].hidden_size
+    one_hot = lambda k, v: np.eye(H, dtype=np.int8)[k] * np.int8(v)
+    qmodel = _with_head_rows(case.qmodel, {
+        0: (one_hot(0, 1), 3, Requant(1_500_000_000, 1)),  # x 1.4: a left shift
+        1: (one_hot(1, -1), -5, Requant(1_234_567_890, 0)),  # x 0.57: no rounding after SRDHM
+        2: (one_hot(2, 1), 0, Requant(1 << 30, 0)),  # x 0.5 exactly: every odd input is a tie of SRDHM
+    })
     x_q = qmodel.quantize_input(random_inputs(77, N=20, T=8, I=5, scale=1.5))
     y_q, _ = host.run_c_host(qmodel, x_q)
     y_ref = qmodel.run_int(x_q)[0]
@@ -367,15 +361,16 @@ def test_16x8_lbr1_sanitized_matches_numpy(tmp_path):
 
 
 def _with_head_rows(qmodel, rows: dict):
-    """qmodel with head rows replaced: {row: (weights, bias, Requant)}."""
-    head = qmodel.head
-    w_q, bias_q = np.array(head.fc.w_q), np.array(head.fc.bias_q)
-    requants = list(head.prepared.output_requants)
+    """qmodel with rows of its head's (first) dense layer replaced: {row: (weights, bias, Requant)}."""
+    dense = qmodel.head.layers[0]
+    w_q, bias_q = np.array(dense.fc.w_q), np.array(dense.fc.bias_q)
+    requants = list(dense.prepared.output_requants)
     for row, (w, b, requant) in rows.items():
         w_q[row], bias_q[row], requants[row] = w, b, requant
-    fc = dataclasses.replace(head.fc, w_q=w_q, bias_q=bias_q)
-    prepared = dataclasses.replace(head.prepared, output_requants=tuple(requants))
-    return dataclasses.replace(qmodel, head=dataclasses.replace(head, fc=fc, prepared=prepared))
+    fc = dataclasses.replace(dense.fc, w_q=w_q, bias_q=bias_q)
+    prepared = dataclasses.replace(dense.prepared, output_requants=tuple(requants))
+    dense = dataclasses.replace(dense, fc=fc, prepared=prepared)
+    return dataclasses.replace(qmodel, head=dataclasses.replace(qmodel.head, layers=(dense, *qmodel.head.layers[1:])))
 
 
 def test_16x8_extreme_rows_match_numpy():

@@ -125,6 +125,7 @@ def _gru_graph(lbr=0, layout=0, h0="absent", head="gemm", gru_attrs=None, seq_le
         (1, 0, "zero", "matmul", None),      # PyTorch formulation, explicit zero initial_h
         (0, 1, "zero", "gemm", "Sigmoid"),   # batch-major layout, sigmoid head
         (1, 1, "absent", "matmul", "Softmax"),  # batch-major layout, softmax head
+        (1, 0, "absent", "gemm", "Relu"),    # a ReLU on the output
     ],
 )
 def test_hand_built_graph_matches_onnxruntime(tmp_path, lbr, layout, h0, head, extra_op):
@@ -132,7 +133,8 @@ def test_hand_built_graph_matches_onnxruntime(tmp_path, lbr, layout, h0, head, e
     onnx.save(_gru_graph(lbr, layout, h0, head, extra_op=extra_op), str(path))
     model = grukit.load(path)
     assert model.layers[0].linear_before_reset == lbr
-    assert model.head.activation == {None: "linear", "Sigmoid": "sigmoid", "Softmax": "softmax"}[extra_op]
+    activations = {None: "linear", "Sigmoid": "sigmoid", "Softmax": "softmax", "Relu": "relu"}
+    assert model.head.activation == activations[extra_op]
     x = np.random.default_rng(2).standard_normal((N, T, I)).astype(np.float32)
     feed = x if layout == 1 else x.transpose(1, 0, 2).copy()
     np.testing.assert_allclose(model.predict(x), _ort(path, feed), atol=FLOAT_ATOL, rtol=0)
@@ -146,7 +148,7 @@ def test_hand_built_graph_matches_onnxruntime(tmp_path, lbr, layout, h0, head, e
         (dict(gru_attrs=dict(direction="reverse")), "reverse"),
         (dict(seq_lens=True), "sequence_lens"),
         (dict(h0="nonzero"), "initial_h"),
-        (dict(extra_op="Relu"), "Relu"),
+        (dict(extra_op="Elu"), "Elu"),
     ],
 )
 def test_unsupported_graph_is_refused_by_name(tmp_path, kwargs, named):
@@ -192,4 +194,39 @@ def test_an_output_grukit_cannot_produce_is_refused(tmp_path, nodes, name, shape
     path = tmp_path / "gru.onnx"
     onnx.save(_with_output(_gru_graph(), nodes, name, shape, inits), str(path))
     with pytest.raises(UnsupportedModelError, match=named):
+        grukit.load(path)
+
+
+def _h_n_graph(index):
+    """Two GRU nodes, torch's h_n as Concat(Y_h of each), Gather ``index`` on it, then Gemm: torch's fc(h[index])."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, name) for name, shape in
+             (("W0", (1, 3 * H, I)), ("R0", (1, 3 * H, H)), ("W1", (1, 3 * H, H)), ("R1", (1, 3 * H, H)),
+              ("fc_w", (O, H)), ("fc_b", (O,)))]
+    inits += [numpy_helper.from_array(np.array([1], np.int64), "axis_dir"),
+              numpy_helper.from_array(np.array(index, np.int64), "index")]
+    nodes = [helper.make_node("GRU", ["X", "W0", "R0"], ["Y0", "Y_h0"], hidden_size=H, linear_before_reset=1),
+             helper.make_node("Squeeze", ["Y0", "axis_dir"], ["out0"]),
+             helper.make_node("GRU", ["out0", "W1", "R1"], ["", "Y_h1"], hidden_size=H, linear_before_reset=1),
+             helper.make_node("Concat", ["Y_h0", "Y_h1"], ["h_n"], axis=0),
+             helper.make_node("Gather", ["h_n", "index"], ["h"], axis=0),
+             helper.make_node("Gemm", ["h", "fc_w", "fc_b"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "h_n", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, N, I])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [N, O])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+def test_head_on_h_n_of_the_last_layer_matches_onnxruntime(tmp_path):
+    path = tmp_path / "h_n.onnx"
+    onnx.save(_h_n_graph(-1), str(path))
+    model = grukit.load(path)
+    assert len(model.layers) == 2 and model.head.reads == "final_state"
+    x = np.random.default_rng(6).standard_normal((N, T, I)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), _ort(path, x.transpose(1, 0, 2).copy()), atol=FLOAT_ATOL, rtol=0)
+
+
+def test_head_on_h_n_of_an_earlier_layer_is_refused(tmp_path):
+    path = tmp_path / "h_n.onnx"
+    onnx.save(_h_n_graph(0), str(path))
+    with pytest.raises(UnsupportedModelError, match="reads GRU layer 0's output, not the last GRU layer's"):
         grukit.load(path)

@@ -63,8 +63,18 @@ def test_forward_doing_more_is_refused():
         def forward(self, x):
             return 2 * super().forward(x)
 
-    with pytest.raises(UnsupportedModelError, match="disagree"):
+    with pytest.raises(UnsupportedModelError, match="mul on the GRU's data path"):
         grukit.load(Doubled(3, 8, 1))
+
+
+def test_a_fixed_step_is_caught_by_the_check_at_another_length():
+    # Exported at T=7, out[:, 6] is the last step; the self check runs at another T, where it is not.
+    class FixedStep(LastStep):
+        def forward(self, x):
+            return self.fc(self.gru(x)[0][:, 6])
+
+    with pytest.raises(UnsupportedModelError, match="disagree"):
+        grukit.load(FixedStep(3, 8, 1))
 
 
 def test_unknown_submodule_is_refused():
@@ -77,3 +87,13 @@ def test_unknown_submodule_is_refused():
 
     with pytest.raises(UnsupportedModelError, match="Conv1d"):
         grukit.load(WithConv())
+
+
+def test_loading_leaves_the_module_and_torch_as_they_were():
+    module = LastStep(3, 8, 2).train()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    grukit.load(module)
+    assert module.training
+    assert torch.equal(torch.rand(3), expected)  # the export's example input does not draw from torch's RNG

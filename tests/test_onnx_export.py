@@ -14,7 +14,7 @@ from torch_modules import EveryStep, LastStep
 import grukit
 from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
-from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel
+from grukit.core.model import Head, GRUDirection, GRULayer, GRUModel
 
 # float32 GRU vs float32 GRU (onnxruntime's kernels vs NumPy): same math, different summation order.
 ONNX_ATOL = 1e-5
@@ -37,7 +37,7 @@ def random_model(rng, I, hidden, lbr, bidirectional=False, head="last", activati
     dense = None
     if head is not None:
         W = rng.uniform(-1, 1, (O, width)).astype(np.float32)
-        dense = Dense(W, rng.uniform(-1, 1, O).astype(np.float32), per_step=head == "every", activation=activation)
+        dense = Head.dense(W, rng.uniform(-1, 1, O).astype(np.float32), per_step=head == "every", activation=activation)
     return GRUModel(layers, dense, name="random")
 
 

@@ -80,7 +80,8 @@ def test_deploy_writes_the_three_reports(tiny, tmp_path):
     assert doc["task"] == "classification" and doc["metric"] == "accuracy"
     assert doc["model"] == {"layers": 1, "input_size": 3, "hidden_size": [6], "params": 3 * 6 * 9 + 6 * 6 + 3 * 6 + 3,
                             "macs_per_step": 3 * 6 * 9 + 3 * 6, "output_size": 3, "per_step": False,
-                            "bidirectional": False}
+                            "bidirectional": False,
+                            "head": {"reads": "last_step", "layers": [{"in": 6, "out": 3, "activation": "linear"}]}}
     assert doc["scores"]["numpy-float"] == _torch_accuracy(logits, y)
     assert doc["scores"]["framework"] == _torch_accuracy(logits, y)  # torch itself ran the module
     assert set(doc["scores"]) == RUNTIMES
@@ -228,7 +229,9 @@ def test_regression_scores_mse_and_mae(tmp_path):
     assert report.task == "regression" and report.metric == "mse"
     assert report.scores["numpy-float"] == pytest.approx(np.mean((out - y) ** 2), rel=FLOAT_MSE_RTOL)
     assert report.extra_scores["mae"]["numpy-float"] == pytest.approx(np.mean(np.abs(out - y)), rel=FLOAT_MSE_RTOL)
-    assert not any(t["name"].startswith("mse drop") for t in report.targets)  # no --max-drop, no check
+    # No --max-drop: the default budget, a rise of 25% of float's MSE.
+    line = next(t for t in report.targets if t["name"].startswith("mse drop"))
+    assert line["limit"] == pytest.approx(0.25 * report.scores["numpy-float"]) and report.max_drop_relative == 0.25
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ def float_logits(model: GRUModel, x: np.ndarray, per_step: bool) -> np.ndarray:
     """The float reference before the head activation (the .tflite files stop at the logits)."""
     top = layers_forward(model, x)[-1]
     top = top if per_step else top[:, -1]
-    return top if model.head is None else top @ model.head.W.T + model.head.b
+    return top if model.head is None else top @ model.head.layers[0].W.T + model.head.layers[0].b
 
 
 def check_step_model(qmodel, path, x_q: np.ndarray, what: str) -> None:
@@ -286,7 +286,7 @@ def test_japanese_vowels_model_equals_tflm(japanese_vowels_model, scheme, tmp_pa
 def _weight_and_bias_bytes(qmodel) -> int:
     fcs = [fc for layer in qmodel.layers for fc in layer.fcs.values()]
     if qmodel.head is not None:
-        fcs.append(qmodel.head.fc)
+        fcs.extend(d.fc for d in qmodel.head.layers)
     return sum(fc.w_q.nbytes + (0 if fc.bias_q is None else fc.bias_q.nbytes) for fc in fcs)
 
 
@@ -348,7 +348,8 @@ def test_metadata_describes_file(scheme, tmp_path):
     assert meta["input"] == {"scale": qmodel.input_q.scale, "zero_point": qmodel.input_q.zero_point,
                              "dtype": qmodel.input_q.dtype}
     assert meta["output"]["scale"] == qmodel.output_q.scale
-    assert meta["head"] == {"per_step": True, "activation": "linear"}
+    assert meta["head"] == {"per_step": True, "activation": "linear",
+                            "layers": [{"out_features": 3, "fused": "NONE", "activation_op": None}]}
     step_meta = read_tflite_metadata(export_tflite(qmodel, tmp_path / "step.tflite"))
     assert step_meta["kind"] == "step" and step_meta["T"] is None
     float_meta = read_tflite_metadata(export_tflite_step_float(model, tmp_path / "f.tflite"))

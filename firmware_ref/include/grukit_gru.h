@@ -79,18 +79,35 @@ typedef struct {
  * inputs accumulates 256 * dotA + dotB, and SXTB16 of the same word (the low bytes are wB) accumulates
  * dotB: three instructions per four MACs. dotA = (accP >> 8) - (accB >> 8) exactly (floors of the same
  * dotB cancel). The generator checks |256 * dotA + dotB| < 2^31 from the weights, biases and input range.
+ *
+ * Block-sparse form (block_groups != NULL), for weights with whole zero groups (4 rows x 8 columns, aligned
+ * at row 0 / column 0 of every gate matrix, which the stacking pads to 4 rows each): weights holds only the
+ * non-zero groups' 8 words, in the dense layout's order with the zero groups left out; block_groups[b] says
+ * how many block b has and group_index which 8-column groups they are (k / 8), ascending. The kernel runs
+ * the same loop body over the stored groups only, its input pointer jumping to each group's columns.
+ * Flash: 32 bytes per stored group + 1 per block + 1 per stored group, against 32 per group dense; the
+ * generator writes the sparse form for a product only where that is smaller (and ceil(K/8) <= 255).
+ * Results are identical: a skipped group adds exactly 0, and every partial sum is a sum of a subset of
+ * the terms the generator bounded.
  */
 typedef struct {
     int32_t rows;  /**< O >= 1 output channels. */
     int32_t depth; /**< K >= 1 inputs. */
-    /** [ceil(O/4)][ceil(K/8) * 2][2 pairs][2 words]: for 4 rows and 4 columns, pair 0's words (columns
-     *  0-1, 2-3) then pair 1's; each word holds the halfwords of two columns (the first in bits 0-15). */
+    /** Dense: [ceil(O/4)][ceil(K/8) * 2][2 pairs][2 words]: for 4 rows and 4 columns, pair 0's words (columns
+     *  0-1, 2-3) then pair 1's; each word holds the halfwords of two columns (the first in bits 0-15).
+     *  Sparse: [sum of block_groups][2][2 pairs][2 words], the stored groups only; NULL when none is stored. */
     const int32_t *weights;
     /** int32 [2 * ceil(O/4) * 2]: per pair the accumulator starts, 256 * 2 biasA + 2 biasB and 2 biasB. */
     const int32_t *bias_start;
     const grukit_requant_s32 *requant; /**< [4 * ceil(O/4)], padding rows hold a valid dummy. */
     int32_t input_offset;               /**< -(input zero point), [-127, 128]. */
     int32_t general_requant;            /**< 1 if some row has left_shift > 0 or right_shift 0. */
+    /** Sparse form: uint8 [ceil(O/4)], the stored 8-column groups of each 4-row block, [0, ceil(K/8)];
+     *  NULL for the dense form. */
+    const uint8_t *block_groups;
+    /** Sparse form: uint8 [sum of block_groups], each stored group's column group k / 8, ascending within a
+     *  block, [0, ceil(K/8) - 1]; NULL for the dense form (or when no group is stored). */
+    const uint8_t *group_index;
 } grukit_fc_s8;
 
 /**
@@ -146,11 +163,24 @@ typedef struct {
     const int8_t *n_table;       /**< TANH of n_pre, as z_table. */
 } grukit_gru_layer_s8;
 
+/**
+ * One int8 dense layer of a model's head: its product, the output clamp of a fused ReLU / ReLU6 (TFLite's
+ * activation range; [-128, 127] without one) and, for a tanh or sigmoid before the next dense layer, the
+ * 256-entry LOGISTIC / TANH table applied to its output.
+ */
+typedef struct {
+    grukit_fc_s8 fc;
+    int32_t act_min;     /**< the output clamp, [-128, act_max]. */
+    int32_t act_max;     /**< [act_min, 127]. */
+    const int8_t *table; /**< int8 [256] + 128, indexed by the clamped output; NULL for none. */
+} grukit_dense_s8;
+
 /** A stacked int8 GRU with an optional dense head (layer l + 1's input is layer l's state). */
 typedef struct {
     int32_t num_layers;                /**< >= 1. */
     const grukit_gru_layer_s8 *layers; /**< [num_layers]. */
-    const grukit_fc_s8 *head;          /**< the dense head on the top state, or NULL (output = top state). */
+    int32_t head_layers;               /**< dense layers of the head; 0: no head, the output is the top state. */
+    const grukit_dense_s8 *head;       /**< [head_layers], applied in order to the top state, or NULL. */
     int32_t per_step;                  /**< 1: the model emits y every step; 0: after the last step only. */
 } grukit_model_s8;
 
@@ -173,10 +203,10 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
 /** @brief State bytes of the model: the sum of its hidden sizes (int8 each). */
 int32_t grukit_model_s8_get_state_size(const grukit_model_s8 *model);
 
-/** @brief Scratch bytes of the model (the largest layer's, or the head's), a multiple of 4. */
+/** @brief Scratch bytes of the model (the largest layer's, or the head's widest), a multiple of 4. */
 int32_t grukit_model_s8_get_buffer_size(const grukit_model_s8 *model);
 
-/** @brief Output length: the head's rows, or the top layer's hidden size without a head. */
+/** @brief Output length: the head's last layer's rows, or the top layer's hidden size without a head. */
 int32_t grukit_model_s8_get_output_size(const grukit_model_s8 *model);
 
 /**
@@ -238,14 +268,19 @@ typedef struct {
  * the int8 weights four columns per word: one word, SXTB16 and SXTB16 ROR 8 give two int16 weight pairs for
  * two SMLADs with the input words (x0, x1) and (x2, x3). The int32 dot product is exact (the generator's
  * bound); the int64 bias is in requant[o].start.
+ * Block-sparse form (block_groups != NULL): as grukit_fc_s8's, 8 words per stored group (a skipped group adds
+ * exactly 0 to the dot product, and every partial sum is a sum of a subset of the bounded terms).
  */
 typedef struct {
     int32_t rows;  /**< O >= 1 output channels. */
     int32_t depth; /**< K >= 1 inputs. */
-    /** [ceil(O/4)][ceil(K/8) * 2][4 rows]: for 4 rows and 4 columns c0..c3, one word per row holding the
-     *  int8 weights of columns (c0, c2, c1, c3) in bytes 0..3; the depth zero padded to a multiple of 8. */
+    /** Dense: [ceil(O/4)][ceil(K/8) * 2][4 rows]: for 4 rows and 4 columns c0..c3, one word per row holding
+     *  the int8 weights of columns (c0, c2, c1, c3) in bytes 0..3; the depth zero padded to a multiple of 8.
+     *  Sparse: [sum of block_groups][2][4 rows], the stored groups only; NULL when none is stored. */
     const int32_t *weights;
     const grukit_requant_s64 *requant; /**< [4 * ceil(O/4)], padding rows all 0 (output 0). */
+    const uint8_t *block_groups;       /**< Sparse form: uint8 [ceil(O/4)], as grukit_fc_s8's; NULL: dense. */
+    const uint8_t *group_index;        /**< Sparse form: uint8 [sum of block_groups], as grukit_fc_s8's. */
 } grukit_fc_s16;
 
 /**
@@ -290,11 +325,26 @@ typedef struct {
     grukit_table_input_s16 z_act, r_act, n_act; /**< LOGISTIC, LOGISTIC, TANH. */
 } grukit_gru_layer_s16;
 
+/** One 16x8 dense layer of a model's head, as grukit_dense_s8: the clamp in [-32768, 32767], and act_op
+ *  1 (LOGISTIC) or 2 (TANH) with its table input, 0 for none. */
+typedef struct {
+    grukit_fc_s16 fc;
+    int32_t act_min;
+    int32_t act_max;
+    int32_t act_op;
+    grukit_table_input_s16 act_input;
+} grukit_dense_s16;
+
+#define GRUKIT_ACT_NONE 0
+#define GRUKIT_ACT_LOGISTIC 1
+#define GRUKIT_ACT_TANH 2
+
 /** A stacked 16x8 GRU with an optional dense head. */
 typedef struct {
     int32_t num_layers;
     const grukit_gru_layer_s16 *layers;
-    const grukit_fc_s16 *head; /**< or NULL. */
+    int32_t head_layers;           /**< 0: no head. */
+    const grukit_dense_s16 *head;  /**< [head_layers], or NULL. */
     int32_t per_step;
 } grukit_model_s16;
 

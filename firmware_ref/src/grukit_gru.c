@@ -4,7 +4,8 @@
  * The _s8 kernel evaluates the op sequence of grukit/core/graph.py for a whole hidden vector at a time:
  *   1. the layer input is widened once to int16 pairs (offset added, doubled);
  *   2. the stacked input-side and state-side gate products run as 4-row blocks over it, two weight rows
- *      packed per halfword (grukit_fc_s8);
+ *      packed per halfword (grukit_fc_s8), over every 8-column group or, in the block-sparse form, over the
+ *      groups holding a non-zero weight only;
  *   3. one loop over the hidden units does every element-wise op, each requantized exactly.
  * Every intermediate int8 tensor is the one TFLite-Micro would produce; only the order of additions inside
  * a dot product differs, and integer addition in int32 is exact (the generator bounds every accumulator).
@@ -27,6 +28,14 @@
 #define GRUKIT_GRU_DSP 0
 #endif
 
+/* The block-sparse product loops stay functions of their own: inlined into the dense ones' function, they
+ * cost the dense 16x8 loop a few register spills per block (measured on a Cortex-M4, GCC 12 -O2). */
+#if defined(__GNUC__)
+#define GRUKIT_NOINLINE __attribute__((noinline))
+#else
+#define GRUKIT_NOINLINE
+#endif
+
 /* ---------------------------------------------------------------- small helpers */
 
 static inline int32_t round_up4(int32_t n) { return (n + 3) & ~3; }
@@ -34,6 +43,8 @@ static inline int32_t round_up4(int32_t n) { return (n + 3) & ~3; }
 static inline int32_t round_up8(int32_t n) { return (n + 7) & ~7; }
 
 static inline int32_t max_s32(int32_t a, int32_t b) { return a > b ? a : b; }
+
+static inline int32_t clamp_s32(int32_t x, int32_t lo, int32_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 static inline int32_t shl_s32(int32_t x, int32_t shift) { return (int32_t)((uint32_t)x << shift); }
 
@@ -126,6 +137,52 @@ static inline void pair_mac_portable(int32_t w, int32_t x, int32_t *acc_packed, 
 }
 #endif
 
+#if GRUKIT_GRU_DSP
+/*
+ * One 8-column group of one block: 32 MACs in 6 LDRD, 8 SXTB16, 16 SMLAD (xw and w post-incremented past
+ * the group). The dense loop repeats it over every group, the sparse one over the stored groups.
+ */
+/* Half a group: 4 columns (2 input words) of the block's 4 rows. */
+#define GRUKIT_HALF_GROUP_S8_ASM                     \
+    "ldrd %[x0], %[x1], [%[xw]], #8\n\t"             \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"              \
+    "smlad %[p0], %[wa], %[x0], %[p0]\n\t"           \
+    "sxtb16 %[wa], %[wa]\n\t"                        \
+    "smlad %[b0], %[wa], %[x0], %[b0]\n\t"           \
+    "smlad %[p0], %[wb], %[x1], %[p0]\n\t"           \
+    "sxtb16 %[wb], %[wb]\n\t"                        \
+    "smlad %[b0], %[wb], %[x1], %[b0]\n\t"           \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"              \
+    "smlad %[p1], %[wa], %[x0], %[p1]\n\t"           \
+    "sxtb16 %[wa], %[wa]\n\t"                        \
+    "smlad %[b1], %[wa], %[x0], %[b1]\n\t"           \
+    "smlad %[p1], %[wb], %[x1], %[p1]\n\t"           \
+    "sxtb16 %[wb], %[wb]\n\t"                        \
+    "smlad %[b1], %[wb], %[x1], %[b1]\n\t"
+#define GRUKIT_GROUP_S8_ASM GRUKIT_HALF_GROUP_S8_ASM GRUKIT_HALF_GROUP_S8_ASM
+#endif
+
+#if !GRUKIT_GRU_DSP
+/* The portable loops' step: 2 input words (4 columns) against a block's 4 weight words (2 per row pair). */
+static inline void quad_portable_s8(const int32_t *w, const int32_t *xw, int32_t *p0, int32_t *b0, int32_t *p1,
+                                    int32_t *b1)
+{
+    pair_mac_portable(w[0], xw[0], p0, b0);
+    pair_mac_portable(w[1], xw[1], p0, b0);
+    pair_mac_portable(w[2], xw[0], p1, b1);
+    pair_mac_portable(w[3], xw[1], p1, b1);
+}
+#endif
+
+/* The 4 accumulators of a block from its packed pair sums: rows B0, A0, B1, A1. */
+static inline void unpack_block_s8(int32_t p0, int32_t b0, int32_t p1, int32_t b1, int32_t acc[4])
+{
+    acc[0] = b0;
+    acc[1] = (p0 >> 8) - (b0 >> 8); /* = 2 (biasA + dotA): the floors of dotB / 256 cancel */
+    acc[2] = b1;
+    acc[3] = (p1 >> 8) - (b1 >> 8);
+}
+
 /*
  * acc[0..3] = 2 x (bias + dot product) of the 4 rows of one block (rows B0, A0, B1, A1), from packed
  * weights (see grukit_fc_s8) and widened inputs; groups = the depth in 8-column groups.
@@ -142,37 +199,7 @@ static inline void dot_block_s8(const int32_t *w, const int32_t *xw, int32_t gro
     if (xw < xw_end) {
         int32_t x0, x1, wa, wb;
         __asm__ volatile(
-            "1:\n\t"
-            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "smlad %[p0], %[wa], %[x0], %[p0]\n\t"
-            "sxtb16 %[wa], %[wa]\n\t"
-            "smlad %[b0], %[wa], %[x0], %[b0]\n\t"
-            "smlad %[p0], %[wb], %[x1], %[p0]\n\t"
-            "sxtb16 %[wb], %[wb]\n\t"
-            "smlad %[b0], %[wb], %[x1], %[b0]\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "smlad %[p1], %[wa], %[x0], %[p1]\n\t"
-            "sxtb16 %[wa], %[wa]\n\t"
-            "smlad %[b1], %[wa], %[x0], %[b1]\n\t"
-            "smlad %[p1], %[wb], %[x1], %[p1]\n\t"
-            "sxtb16 %[wb], %[wb]\n\t"
-            "smlad %[b1], %[wb], %[x1], %[b1]\n\t"
-            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "smlad %[p0], %[wa], %[x0], %[p0]\n\t"
-            "sxtb16 %[wa], %[wa]\n\t"
-            "smlad %[b0], %[wa], %[x0], %[b0]\n\t"
-            "smlad %[p0], %[wb], %[x1], %[p0]\n\t"
-            "sxtb16 %[wb], %[wb]\n\t"
-            "smlad %[b0], %[wb], %[x1], %[b0]\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "smlad %[p1], %[wa], %[x0], %[p1]\n\t"
-            "sxtb16 %[wa], %[wa]\n\t"
-            "smlad %[b1], %[wa], %[x0], %[b1]\n\t"
-            "smlad %[p1], %[wb], %[x1], %[p1]\n\t"
-            "sxtb16 %[wb], %[wb]\n\t"
-            "smlad %[b1], %[wb], %[x1], %[b1]\n\t"
+            "1:\n\t" GRUKIT_GROUP_S8_ASM
             "cmp %[xw], %[end]\n\t"
             "bne 1b\n\t"
             : [p0] "+r"(p0), [b0] "+r"(b0), [p1] "+r"(p1), [b1] "+r"(b1), [xw] "+r"(xw), [w] "+r"(w),
@@ -182,21 +209,82 @@ static inline void dot_block_s8(const int32_t *w, const int32_t *xw, int32_t gro
     }
 #else
     for (; xw < xw_end; xw += 2, w += 4) {
-        pair_mac_portable(w[0], xw[0], &p0, &b0);
-        pair_mac_portable(w[1], xw[1], &p0, &b0);
-        pair_mac_portable(w[2], xw[0], &p1, &b1);
-        pair_mac_portable(w[3], xw[1], &p1, &b1);
+        quad_portable_s8(w, xw, &p0, &b0, &p1, &b1);
     }
 #endif
-    acc[0] = b0;
-    acc[1] = (p0 >> 8) - (b0 >> 8); /* = 2 (biasA + dotA): the floors of dotB / 256 cancel */
-    acc[2] = b1;
-    acc[3] = (p1 >> 8) - (b1 >> 8);
+    unpack_block_s8(p0, b0, p1, b1, acc);
+}
+
+/*
+ * dot_block_s8 over the stored groups of a block-sparse product only: group_index[0 .. count) name the
+ * 8-column groups (ascending), w holds their 8 words each, in order. The input pointer jumps to each group's
+ * 4 input words. Exact for the same reason as the dense loop: a skipped group's terms are all 0, so the sum
+ * is the dense loop's and every partial sum here is a partial sum of the same terms in the same order, within
+ * the generator's bound |start| + sum |w x| < 2^31 of each accumulator (packed ones included: no wrap, no
+ * undefined overflow). Returns w past the block's groups.
+ */
+static inline const int32_t *dot_block_sparse_s8(const int32_t *w, const int32_t *xw, const uint8_t *group_index,
+                                                 int32_t count, const int32_t *start, int32_t acc[4])
+{
+    int32_t p0 = start[0], b0 = start[1], p1 = start[2], b1 = start[3];
+    for (const uint8_t *const gi_end = group_index + count; group_index < gi_end; ++group_index) {
+        const int32_t *xg = xw + 4 * (int32_t)*group_index; /* LDRB + ADD (shifted): 2 instructions a group */
+#if GRUKIT_GRU_DSP
+        int32_t x0, x1, wa, wb;
+        __asm__ volatile(GRUKIT_GROUP_S8_ASM
+                         : [p0] "+r"(p0), [b0] "+r"(b0), [p1] "+r"(p1), [b1] "+r"(b1), [xw] "+r"(xg), [w] "+r"(w),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [wa] "=&r"(wa), [wb] "=&r"(wb)
+                         :
+                         : "cc", "memory");
+#else
+        for (const int32_t *const xg_end = xg + 4; xg < xg_end; xg += 2, w += 4) {
+            quad_portable_s8(w, xg, &p0, &b0, &p1, &b1);
+        }
+#endif
+    }
+    unpack_block_s8(p0, b0, p1, b1, acc);
+    return w;
+}
+
+/* One block's 4 outputs from its accumulators. */
+static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s32 *q, int32_t general, int8_t *out)
+{
+    if (general) {
+        for (int32_t r = 0; r < 4; ++r) {
+            out[r] = (int8_t)sat_s8(requant_general_s32(acc[r], &q[r]));
+        }
+        return;
+    }
+    out[0] = (int8_t)sat_s8(requant_fast_s32(acc[0], q[0].multiplier, q[0].rounding, q[0].right_shift));
+    out[1] = (int8_t)sat_s8(requant_fast_s32(acc[1], q[1].multiplier, q[1].rounding, q[1].right_shift));
+    out[2] = (int8_t)sat_s8(requant_fast_s32(acc[2], q[2].multiplier, q[2].rounding, q[2].right_shift));
+    out[3] = (int8_t)sat_s8(requant_fast_s32(acc[3], q[3].multiplier, q[3].rounding, q[3].right_shift));
+}
+
+/* fc_s8 of a block-sparse product: the same bias starts, requantizations and outputs as the dense form. */
+static GRUKIT_NOINLINE void fc_sparse_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
+{
+    const int8_t *const out_end = out + round_up4(fc->rows);
+    const int32_t *w = fc->weights;
+    const int32_t *start = fc->bias_start;
+    const grukit_requant_s32 *q = fc->requant;
+    const uint8_t *count = fc->block_groups;
+    const uint8_t *group_index = fc->group_index;
+    const int32_t general = fc->general_requant;
+    for (; out < out_end; out += 4, start += 4, q += 4, group_index += *count++) {
+        int32_t acc[4];
+        w = dot_block_sparse_s8(w, xw, group_index, *count, start, acc);
+        requant_block_s8(acc, q, general, out);
+    }
 }
 
 /* out[o] for every o < 4 * ceil(rows / 4) (padding rows included: the buffers are padded too). */
 static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 {
+    if (fc->block_groups != NULL) {
+        fc_sparse_s8(fc, xw, out);
+        return;
+    }
     const int32_t groups = round_up8(fc->depth) >> 3;
     const int8_t *const out_end = out + round_up4(fc->rows);
     const int32_t *w = fc->weights;
@@ -206,19 +294,14 @@ static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
         for (; out < out_end; out += 4, w += 8 * groups, start += 4, q += 4) {
             int32_t acc[4];
             dot_block_s8(w, xw, groups, start, acc);
-            for (int32_t r = 0; r < 4; ++r) {
-                out[r] = (int8_t)sat_s8(requant_general_s32(acc[r], &q[r]));
-            }
+            requant_block_s8(acc, q, 1, out);
         }
         return;
     }
     for (; out < out_end; out += 4, w += 8 * groups, start += 4, q += 4) {
         int32_t acc[4];
         dot_block_s8(w, xw, groups, start, acc);
-        out[0] = (int8_t)sat_s8(requant_fast_s32(acc[0], q[0].multiplier, q[0].rounding, q[0].right_shift));
-        out[1] = (int8_t)sat_s8(requant_fast_s32(acc[1], q[1].multiplier, q[1].rounding, q[1].right_shift));
-        out[2] = (int8_t)sat_s8(requant_fast_s32(acc[2], q[2].multiplier, q[2].rounding, q[2].right_shift));
-        out[3] = (int8_t)sat_s8(requant_fast_s32(acc[3], q[3].multiplier, q[3].rounding, q[3].right_shift));
+        requant_block_s8(acc, q, 0, out);
     }
 }
 
@@ -316,18 +399,25 @@ int32_t grukit_model_s8_get_state_size(const grukit_model_s8 *model)
 
 int32_t grukit_model_s8_get_output_size(const grukit_model_s8 *model)
 {
-    return model->head != NULL ? model->head->rows : model->layers[model->num_layers - 1].hidden_size;
+    return model->head_layers > 0 ? model->head[model->head_layers - 1].fc.rows
+                                  : model->layers[model->num_layers - 1].hidden_size;
 }
 
-/* The head needs xw int32 [H8 / 2] and its padded output [O4]. */
-static int32_t head_s8_buffer_size(const grukit_fc_s8 *head)
+/* The head needs xw int32 [F8 / 2] for the widest layer input and one padded output [O4] for the widest
+ * layer output: each layer widens its input before writing its output over the previous one. */
+static int32_t head_s8_buffer_size(const grukit_model_s8 *model)
 {
-    return 2 * round_up8(head->depth) + round_up4(head->rows);
+    int32_t depth = 0, rows = 0;
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        depth = max_s32(depth, round_up8(model->head[k].fc.depth));
+        rows = max_s32(rows, round_up4(model->head[k].fc.rows));
+    }
+    return model->head_layers > 0 ? 2 * depth + rows : 0;
 }
 
 int32_t grukit_model_s8_get_buffer_size(const grukit_model_s8 *model)
 {
-    int32_t bytes = model->head != NULL ? head_s8_buffer_size(model->head) : 0;
+    int32_t bytes = head_s8_buffer_size(model);
     for (int32_t l = 0; l < model->num_layers; ++l) {
         bytes = max_s32(bytes, grukit_gru_s8_get_buffer_size(&model->layers[l]));
     }
@@ -358,17 +448,28 @@ static const int8_t *top_state_s8(const grukit_model_s8 *model, const int8_t *st
 
 void grukit_model_s8_output(const grukit_model_s8 *model, const int8_t *state, int32_t *scratch, int8_t *y)
 {
-    const int8_t *top = top_state_s8(model, state);
-    const grukit_fc_s8 *head = model->head;
-    if (head == NULL) {
-        memcpy(y, top, (size_t)model->layers[model->num_layers - 1].hidden_size);
+    const int8_t *x = top_state_s8(model, state);
+    if (model->head_layers == 0) {
+        memcpy(y, x, (size_t)model->layers[model->num_layers - 1].hidden_size);
         return;
     }
+    int32_t depth = 0;
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        depth = max_s32(depth, round_up8(model->head[k].fc.depth));
+    }
     int32_t *xw = scratch;
-    int8_t *out = (int8_t *)(xw + round_up8(head->depth) / 2);
-    widen_s8(top, head->depth, head->input_offset, xw);
-    fc_s8(head, xw, out);
-    memcpy(y, out, (size_t)head->rows);
+    int8_t *out = (int8_t *)(xw + depth / 2);
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        const grukit_dense_s8 *dense = &model->head[k];
+        widen_s8(x, dense->fc.depth, dense->fc.input_offset, xw); /* x may be out: read before it is written */
+        fc_s8(&dense->fc, xw, out);
+        for (int32_t o = 0; o < dense->fc.rows; ++o) {
+            const int32_t v = clamp_s32(out[o], dense->act_min, dense->act_max); /* a fused ReLU / ReLU6 */
+            out[o] = (int8_t)(dense->table != NULL ? dense->table[v] : v);
+        }
+        x = out;
+    }
+    memcpy(y, out, (size_t)model->head[model->head_layers - 1].fc.rows);
 }
 
 void grukit_model_s8_step(const grukit_model_s8 *model, int8_t *state, int32_t *scratch, const int8_t *x,
@@ -416,6 +517,48 @@ static void pad_s16(const int16_t *x, int32_t n, int16_t *xp)
     memset(xp + n, 0, 2 * (size_t)(round_up8(n) - n));
 }
 
+#if GRUKIT_GRU_DSP
+/*
+ * One 8-column group of one block: 32 MACs in 6 LDRD (2 of inputs, 4 of weights), 16 SXTB16, 16 SMLAD (xw
+ * and w post-incremented past the group). The dense loop repeats it over every group, the sparse one over
+ * the stored groups.
+ */
+/* Half a group: 4 columns (2 input words) of the block's 4 rows. */
+#define GRUKIT_HALF_GROUP_S16_ASM                    \
+    "ldrd %[x0], %[x1], [%[xw]], #8\n\t"             \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"              \
+    "sxtb16 %[t], %[wa]\n\t"                         \
+    "smlad %[a0], %[t], %[x0], %[a0]\n\t"            \
+    "sxtb16 %[wa], %[wa], ror #8\n\t"                \
+    "smlad %[a0], %[wa], %[x1], %[a0]\n\t"           \
+    "sxtb16 %[t], %[wb]\n\t"                         \
+    "smlad %[a1], %[t], %[x0], %[a1]\n\t"            \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"                \
+    "smlad %[a1], %[wb], %[x1], %[a1]\n\t"           \
+    "ldrd %[wa], %[wb], [%[w]], #8\n\t"              \
+    "sxtb16 %[t], %[wa]\n\t"                         \
+    "smlad %[a2], %[t], %[x0], %[a2]\n\t"            \
+    "sxtb16 %[wa], %[wa], ror #8\n\t"                \
+    "smlad %[a2], %[wa], %[x1], %[a2]\n\t"           \
+    "sxtb16 %[t], %[wb]\n\t"                         \
+    "smlad %[a3], %[t], %[x0], %[a3]\n\t"            \
+    "sxtb16 %[wb], %[wb], ror #8\n\t"                \
+    "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+#define GRUKIT_GROUP_S16_ASM GRUKIT_HALF_GROUP_S16_ASM GRUKIT_HALF_GROUP_S16_ASM
+#else
+/* The portable loops' step: 4 columns (4 int16 inputs, one weight word per row) of a block's 4 rows. */
+static inline void quad_portable_s16(const int32_t *w, const int16_t *xp, int32_t *a0, int32_t *a1, int32_t *a2,
+                                     int32_t *a3)
+{
+    const int32_t x0 = xp[0], x1 = xp[1], x2 = xp[2], x3 = xp[3];
+    /* Bytes 0..3 of a word hold columns 0, 2, 1, 3 (see the header). */
+    *a0 += byte_s32(w[0], 0) * x0 + byte_s32(w[0], 2) * x1 + byte_s32(w[0], 1) * x2 + byte_s32(w[0], 3) * x3;
+    *a1 += byte_s32(w[1], 0) * x0 + byte_s32(w[1], 2) * x1 + byte_s32(w[1], 1) * x2 + byte_s32(w[1], 3) * x3;
+    *a2 += byte_s32(w[2], 0) * x0 + byte_s32(w[2], 2) * x1 + byte_s32(w[2], 1) * x2 + byte_s32(w[2], 3) * x3;
+    *a3 += byte_s32(w[3], 0) * x0 + byte_s32(w[3], 2) * x1 + byte_s32(w[3], 1) * x2 + byte_s32(w[3], 3) * x3;
+}
+#endif
+
 /*
  * acc[0..3] = the dot products of the 4 rows of one block with xp (int16 [8 * groups], 4-byte aligned), from
  * weights in grukit_fc_s16's layout. The generator bounded every |dot| below 2^31; partial sums are sums of
@@ -431,45 +574,7 @@ static inline void dot_block_s16(const int32_t *w, const int16_t *xp, int32_t gr
     if (xw < xw_end) {
         int32_t x0, x1, wa, wb, t;
         __asm__ volatile(
-            "1:\n\t"
-            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a0], %[t], %[x0], %[a0]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a0], %[wa], %[x1], %[a0]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a1], %[t], %[x0], %[a1]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a2], %[t], %[x0], %[a2]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a2], %[wa], %[x1], %[a2]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a3], %[t], %[x0], %[a3]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
-            "ldrd %[x0], %[x1], [%[xw]], #8\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a0], %[t], %[x0], %[a0]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a0], %[wa], %[x1], %[a0]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a1], %[t], %[x0], %[a1]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a1], %[wb], %[x1], %[a1]\n\t"
-            "ldrd %[wa], %[wb], [%[w]], #8\n\t"
-            "sxtb16 %[t], %[wa]\n\t"
-            "smlad %[a2], %[t], %[x0], %[a2]\n\t"
-            "sxtb16 %[wa], %[wa], ror #8\n\t"
-            "smlad %[a2], %[wa], %[x1], %[a2]\n\t"
-            "sxtb16 %[t], %[wb]\n\t"
-            "smlad %[a3], %[t], %[x0], %[a3]\n\t"
-            "sxtb16 %[wb], %[wb], ror #8\n\t"
-            "smlad %[a3], %[wb], %[x1], %[a3]\n\t"
+            "1:\n\t" GRUKIT_GROUP_S16_ASM
             "cmp %[xw], %[end]\n\t"
             "bne 1b\n\t"
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xw] "+r"(xw), [w] "+r"(w),
@@ -479,18 +584,48 @@ static inline void dot_block_s16(const int32_t *w, const int16_t *xp, int32_t gr
     }
 #else
     for (const int16_t *const xp_end = xp + 8 * groups; xp < xp_end; xp += 4, w += 4) {
-        const int32_t x0 = xp[0], x1 = xp[1], x2 = xp[2], x3 = xp[3];
-        /* Bytes 0..3 of a word hold columns 0, 2, 1, 3 (see the header). */
-        a0 += byte_s32(w[0], 0) * x0 + byte_s32(w[0], 2) * x1 + byte_s32(w[0], 1) * x2 + byte_s32(w[0], 3) * x3;
-        a1 += byte_s32(w[1], 0) * x0 + byte_s32(w[1], 2) * x1 + byte_s32(w[1], 1) * x2 + byte_s32(w[1], 3) * x3;
-        a2 += byte_s32(w[2], 0) * x0 + byte_s32(w[2], 2) * x1 + byte_s32(w[2], 1) * x2 + byte_s32(w[2], 3) * x3;
-        a3 += byte_s32(w[3], 0) * x0 + byte_s32(w[3], 2) * x1 + byte_s32(w[3], 1) * x2 + byte_s32(w[3], 3) * x3;
+        quad_portable_s16(w, xp, &a0, &a1, &a2, &a3);
     }
 #endif
     acc[0] = a0;
     acc[1] = a1;
     acc[2] = a2;
     acc[3] = a3;
+}
+
+/*
+ * dot_block_s16 over the stored groups of a block-sparse product only (see dot_block_sparse_s8): the
+ * input pointer jumps to each stored group's 8 inputs. A skipped group's terms are all 0: the sum is the
+ * dense loop's, and every partial sum is a sum of some of its terms, so within the generator's bound
+ * |x| sum |w| < 2^31 of the row (SMLAD never wraps). Returns w past the block's groups.
+ */
+static inline const int32_t *dot_block_sparse_s16(const int32_t *w, const int16_t *xp, const uint8_t *group_index,
+                                                  int32_t count, int32_t acc[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if GRUKIT_GRU_DSP
+    const int32_t *const xw = (const int32_t *)(const void *)xp;
+    for (const uint8_t *const gi_end = group_index + count; group_index < gi_end; ++group_index) {
+        const int32_t *xg = xw + 4 * (int32_t)*group_index; /* LDRB + ADD (shifted): 2 instructions a group */
+        int32_t x0, x1, wa, wb, t;
+        __asm__ volatile(GRUKIT_GROUP_S16_ASM
+                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xw] "+r"(xg), [w] "+r"(w),
+                           [x0] "=&r"(x0), [x1] "=&r"(x1), [wa] "=&r"(wa), [wb] "=&r"(wb), [t] "=&r"(t)
+                         :
+                         : "cc", "memory");
+    }
+#else
+    for (const uint8_t *const gi_end = group_index + count; group_index < gi_end; ++group_index, w += 8) {
+        const int16_t *xg = xp + 8 * (int32_t)*group_index;
+        quad_portable_s16(w, xg, &a0, &a1, &a2, &a3);
+        quad_portable_s16(w + 4, xg + 4, &a0, &a1, &a2, &a3);
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    return w;
 }
 
 /* TFLite's 64-bit requantization of one row (grukit_requant_s64): one SMLAL, a shift, SSAT. */
@@ -500,20 +635,44 @@ static inline int32_t requant_row_s16(int32_t dot, const grukit_requant_s64 *q)
     return sat_s16((int32_t)(v >> 32) >> q->right_shift);
 }
 
-/* out[o] for every o < 4 * ceil(rows / 4) (padding rows give 0); xp padded as pad_s16 leaves it. */
-static void fc_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
+static inline void requant_block_s16(const int32_t acc[4], const grukit_requant_s64 *q, int16_t *out)
 {
-    const int32_t groups = round_up8(fc->depth) >> 3;
+    out[0] = (int16_t)requant_row_s16(acc[0], &q[0]);
+    out[1] = (int16_t)requant_row_s16(acc[1], &q[1]);
+    out[2] = (int16_t)requant_row_s16(acc[2], &q[2]);
+    out[3] = (int16_t)requant_row_s16(acc[3], &q[3]);
+}
+
+/* fc_s16 of a block-sparse product: the same requantizations and outputs as the dense form. */
+static GRUKIT_NOINLINE void fc_sparse_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
+{
     const int16_t *const out_end = out + round_up4(fc->rows);
     const int32_t *w = fc->weights;
     const grukit_requant_s64 *q = fc->requant;
+    const uint8_t *count = fc->block_groups;
+    const uint8_t *group_index = fc->group_index;
+    for (; out < out_end; out += 4, q += 4, group_index += *count++) {
+        int32_t acc[4];
+        w = dot_block_sparse_s16(w, xp, group_index, *count, acc);
+        requant_block_s16(acc, q, out);
+    }
+}
+
+/* out[o] for every o < 4 * ceil(rows / 4) (padding rows give 0); xp padded as pad_s16 leaves it. */
+static void fc_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
+{
+    if (fc->block_groups != NULL) {
+        fc_sparse_s16(fc, xp, out);
+        return;
+    }
+    const int16_t *const out_end = out + round_up4(fc->rows);
+    const int32_t *w = fc->weights;
+    const grukit_requant_s64 *q = fc->requant;
+    const int32_t groups = round_up8(fc->depth) >> 3;
     for (; out < out_end; out += 4, w += 8 * groups, q += 4) {
         int32_t acc[4];
         dot_block_s16(w, xp, groups, acc);
-        out[0] = (int16_t)requant_row_s16(acc[0], &q[0]);
-        out[1] = (int16_t)requant_row_s16(acc[1], &q[1]);
-        out[2] = (int16_t)requant_row_s16(acc[2], &q[2]);
-        out[3] = (int16_t)requant_row_s16(acc[3], &q[3]);
+        requant_block_s16(acc, q, out);
     }
 }
 
@@ -654,13 +813,27 @@ int32_t grukit_model_s16_get_state_size(const grukit_model_s16 *model)
 
 int32_t grukit_model_s16_get_output_size(const grukit_model_s16 *model)
 {
-    return model->head != NULL ? model->head->rows : model->layers[model->num_layers - 1].hidden_size;
+    return model->head_layers > 0 ? model->head[model->head_layers - 1].fc.rows
+                                  : model->layers[model->num_layers - 1].hidden_size;
 }
 
-/* The head needs xp int16 [H8] and its padded output [O4]. */
+/* The head needs xp int16 [F8] for the widest layer input and one padded output [O4] for the widest output. */
+static int32_t head_s16_depth(const grukit_model_s16 *model)
+{
+    int32_t depth = 0;
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        depth = max_s32(depth, round_up8(model->head[k].fc.depth));
+    }
+    return depth;
+}
+
 int32_t grukit_model_s16_get_buffer_size(const grukit_model_s16 *model)
 {
-    int32_t bytes = model->head != NULL ? 2 * round_up8(model->head->depth) + 2 * round_up4(model->head->rows) : 0;
+    int32_t rows = 0;
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        rows = max_s32(rows, round_up4(model->head[k].fc.rows));
+    }
+    int32_t bytes = model->head_layers > 0 ? 2 * head_s16_depth(model) + 2 * rows : 0;
     for (int32_t l = 0; l < model->num_layers; ++l) {
         bytes = max_s32(bytes, grukit_gru_s16_get_buffer_size(&model->layers[l]));
     }
@@ -688,16 +861,25 @@ int grukit_model_s16_init(const grukit_model_s16 *model, int16_t *state, int32_t
 void grukit_model_s16_output(const grukit_model_s16 *model, const int16_t *state, int32_t *scratch, int16_t *y)
 {
     const int32_t top_size = model->layers[model->num_layers - 1].hidden_size;
-    const int16_t *top = state + grukit_model_s16_get_state_size(model) / 2 - top_size;
-    if (model->head == NULL) {
-        memcpy(y, top, 2 * (size_t)top_size);
+    const int16_t *x = state + grukit_model_s16_get_state_size(model) / 2 - top_size;
+    if (model->head_layers == 0) {
+        memcpy(y, x, 2 * (size_t)top_size);
         return;
     }
     int16_t *xp = (int16_t *)(void *)scratch;
-    int16_t *out = xp + round_up8(model->head->depth);
-    pad_s16(top, model->head->depth, xp);
-    fc_s16(model->head, xp, out);
-    memcpy(y, out, 2 * (size_t)model->head->rows);
+    int16_t *out = xp + head_s16_depth(model);
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        const grukit_dense_s16 *dense = &model->head[k];
+        pad_s16(x, dense->fc.depth, xp); /* x may be out: copied before it is written */
+        fc_s16(&dense->fc, xp, out);
+        for (int32_t o = 0; o < dense->fc.rows; ++o) {
+            const int32_t v = clamp_s32(out[o], dense->act_min, dense->act_max); /* a fused ReLU / ReLU6 */
+            out[o] = (int16_t)(dense->act_op == GRUKIT_ACT_LOGISTIC ? logistic_fast_s16(&dense->act_input, v)
+                               : dense->act_op == GRUKIT_ACT_TANH ? tanh_fast_s16(&dense->act_input, v) : v);
+        }
+        x = out;
+    }
+    memcpy(y, out, 2 * (size_t)model->head[model->head_layers - 1].fc.rows);
 }
 
 void grukit_model_s16_step(const grukit_model_s16 *model, int16_t *state, int32_t *scratch, const int16_t *x,

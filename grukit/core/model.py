@@ -1,8 +1,11 @@
 """The one in-memory form of a GRU network that every grukit stage reads and writes.
 
-A network is a stack of GRU layers followed by an optional dense head:
+A network is a stack of GRU layers followed by an optional head, a chain of dense layers:
 
-    x [N, T, I] -> GRULayer 0 -> ... -> GRULayer L-1 -> Dense head -> y
+    x [N, T, I] -> GRULayer 0 -> ... -> GRULayer L-1 -> Head (Dense -> ... -> Dense) -> y
+
+The head reads the last layer's output on the last step (or, the same values, its final state ``h_n[-1]``),
+or on every step.
 
 Gate order, written down once for the whole code base: **z, r, n** (update, reset, new), the ONNX order
 (ONNX calls the third gate ``h``). Loaders reorder PyTorch's ``r, z, n`` into it; exporters reorder out of it.
@@ -28,7 +31,11 @@ import numpy as np
 GATES = ("z", "r", "n")
 GATE_Z, GATE_R, GATE_N = 0, 1, 2
 
-HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid")
+# A dense layer's activation. softmax only on the head's last layer (over its outputs).
+HEAD_ACTIVATIONS = ("linear", "relu", "relu6", "tanh", "sigmoid", "softmax")
+# Where the head reads: the last step of the top layer's output, its final state h_n[-1] (the same values for a
+# unidirectional GRU; recorded for describe()), or every step.
+HEAD_READS = ("last_step", "final_state", "every_step")
 
 
 def _f32(a, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -116,25 +123,20 @@ class GRULayer:
 
 @dataclass(frozen=True)
 class Dense:
-    """The head: y = activation(W h + b), W [O, F], b [O].
-
-    per_step=False applies it to the last step's output only (y [N, O]); per_step=True to every step
-    (y [N, T, O]). ``activation`` is one of HEAD_ACTIVATIONS and is applied in float, after the head.
-    """
+    """One dense layer: y = activation(W x + b), W [O, F], b [O]; ``activation`` one of HEAD_ACTIVATIONS."""
 
     W: np.ndarray
     b: np.ndarray
-    per_step: bool = False
     activation: str = "linear"
 
     def __post_init__(self):
         W = np.asarray(self.W)
         if W.ndim != 2:
-            raise ValueError(f"head W: expected shape [O, F], got {W.shape}")
-        object.__setattr__(self, "W", _f32(W, "head W", W.shape))
-        object.__setattr__(self, "b", _f32(self.b, "head b", (W.shape[0],)))
+            raise ValueError(f"dense W: expected shape [O, F], got {W.shape}")
+        object.__setattr__(self, "W", _f32(W, "dense W", W.shape))
+        object.__setattr__(self, "b", _f32(self.b, "dense b", (W.shape[0],)))
         if self.activation not in HEAD_ACTIVATIONS:
-            raise ValueError(f"head activation {self.activation!r} is not supported; use one of {HEAD_ACTIVATIONS}")
+            raise ValueError(f"activation {self.activation!r} is not supported; use one of {HEAD_ACTIVATIONS}")
 
     @property
     def in_features(self) -> int:
@@ -146,11 +148,65 @@ class Dense:
 
 
 @dataclass(frozen=True)
+class Head:
+    """The dense layers after the GRU, applied in order to what ``reads`` names (HEAD_READS).
+
+    On the last step (or the final state) the output is y [N, O]; on every step y [N, T, O]. The last layer's
+    activation is the model's output activation: runtimes apply it in float, after the integer output.
+    """
+
+    layers: tuple[Dense, ...]
+    reads: str = "last_step"
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers:
+            raise ValueError("a head needs at least one dense layer")
+        if self.reads not in HEAD_READS:
+            raise ValueError(f"head reads {self.reads!r}; use one of {HEAD_READS}")
+        for k in range(1, len(layers)):
+            if layers[k].in_features != layers[k - 1].out_features:
+                raise ValueError(f"head layer {k} takes {layers[k].in_features} inputs but layer {k - 1} gives "
+                                 f"{layers[k - 1].out_features}")
+        if any(d.activation == "softmax" for d in layers[:-1]):
+            raise ValueError("softmax is supported on the head's last layer only")
+
+    @classmethod
+    def dense(cls, W, b, per_step: bool = False, activation: str = "linear") -> "Head":
+        """A head of one dense layer, on the last step or (per_step) every step."""
+        return cls((Dense(W, b, activation),), "every_step" if per_step else "last_step")
+
+    @property
+    def per_step(self) -> bool:
+        return self.reads == "every_step"
+
+    @property
+    def activation(self) -> str:
+        """The output activation: the last layer's."""
+        return self.layers[-1].activation
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].out_features
+
+    def param_count(self) -> int:
+        return int(sum(d.W.size + d.b.size for d in self.layers))
+
+    def macs(self) -> int:
+        return int(sum(d.W.size for d in self.layers))
+
+
+@dataclass(frozen=True)
 class GRUModel:
     """Stacked GRU layers and an optional dense head. ``predict`` runs the float NumPy reference."""
 
     layers: tuple[GRULayer, ...]
-    head: Dense | None = None
+    head: Head | None = None
     name: str = "gru"
     source: str = ""  # where it was loaded from, for reports and generated-file banners
     meta: dict = field(default_factory=dict, compare=False)
@@ -165,6 +221,9 @@ class GRUModel:
                 raise ValueError(
                     f"layer {i} takes {layers[i].input_size} inputs but layer {i - 1} gives {layers[i - 1].output_size}"
                 )
+        if self.head is not None and self.head.reads == "final_state" and layers[-1].bidirectional:
+            raise ValueError("a head on h_n[-1] of a bidirectional layer reads the reverse direction's state at "
+                             "the first step: not supported (read the output sequence's last step)")
         if self.head is not None and self.head.in_features != layers[-1].output_size:
             raise ValueError(
                 f"head takes {self.head.in_features} inputs but the last GRU layer gives {layers[-1].output_size}"
@@ -193,17 +252,17 @@ class GRUModel:
             for d in layer.directions:
                 n += d.W.size + d.R.size + d.Wb.size + d.Rb.size
         if self.head is not None:
-            n += self.head.W.size + self.head.b.size
+            n += self.head.param_count()
         return int(n)
 
     def macs_per_step(self) -> int:
-        """Multiply-accumulates of one time step: 3H(I+H) per layer direction, plus the head's O*F."""
+        """Multiply-accumulates of one time step: 3H(I+H) per layer direction, plus the head's (O*F per layer)."""
         n = 0
         for layer in self.layers:
             for d in layer.directions:
                 n += 3 * d.hidden_size * (d.input_size + d.hidden_size)
         if self.head is not None:
-            n += self.head.W.size
+            n += self.head.macs()
         return int(n)
 
     def describe(self) -> str:
@@ -215,9 +274,12 @@ class GRUModel:
                 f"linear_before_reset={layer.linear_before_reset}"
             )
         if self.head is not None:
-            where = "every step" if self.head.per_step else "last step"
-            act = "" if self.head.activation == "linear" else f", {self.head.activation}"
-            lines.append(f"  head: Dense {self.head.in_features} -> {self.head.out_features} on {where}{act}")
+            where = {"last_step": "the last step", "final_state": "h_n[-1], the last layer's final state",
+                     "every_step": "every step"}[self.head.reads]
+            lines.append(f"  head on {where}:")
+            for k, d in enumerate(self.head.layers):
+                act = "" if d.activation == "linear" else f", {d.activation}"
+                lines.append(f"    dense {k}: {d.in_features} -> {d.out_features}{act}")
         lines.append(f"  parameters: {self.param_count():,}")
         lines.append(f"  MACs per step: {self.macs_per_step():,}")
         if "self_check" in self.meta:

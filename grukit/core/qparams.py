@@ -114,16 +114,32 @@ class FullyConnectedParams(IntegerType):
 
     output_requants[o] requantizes channel o; ``output_multiplier`` / ``output_shift`` are the same as
     int64 arrays [O] for the kernels. int16: zero points 0 and shifts <= 7 (64-bit requantization).
+    ``activation_min`` / ``activation_max``: a fused ReLU / ReLU6's output clamp (TFLite's
+    CalculateActivationRangeQuantized), None for the type's full range; ``qmin`` / ``qmax`` are the clamp the
+    kernel applies.
     """
 
     dtype: str
     input_zero_point: int
     output_zero_point: int
     output_requants: tuple[Requant, ...]
+    activation_min: int | None = None
+    activation_max: int | None = None
     output_multiplier: np.ndarray = field(init=False, repr=False, compare=False)
     output_shift: np.ndarray = field(init=False, repr=False, compare=False)
 
+    @property
+    def qmin(self) -> int:
+        return INT_RANGE[self.dtype][0] if self.activation_min is None else self.activation_min
+
+    @property
+    def qmax(self) -> int:
+        return INT_RANGE[self.dtype][1] if self.activation_max is None else self.activation_max
+
     def __post_init__(self):
+        lo, hi = INT_RANGE[self.dtype]
+        if not lo <= self.qmin <= self.qmax <= hi:
+            raise ValueError(f"activation clamp [{self.qmin}, {self.qmax}] outside the {self.dtype} range")
         multiplier = np.array([r.multiplier for r in self.output_requants], np.int64)
         shift = np.array([r.shift for r in self.output_requants], np.int64)
         multiplier.setflags(write=False)

@@ -7,7 +7,7 @@ TFLite and ONNX writers and the C generator read it. Its parts:
   the accumulator's scale (int32 for int8, int64 for 16x8).
 - ``QuantizedLayer``: one GRU layer: the QParams of every tensor of the step graph (``grukit.core.graph``),
   its FCs keyed by output tensor, and every op's prepared parameters (``grukit.core.qparams``).
-- ``QuantizedHead``: the dense head on the top state.
+- ``QuantizedHead``: the dense head on the top state, a chain of ``QuantizedDense`` layers.
 - ``QuantizedGRUModel``: the layers, the head, the scheme, the float model it came from and what calibration
   saw (``QuantizationReport``).
 
@@ -74,16 +74,46 @@ class QuantizedLayer:
 
 
 @dataclass(frozen=True)
-class QuantizedHead:
-    """The dense head: its FC, input and output QParams, prepared parameters, where it applies and its float
-    activation (applied after dequantizing)."""
+class QuantizedDense:
+    """One dense layer of the head: its FULLY_CONNECTED (a fused ReLU / ReLU6 is its output clamp) and, for a
+    tanh or sigmoid between layers, the TANH / LOGISTIC op after it (``act_op``, its output ``act_q`` and
+    prepared ``act_prepared``; None otherwise). The last layer's activation is applied in float, after."""
 
     fc: QuantizedFC
     input_q: QParams
-    output_q: QParams
-    prepared: object
+    output_q: QParams  # the FULLY_CONNECTED output
+    prepared: object  # FullyConnectedParams
+    activation: str  # the float layer's activation
+    act_op: str | None = None  # "LOGISTIC" or "TANH"
+    act_q: QParams | None = None
+    act_prepared: object | None = None
+
+    @property
+    def result_q(self) -> QParams:
+        """The quantization of what the next layer reads."""
+        return self.act_q if self.act_op is not None else self.output_q
+
+
+@dataclass(frozen=True)
+class QuantizedHead:
+    """The dense head: its layers in order, where it applies and the output activation (the last layer's,
+    applied in float after dequantizing)."""
+
+    layers: tuple[QuantizedDense, ...]
     per_step: bool
     activation: str
+
+    @property
+    def input_q(self) -> QParams:
+        return self.layers[0].input_q
+
+    @property
+    def output_q(self) -> QParams:
+        return self.layers[-1].output_q
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].fc.w_q.shape[0]
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,13 @@ class QuantizationReport:
     quantized: dict[TensorKey, tuple[float, float]]
     saturated: dict[TensorKey, tuple[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # parameter adjustments made, in words
+    # Tensors feeding a sigmoid or tanh, whose range was capped at +-cap where that activation's output stops
+    # changing at its resolution: a value beyond a bound at the cap is clipped to no effect.
+    caps: dict[TensorKey, float] = field(default_factory=dict)
+    # The observer of each tensor that differs from ``observer`` (the auto observer's choices), and the
+    # tensors whose range an observer chose at all (the others are fixed by their op, the state, or declared).
+    observer_kinds: dict[TensorKey, str] = field(default_factory=dict)
+    choosable: tuple[TensorKey, ...] = ()
 
 
 # The runtime that executes quantized models, as a function returning it (see use_executor).
@@ -148,7 +185,7 @@ class QuantizedGRUModel:
 
     @property
     def output_size(self) -> int:
-        return self.head.fc.w_q.shape[0] if self.head is not None else self.layers[-1].hidden_size
+        return self.head.out_features if self.head is not None else self.layers[-1].hidden_size
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float [N, T, I] (or [T, I]) -> the model's integer input."""
