@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grukit.core.errors import BadInputError, MissingDependencyError, UnsupportedModelError
+from grukit.core.errors import BadInputError, GrukitError, MissingDependencyError, UnsupportedModelError
+from grukit.core.limits import MAX_MODEL_BYTES, MAX_UNPACKED_BYTES, check_archive, check_file_size
 from grukit.core.model import GRUModel
 
 SUFFIXES = (".onnx", ".pt2", ".keras")
+ARCHIVES = (".pt2", ".keras")  # zip files: checked before anything in them is inflated
 
 
 def load(source, **kwargs) -> GRUModel:
@@ -31,7 +33,23 @@ def load(source, **kwargs) -> GRUModel:
     path = Path(source)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise BadInputError(f"{path}: not a file")
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UnsupportedModelError(f"{path}: unknown model format {suffix!r}; grukit reads {', '.join(SUFFIXES)}")
+    check_file_size(path, MAX_MODEL_BYTES, "a model")
+    if suffix in ARCHIVES:
+        check_archive(path, MAX_UNPACKED_BYTES, "a model")
+    try:
+        return _load_file(path, suffix, kwargs)
+    except GrukitError as e:
+        if path.name in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e  # every message names the file it is about
+
+
+def _load_file(path: Path, suffix: str, kwargs: dict) -> GRUModel:
     if suffix == ".onnx":
         from grukit.export.load_onnx import load_onnx  # per format (see load_torch above)
 
@@ -41,11 +59,9 @@ def load(source, **kwargs) -> GRUModel:
         from grukit.export.load_pt2 import load_pt2  # per format (see load_torch above)
 
         return load_pt2(path, **kwargs)
-    if suffix == ".keras":
-        from grukit.export.load_keras import load_keras  # per format (see load_torch above)
+    from grukit.export.load_keras import load_keras  # per format (see load_torch above)
 
-        return load_keras(path, **kwargs)
-    raise UnsupportedModelError(f"{path}: unknown model format {suffix!r}; grukit reads {', '.join(SUFFIXES)}")
+    return load_keras(path, **kwargs)
 
 
 def _require_torch(what: str) -> None:

@@ -97,10 +97,30 @@ def load_keras(path, name: str | None = None, self_check: bool | None = None) ->
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
         raise BadInputError(f"{path}: not a Keras 3 .keras archive ({e})") from e
     with h5py.File(io.BytesIO(weights_bytes), "r") as h5:
+        _refuse_references_outside(h5, path)
         model, time_steps = _read_model(config, h5, name or path.stem, str(path))
     if self_check is not False:
         _self_check(path, model, time_steps, required=bool(self_check))
     return model
+
+
+def _refuse_references_outside(h5, path: Path) -> None:
+    """A weights file is read as it is, never following a reference out of it: an HDF5 external link, a
+    dataset stored in an external file or a virtual dataset would have h5py open another file on this machine.
+    Keras writes none of them; a file holding one is refused, before any dataset is read."""
+    found: list[str] = []
+
+    def visit_link(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{name!r} is an external link to {link.filename!r}")
+        elif isinstance(link, h5py.HardLink):
+            obj = h5.get(name)
+            if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                found.append(f"dataset {name!r} is stored outside the file")
+
+    h5.visititems_links(visit_link)
+    if found:
+        raise BadInputError(f"{path}: refused: model.weights.h5 reaches outside the archive ({found[0]})")
 
 
 def _read_model(config: dict, h5, name: str, source: str) -> tuple[GRUModel, int | None]:

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from grukit.core.errors import BadInputError, UnsupportedModelError
+from grukit.core.errors import UnsupportedModelError
 from grukit.core.model import GRUDirection, GRULayer, GRUModel
 from grukit.export.graph_walk import (HeadChain, LayoutGuessWrong, Seq, batch_norm_affine, batch_normed,
                                       flattened, fold_input_scaling, permuted, picked, reshaped, scaled_input,
                                       squeezed, unsupported_here, walk_either_layout, walked_model)
 from grukit.export.self_check import require_agreement
-from grukit.export.source_runtime import require_output_layout, run_source
+from grukit.export.source_runtime import read_exported_program, require_output_layout, run_source
 
 # PyTorch stacks gates r, z, n; grukit's order is z, r, n.
 TORCH_TO_GRUKIT = [1, 0, 2]
@@ -54,13 +54,8 @@ def load_pt2(path, name: str | None = None, self_check: bool = True) -> GRUModel
     """Read a ``torch.export`` program holding ``aten.gru.input`` and an optional head, checked against the
     program's own module. ``meta`` records the input layout ("batch_first"/"time_major") and the labels of
     the program's output axes (``output_axes``), which running the program needs."""
-    import torch  # optional (grukit[torch]): only a .pt2 needs it
-
     path = Path(path)
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as e:  # torch raises assorted errors for a file that is not an exported program
-        raise BadInputError(f"{path}: cannot read a torch.export program ({e})") from e
+    ep = read_exported_program(path)
     walk = walk_either_layout(ProgramWalk, ep)
     model = walked_model(walk, str(path), name or path.stem)
     if self_check:
@@ -407,7 +402,7 @@ def _module_of(node) -> str:
 
 def _evaluate(target, args, kwargs, where):
     """An op on constants only (shape plumbing, zero states, a buffer's arithmetic), evaluated with torch."""
-    import torch  # optional (see load_pt2): only .pt2 and nn.Module sources come here
+    import torch  # optional (grukit[torch]): only .pt2 and nn.Module sources come here
 
     def to_torch(v):
         if isinstance(v, np.ndarray):

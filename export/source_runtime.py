@@ -18,8 +18,11 @@ N, time T, feature F, and the size-1 direction D / unit 1 / kept last step T1, w
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +60,7 @@ def run_source(source, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]
         if suffix == ".onnx":
             return run_onnx_file(path, model, x)
         if suffix == ".pt2":
-            import torch  # optional (grukit[torch]): only .pt2 and nn.Module sources need it
-
-            return run_exported_program(torch.export.load(str(path)), model, x)
+            return run_exported_program(read_exported_program(path), model, x)
         if suffix == ".keras":
             return run_keras_file(path, x)
         raise BadInputError(f"{path}: no framework runs {suffix!r} files; grukit reads .onnx, .pt2, .keras")
@@ -70,6 +71,57 @@ def run_source(source, model: GRUModel, x: np.ndarray) -> tuple[np.ndarray, str]
     layout = model.meta.get("input_layout")
     out = run_torch_module(source, to_input_layout(x, layout))
     return to_batch_first(out, model.meta.get("output_axes")), f"torch {torch.__version__} (nn.Module)"
+
+
+# torch.load's own switch: when set, every torch.load is weights_only=True whatever its caller asked for.
+TORCH_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+TORCH_NOT_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def read_exported_program(path: Path):
+    """``torch.export.load(path)``, without running code from the file and without torch's log noise.
+
+    torch.export.load unpickles parts of the archive with ``weights_only=False``: its sample inputs (after a
+    failed ``weights_only=True`` try) and any weight stored as a pickle. A crafted .pt2 would run its code
+    there. Under TORCH_FORCE_WEIGHTS_ONLY_LOAD every torch.load in the call is ``weights_only=True`` (tensors,
+    containers and plain values only), so such a file is refused instead. The variable is set for the call
+    and restored after it (the process's environment: not meant for threads loading .pt2 files at once).
+    A file torch cannot read is a BadInputError naming it; the warning torch logs on the way (a traceback)
+    is kept off the terminal."""
+    import torch  # optional (grukit[torch]): only .pt2 and nn.Module sources need it
+
+    try:
+        with _weights_only_torch_load(), _quiet("torch.export"):
+            return torch.export.load(str(path))
+    except Exception as e:  # torch raises assorted errors for a file that is not an exported program
+        raise BadInputError(f"{path}: cannot read a torch.export program ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+
+
+@contextmanager
+def _weights_only_torch_load():
+    saved = {k: os.environ.pop(k, None) for k in (TORCH_WEIGHTS_ONLY, TORCH_NOT_WEIGHTS_ONLY)}
+    os.environ[TORCH_WEIGHTS_ONLY] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(TORCH_WEIGHTS_ONLY)
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+@contextmanager
+def _quiet(logger: str):
+    """A framework's warnings (its logger's and Python's) kept off the terminal for the call: grukit reports
+    what went wrong itself."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def source_meta(batch_first: bool, output_axes) -> dict:
@@ -199,6 +251,8 @@ def run_keras_file(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
         import keras  # optional: grukit reads .keras files without it, and runs them in Keras when present
     except ImportError as e:
         raise FrameworkUnavailable(f"Keras is not importable ({e})") from e
-    net = keras.saving.load_model(str(path), compile=False)
+    # grukit's own reader has accepted every layer before Keras sees the file (a Lambda or custom layer is
+    # refused there); safe_mode keeps Keras from deserializing code all the same.
+    net = keras.saving.load_model(str(path), compile=False, safe_mode=True)
     out = np.asarray(net.predict(x, verbose=0, batch_size=KERAS_BATCH))
     return out, f"Keras {keras.__version__} ({keras.backend.backend()} backend)"

@@ -9,6 +9,7 @@ from pathlib import Path
 import tflite as tfl
 
 from grukit.core.errors import BadInputError
+from grukit.core.limits import MAX_MODEL_BYTES, check_file_size
 from grukit.export.tflite_writer import GRUKIT_METADATA_NAME
 
 
@@ -61,9 +62,25 @@ def read_operator_codes(path_or_bytes) -> list[tuple[str, int, int, int]]:
 
 
 def describe_tflite(path: Path) -> str:
-    """What a grukit-written .tflite holds, from its grukit metadata and its output tensor's shape."""
-    meta = read_tflite_metadata(path)
-    graph = read_model(path).Subgraphs(0)
+    """What a grukit-written .tflite holds, from its grukit metadata and its output tensor's shape.
+    BadInputError naming the file if it is missing, too large, not a grukit .tflite, truncated or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file")
+    check_file_size(path, MAX_MODEL_BYTES, "a model")
+    data = path.read_bytes()
+    try:
+        return _describe(path, data)
+    except BadInputError as e:
+        raise BadInputError(f"{path}: {e}") from None
+    except Exception as e:  # flatbuffers follows the file's offsets as they are: a corrupt file fails anywhere
+        raise BadInputError(f"{path}: not a readable grukit .tflite file, truncated or corrupt "
+                            f"({type(e).__name__}: {e})") from None
+
+
+def _describe(path: Path, data: bytes) -> str:
+    meta = read_tflite_metadata(data)
+    graph = read_model(data).Subgraphs(0)
     out_shape = [int(v) for v in graph.Tensors(graph.Outputs(0)).ShapeAsNumpy()]
     kind = meta.get("kind")
     lines = [f"{path.name}: grukit {meta.get('grukit_version')} TFLite {kind} model"
@@ -97,5 +114,5 @@ def describe_tflite(path: Path) -> str:
         q = meta.get(side)
         if q:
             lines.append(f"  {side}: {q['dtype']} scale {q['scale']:.6g} zero point {q['zero_point']}")
-    lines += [f"  size: {path.stat().st_size:,} bytes", f"  parameters: {params:,}", f"  MACs per step: {macs:,}"]
+    lines += [f"  size: {len(data):,} bytes", f"  parameters: {params:,}", f"  MACs per step: {macs:,}"]
     return "\n".join(lines)

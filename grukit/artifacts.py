@@ -66,27 +66,57 @@ def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool =
 
 
 def check_output_dir(out: Path) -> None:
-    """Raise BadInputError (before any work) unless a folder can be written at ``out``: its parent created or
-    already there and writable, and ``out`` not an existing file."""
+    """Raise BadInputError (before any work) unless a folder can be written at ``out``: its parent there or
+    able to be made (nothing is created here), and ``out`` not an existing file."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: a file is in the way (the output is a folder)")
     _check_parent(out)
 
 
+def check_output_file(path: Path) -> None:
+    """Raise BadInputError (before any work) unless a file can be written at ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"--out {path}: a folder is in the way")
+    _check_parent(path)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    return [p for p in Path(path).parents if not p.exists()]
+
+
 def _check_parent(path: Path) -> None:
-    """Raise BadInputError unless something can be written beside ``path`` (its folder made if need be)."""
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise BadInputError(f"--out {path}: cannot create it ({ancestor} is a file)")
+    """Raise BadInputError unless ``path``'s folder exists or can be made: the nearest existing folder above it
+    takes a new entry (tried with a probe folder, removed at once). Nothing is created."""
+    missing = _missing_parents(path)
+    base = missing[-1].parent if missing else path.parent
+    if not base.is_dir():
+        raise BadInputError(f"--out {path}: cannot create it ({base} is a file)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=path.parent))
+        Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=base)).rmdir()
     except OSError as e:
         raise BadInputError(f"--out {path}: cannot create it ({e.strerror or e})") from None
-    probe.rmdir()
+
+
+@contextmanager
+def _parents_made(path: Path) -> Iterator[None]:
+    """``path``'s missing folders made for the block; removed again if the block fails."""
+    missing = _missing_parents(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(f"--out {path}: cannot create it ({e.strerror or e})") from None
+    try:
+        yield
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # something else was written there: not ours to remove
+        raise
 
 
 @contextmanager
@@ -96,12 +126,13 @@ def staged_output(out: Path) -> Iterator[Path]:
     ``out`` never holds half of a run's files."""
     out = Path(out)
     check_output_dir(out)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield work
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with _parents_made(out):
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            yield work
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     work.chmod(0o755)  # mkdtemp's folder is private; the output is an ordinary folder
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -116,15 +147,14 @@ def write_file_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write(temporary path)`` beside ``path``, then move it into place: ``path`` is either the previous
     file or the complete new one."""
     path = Path(path)
-    if path.is_dir():
-        raise BadInputError(f"--out {path}: a folder is in the way")
-    _check_parent(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    check_output_file(path)
+    with _parents_made(path):
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=path.suffix, dir=path.parent)
+        os.close(handle)
+        try:
+            write(Path(temporary))
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise

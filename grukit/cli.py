@@ -31,11 +31,18 @@ DEMO_TARGET = "stm32l476"
 CLI_WARNINGS = 5  # the terminal shows the most severe warnings; the report has them all
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line like every other bad input (its usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="grukit", description="Take a trained GRU to a microcontroller.")
+    p = _Parser(prog="grukit", description="Take a trained GRU to a microcontroller.")
     p.add_argument("--version", action="version", version=f"grukit {grukit.__version__}")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # --debug is accepted before or after the command; SUPPRESS keeps a subcommand from resetting it.
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -152,8 +159,6 @@ def _inspect(args) -> int:
 
     path = Path(args.model)
     if path.suffix.lower() == ".tflite":
-        if not path.is_file():
-            raise BadInputError(f"{path}: no such file")
         print(describe_tflite(path))
     else:
         print(grukit.load(args.model).describe())
@@ -196,7 +201,7 @@ def _export(args) -> int:
 
 
 def _prune(args) -> int:
-    from grukit.artifacts import write_file_atomically  # per command (see the top of this module)
+    from grukit.artifacts import check_output_file, write_file_atomically  # per command (see the top)
     from grukit.export.onnx_export import export_onnx_sequence  # per command (see the top of this module)
     from grukit.inputs import load_x  # per command (see the top of this module)
     from grukit.quantize import prune  # per command (see the top of this module)
@@ -204,8 +209,7 @@ def _prune(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise BadInputError(f"--out {out}: the pruned model is written as float ONNX; give a .onnx file name")
-    if out.is_dir():
-        raise BadInputError(f"--out {out}: a folder is in the way")
+    check_output_file(out)  # before any work
     if (args.ratio == "auto") != (args.max_drop is not None):
         raise BadInputError("--ratio auto and --max-drop go together: auto searches the largest ratio within the drop")
     scopes = ("global", "matrix") if args.sparsity is not None else ("layer", "global")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from grukit.core.errors import BadInputError, GrukitError
+from grukit.core.limits import MAX_DATA_BYTES, check_archive, check_file_size
 from grukit.core.model import GRUModel
 
 TASKS = ("classification", "regression")
@@ -22,6 +23,8 @@ TASKS = ("classification", "regression")
 def _read_npz(path: Path, keys: tuple[str, ...], what: str) -> list[np.ndarray]:
     if not path.is_file():
         raise BadInputError(f"{what} {path}: no such file")
+    check_file_size(path, MAX_DATA_BYTES, "data")
+    check_archive(path, MAX_DATA_BYTES, "data")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in keys if k not in npz.files]
@@ -34,12 +37,18 @@ def _read_npz(path: Path, keys: tuple[str, ...], what: str) -> list[np.ndarray]:
         raise BadInputError(f"{what} {path}: not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
+def data_name(what: str, source) -> str:
+    """How errors name a data set: "calibration data calib.npz" for a file, "calibration data" for an array."""
+    return f"{what} {source}" if isinstance(source, (str, Path)) else what
+
+
 def load_x(source, what: str, input_size: int) -> np.ndarray:
     """Sequences x float32 [N, T, I] from a .npz path (array 'x') or an array."""
     if isinstance(source, (str, Path)):
         (x,) = _read_npz(Path(source), ("x",), what)
     else:
         x = np.asarray(source)
+    what = data_name(what, source)
     if x.ndim != 3 or x.shape[2] != input_size or x.shape[0] == 0 or x.shape[1] == 0:
         raise BadInputError(f"{what}: x must have shape [N, T, {input_size}] with N, T > 0, got {list(x.shape)}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
@@ -53,15 +62,17 @@ def load_xy(source, what: str, input_size: int) -> tuple[np.ndarray, np.ndarray]
         x, y = _read_npz(Path(source), ("x", "y"), what)
     else:
         x, y = source
-    x = load_x(x, what, input_size)
+    x = load_x(x, data_name(what, source), input_size)
+    what = data_name(what, source)
     y = np.asarray(y)
     if y.shape[:1] != x.shape[:1]:
         raise BadInputError(f"{what}: y has {y.shape[0] if y.ndim else 0} rows but x has {x.shape[0]}")
     return x, y
 
 
-def infer_task(y: np.ndarray, task: str | None = None) -> str:
-    """"classification" for integer labels [N] / [N, T], "regression" for float targets [N, O] / [N, T, O]."""
+def infer_task(y: np.ndarray, task: str | None = None, what: str = "y") -> str:
+    """"classification" for integer labels [N] / [N, T], "regression" for float targets [N, O] / [N, T, O].
+    what: how errors name the data (``data_name``)."""
     if task is not None:
         if task not in TASKS:
             raise BadInputError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
@@ -71,33 +82,36 @@ def infer_task(y: np.ndarray, task: str | None = None) -> str:
     if np.issubdtype(y.dtype, np.floating) and y.ndim in (2, 3):
         return "regression"
     raise BadInputError(
-        f"cannot tell the task from y of dtype {y.dtype} and shape {list(y.shape)}: give integer labels [N] or "
+        f"{what}: cannot tell the task from y of dtype {y.dtype} and shape {list(y.shape)}: give integer labels [N] or "
         "[N, T] (classification) or float targets [N, O] or [N, T, O] (regression), or pass --task"
     )
 
 
-def check_targets(task: str, y: np.ndarray, model: GRUModel, T: int) -> np.ndarray:
-    """y in the form the scorer expects, or a BadInputError saying what does not match the model."""
+def check_targets(task: str, y: np.ndarray, model: GRUModel, T: int, what: str = "y") -> np.ndarray:
+    """y in the form the scorer expects, or a BadInputError (naming the data: ``data_name``) saying what does
+    not match the model."""
     O = model.output_size
     if task == "classification":
         if not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-                raise BadInputError("task classification needs integer class labels in y")
+                raise BadInputError(f"{what}: task classification needs integer class labels in y")
         y = y.astype(np.int64)
         want = (y.shape[0], T) if model.per_step else (y.shape[0],)
         classes = max(O, 2)
         if y.shape != want:
-            raise BadInputError(f"labels y must have shape {list(want)} for this model, got {list(y.shape)}")
+            raise BadInputError(f"{what}: labels y must have shape {list(want)} for this model, got {list(y.shape)}")
         if y.min() < 0 or y.max() >= classes:
-            raise BadInputError(f"labels must be in [0, {classes - 1}] for a model with {O} output(s); "
+            raise BadInputError(f"{what}: labels must be in [0, {classes - 1}] for a model with {O} output(s); "
                                 f"y holds {y.min()}..{y.max()}")
         return y
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+        raise BadInputError(f"{what}: regression targets y must be finite numbers")
     y = y.astype(np.float32)
     if y.ndim == 1:
         y = y[:, None]
     want = (y.shape[0], T, O) if model.per_step else (y.shape[0], O)
     if y.shape != want:
-        raise BadInputError(f"regression targets y must have shape {list(want)} for this model, got {list(y.shape)}")
+        raise BadInputError(f"{what}: regression targets y must have shape {list(want)} for this model, got {list(y.shape)}")
     return y
 
 

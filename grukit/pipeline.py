@@ -30,7 +30,7 @@ from grukit.core.model import GRUModel
 from grukit.core.scheme import scheme_named
 from grukit.evaluate import BASELINE, Evaluation
 from grukit.export.load import load
-from grukit.inputs import TASKS, check_targets, infer_task, load_input_range, load_x, load_xy
+from grukit.inputs import TASKS, check_targets, data_name, infer_task, load_input_range, load_x, load_xy
 from grukit.progress import Stages
 from grukit.quantize import prune as pruning
 from grukit.quantize.calibrate import calibrate
@@ -100,8 +100,8 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
             model = load(model_source)
             calib_x = load_x(calib, "calibration data", model.input_size)
             val_x, val_y = load_xy(val, "validation data", model.input_size)
-            task = infer_task(val_y, task)
-            val_y = check_targets(task, val_y, model, val_x.shape[1])
+            task = infer_task(val_y, task, data_name("validation data", val))
+            val_y = check_targets(task, val_y, model, val_x.shape[1], data_name("validation data", val))
             input_range = load_input_range(input_range, model.input_size)
             rec["detail"] = f"{model.param_count():,} parameters; {task}; {val_x.shape[0]} validation sequences"
         if prune is not None and model.bidirectional:

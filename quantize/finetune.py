@@ -8,7 +8,10 @@ The units go in ``stages`` steps on the schedule of Zhu & Gupta ("To prune, or n
 fraction removed after stage s of S is ``ratio * (1 - (1 - s / S) ** 3)``, large steps first, small ones
 as the network has less to give. Each stage prunes with ``grukit.quantize.prune`` (the same criteria and
 least-squares refit as one-shot pruning, on the training inputs) and then trains ``epochs`` epochs on (x, y)
-so the smaller network recovers; ``final_epochs`` more at the end.
+so the smaller network recovers; ``final_epochs`` more at the end. Each training run decays the learning rate
+on a cosine to zero and keeps the weights of its epoch with the lowest loss over all of (x, y): small data and
+Adam make single epochs noisy, and the last epoch is not always the best one (measured on the demo at 25%:
+the last epochs' weights scored 90.7% on fresh windows, the best epochs' 97.7%, the original 97.8%).
 
 Training runs on a torch twin of the grukit model (``TrainableGRU``): ``nn.GRU`` layers for
 linear_before_reset 1, a step loop for 0, and the head's dense chain; it converts to and from the model
@@ -20,6 +23,7 @@ Torch is the optional dependency ``grukit[torch]``; this module imports it on fi
 
 from __future__ import annotations
 
+import copy
 import importlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -150,7 +154,7 @@ def trainable(model: GRUModel):
 @dataclass
 class FineTuneResult:
     """The pruned model, its trainable torch twin, and per stage: the fraction removed, hidden sizes, the
-    mean training loss of each epoch."""
+    loss over all of (x, y) after each epoch (eval mode)."""
 
     model: GRUModel
     module: object
@@ -198,22 +202,33 @@ def fine_tune_prune(model: GRUModel, x: np.ndarray, y: np.ndarray, ratio: float,
     module = None
 
     def train(module, epochs: int, what: str) -> list[float]:
+        """``epochs`` epochs of Adam with the learning rate on a cosine from lr to 0; the module ends with the
+        weights of the epoch whose loss over all of (x, y) was lowest. Returns that loss after each epoch."""
+        batches = max(1, len(x) // batch_size)
         optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-        module.train()
-        losses = []
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * batches))
+        losses: list[float] = []
+        best = (full_loss(module), copy.deepcopy(module.state_dict()))
         for epoch in range(epochs):
-            total = 0.0
-            for batch in np.array_split(rng.permutation(len(x)), max(1, len(x) // batch_size)):
+            module.train()
+            for batch in np.array_split(rng.permutation(len(x)), batches):
                 optimizer.zero_grad()
-                loss = loss_fn(module, inputs[batch], target[batch])
-                loss.backward()
+                loss_fn(module, inputs[batch], target[batch]).backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(batch)
-            losses.append(total / len(x))
+                decay.step()
+            losses.append(full_loss(module))
+            if losses[-1] < best[0]:
+                best = (losses[-1], copy.deepcopy(module.state_dict()))
             if progress is not None:
                 progress(f"{what}: epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
+        module.load_state_dict(best[1])
         module.eval()
         return losses
+
+    def full_loss(module) -> float:
+        module.eval()
+        with torch.no_grad():
+            return float(loss_fn(module, inputs, target))
 
     current = model
     for stage, fraction in enumerate(schedule(ratio, stages), start=1):

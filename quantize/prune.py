@@ -393,6 +393,8 @@ def prune(model: GRUModel, calib_x: np.ndarray | None = None, ratio: float | Non
     """Remove hidden units (``ratio`` of them, or keep ``units``) chosen by ``criterion`` per layer or over the
     model, then (``refit_weights``, needs calib_x) refit what reads them to reproduce the original model."""
     _check_prunable(model)
+    # The request checked against the model's sizes before any work (any scores will do for that).
+    units_to_keep(model, [np.zeros(layer.hidden_size) for layer in model.layers], ratio, units, scope)
     scores = unit_importance(model, calib_x, criterion)
     kept = units_to_keep(model, scores, ratio=ratio, units=units, scope=scope)
     pruned = remove_units(model, kept)

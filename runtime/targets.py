@@ -8,6 +8,7 @@ figures against a target; ``cost_model`` estimates them where nothing can be mea
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ _REQUIRED = {
     "cycles_per_instruction": float, "cycles_per_instruction_source": str, "notes": str,
 }
 _OPTIONAL = {"qemu_machine": str}
+# What a microcontroller's figures can be: a value outside is a typo (a clock in MHz, flash in KB) or a broken file.
+_PLAUSIBLE = {
+    "clock_hz": (1e5, 1e10, "clock in Hz"),
+    "flash_bytes": (1024, 1 << 36, "flash size in bytes"),
+    "ram_bytes": (1024, 1 << 36, "RAM size in bytes"),
+    "cycles_per_instruction": (0.1, 100.0, "cycles per instruction"),
+}
 QEMU_MACHINES = ("mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547")
 
 
@@ -49,7 +57,10 @@ def list_targets() -> list[str]:
 def _validate(raw: dict, where: str) -> Target:
     unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
-        raise BadInputError(f"{where}: unknown target field(s) {', '.join(unknown)}")
+        known = [*_REQUIRED, *_OPTIONAL]
+        hints = [f"{k} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(k, known, 1)) else k
+                 for k in unknown]
+        raise BadInputError(f"{where}: unknown target field(s) {', '.join(hints)}")
     missing = sorted(set(_REQUIRED) - set(raw))
     if missing:
         raise BadInputError(f"{where}: missing target field(s) {', '.join(missing)}")
@@ -63,9 +74,10 @@ def _validate(raw: dict, where: str) -> Target:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BadInputError(f"{where}: field {key} must be a {kind.__name__}, got {value!r}")
         fields[key] = value
-    for key in ("clock_hz", "flash_bytes", "ram_bytes", "cycles_per_instruction"):
-        if not (fields[key] > 0 and math.isfinite(fields[key])):
-            raise BadInputError(f"{where}: field {key} must be positive, got {fields[key]!r}")
+    for key, (lo, hi, what) in _PLAUSIBLE.items():
+        if not (math.isfinite(fields[key]) and lo <= fields[key] <= hi):
+            raise BadInputError(f"{where}: field {key} = {fields[key]!r} is not a plausible {what} "
+                                f"({lo:g} to {hi:g})")
     machine = fields.get("qemu_machine")
     if machine is not None and machine not in QEMU_MACHINES:
         raise BadInputError(f"{where}: qemu_machine {machine!r} is not one of {', '.join(QEMU_MACHINES)}")

@@ -1,9 +1,12 @@
-"""Output folders are all or nothing, bad output paths are refused before any work, and two runs write the
-same bytes."""
+"""Output folders are all or nothing, bad output paths are refused before any work, and two runs (two
+processes) write the same bytes."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -53,9 +56,12 @@ def test_a_completed_run_replaces_the_folder(tmp_path):
 
 
 def test_two_deploys_write_the_same_bytes(tmp_path):
+    """One run in this process, one in a fresh one (another hash seed, fresh caches and imports)."""
     runs = [tmp_path / "one", tmp_path / "two"]
-    for out in runs:
-        assert cli(["demo", "--out", str(out)]) == 0
+    assert cli(["demo", "--out", str(runs[0])]) == 0
+    proc = subprocess.run([sys.executable, "-m", "grukit.cli", "demo", "--out", str(runs[1])], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert proc.returncode == 0, proc.stderr
     files = sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(runs[1]) for p in runs[1].rglob("*") if p.is_file())
     for name in files:

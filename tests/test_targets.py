@@ -71,7 +71,9 @@ def test_user_toml_by_path(tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda s: s.replace("ram_bytes = 16384", "ram_bytes = -1"), "ram_bytes must be positive"),
+        (lambda s: s.replace("ram_bytes = 16384", "ram_bytes = -1"), "ram_bytes = -1 is not a plausible RAM size"),
+        (lambda s: s.replace("clock_hz = ", "clock_hz = 80 #"), "clock_hz = 80 is not a plausible clock in Hz"),
+        (lambda s: s.replace("flash_bytes", "flash_byte"), r"flash_byte \(did you mean flash_bytes\?\)"),
         (lambda s: s.replace("ram_bytes = 16384", 'ram_bytes = "16K"'), "ram_bytes must be a int"),
         (lambda s: s.replace('notes = ""', ""), "missing target field.*notes"),
         (lambda s: s + 'flash_wait_states = 4\n', "unknown target field.*flash_wait_states"),

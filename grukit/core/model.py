@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from grukit.core.errors import BadInputError
+
 GATES = ("z", "r", "n")
 GATE_Z, GATE_R, GATE_N = 0, 1, 2
 
@@ -43,7 +45,8 @@ def _f32(a, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains NaN or infinity")
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise BadInputError(f"{name}: {bad} of {arr.size} values are not finite (NaN or infinity)")
     return arr
 
 
