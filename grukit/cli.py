@@ -19,8 +19,10 @@ fraction of a second instead of first loading ONNX, TFLite and the runtimes a de
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import grukit
@@ -28,6 +30,7 @@ from grukit.core.errors import BadInputError, GrukitError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_TARGET = "stm32l476"
+STAGES = ("export", "quantize", "runtime", "firmware_ref")
 CLI_WARNINGS = 5  # the terminal shows the most severe warnings; the report has them all
 
 
@@ -317,12 +320,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _one_line_warning(args.command)
+            return COMMANDS[args.command](args)
     except GrukitError as e:
         if args.debug:
             raise
         print(f"grukit {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(command: str):
+    """grukit's own warnings as one line each on stderr; other libraries' warnings (deprecations, their
+    internals) are not the user's to act on and stay hidden unless --debug."""
+    # The stages live beside grukit/ in a clone (pyproject maps them in) and inside it in a wheel.
+    ours = [Path(grukit.__file__).resolve().parent]
+    for stage in STAGES:
+        spec = importlib.util.find_spec(f"grukit.{stage}")
+        ours += [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if any(Path(filename).resolve().is_relative_to(folder) for folder in ours):
+            print(f"grukit {command}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

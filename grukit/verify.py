@@ -20,6 +20,9 @@ independent invocations, the interpreter reset between them. The C kernel's host
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,22 @@ from grukit.runtime.int_gru_reference import head_forward_int
 # per-op persistent data (per-channel multipliers, node structs).
 ARENA_MIN_BYTES = 256 * 1024
 ARENA_FILE_FACTOR = 10
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block: a native library's log lines (which Python's
+    logging and warnings never see) stay off the terminal. Exceptions still propagate as usual."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _TFLM:
@@ -60,8 +79,9 @@ class _LiteRT:
     """One LiteRT interpreter with the same interface (its input/output details are in subgraph order)."""
 
     def __init__(self, path):
-        self._interp = LiteRTInterpreter(model_path=str(path))
-        self._interp.allocate_tensors()
+        with _native_stderr_silenced():  # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" from C++
+            self._interp = LiteRTInterpreter(model_path=str(path))
+            self._interp.allocate_tensors()
         self._in = [d["index"] for d in self._interp.get_input_details()]
         self._out = [d["index"] for d in self._interp.get_output_details()]
 

@@ -367,3 +367,14 @@ def test_missing_output_parents_are_not_left_behind(broken, tmp_path, capfd):
     deep = tmp_path / "a" / "b" / "out"
     assert cli(list(deploy("{f}/truncated.onnx".format(f=broken))[:-1]) + [str(deep)]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_warnings_are_one_line_and_only_grukits_own(capsys):
+    from grukit.cli import _one_line_warning
+
+    show = _one_line_warning("deploy")
+    show(UserWarning("model.keras: skipped: Keras is not importable"), UserWarning,
+         grukit.export.load.__file__, 64)
+    show(DeprecationWarning("__array__ implementation doesn't accept a copy keyword"), DeprecationWarning,
+         np.__file__, 1)
+    assert capsys.readouterr().err == "grukit deploy: warning: model.keras: skipped: Keras is not importable\n"

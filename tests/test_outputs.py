@@ -62,6 +62,7 @@ def test_two_deploys_write_the_same_bytes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "grukit.cli", "demo", "--out", str(runs[1])], capture_output=True,
                           text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr  # no framework's log lines (LiteRT's XNNPACK notice among them)
     files = sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(runs[1]) for p in runs[1].rglob("*") if p.is_file())
     for name in files:
