@@ -7,9 +7,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from grukit.core.errors import UnsupportedModelError
 from grukit.core.model import GRUModel
 from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes, export_c
 from grukit.firmware_ref import build
+from grukit.firmware_ref.kernel import prepare_model
 from grukit.firmware_ref.measure import MEASURED_CORE, built_flash_bytes, measure_step_instructions
 from grukit.report import Report
 from grukit.runtime.budget import Figure, check_budget
@@ -19,6 +21,21 @@ from grukit.runtime.targets import Target
 
 BIDIRECTIONAL_REASON = ("the model has a bidirectional GRU layer: a streaming device sees each sample once, so "
                         "there is no integer model, step model, TFLite or C for it")
+
+
+def require_c_kernel_limits(qmodel) -> None:
+    """Refuse, naming the limit, a quantized model the C kernel cannot run exactly: its Prepare
+    (``grukit.firmware_ref.kernel.prepare_model``, milliseconds) checks every bound its integer arithmetic
+    relies on (the int8 packed products' accumulators, requantization shifts, the ADD / SUB term tables).
+    Called right after quantization, before the exports and the evaluation, so a model beyond these limits
+    costs seconds, not the minutes a large model's checks take."""
+    try:
+        prepare_model(qmodel)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(
+            f"beyond the C kernel's limits: {e}. These bounds keep the device's integers exact "
+            "(firmware_ref/README.md); for large products with large weights --scheme 16x8 has 64-bit "
+            "accumulators, and pruning (--prune) makes the products smaller") from None
 
 
 def emulated_instructions(qmodel, machine: str | None) -> InstructionCount | str:

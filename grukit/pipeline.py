@@ -24,7 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from grukit.artifacts import check_output_dir, staged_output, write_artifacts
-from grukit.board_checks import BIDIRECTIONAL_REASON, check_boards, unpruned_device_figures
+from grukit.board_checks import (BIDIRECTIONAL_REASON, check_boards, require_c_kernel_limits,
+                                 unpruned_device_figures)
 from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.core.model import GRUModel
 from grukit.core.scheme import scheme_named
@@ -242,8 +243,12 @@ def _quantize(stages: Stages, model: GRUModel, calib_x, scheme, report: Report, 
         rec["detail"] = (f"{calib_x.shape[0]} sequences x {calib_x.shape[1]} steps, {len(observers)} tensors"
                          if observers is not None else "with the declared input range (in the quantize stage)")
     with stages.run("quantize") as rec:
+        if observer == "auto":  # the C kernel's limits first, on the quick min/max model, before the search
+            require_c_kernel_limits(quantize_model(model, calib_x, scheme=scheme, observers=observers,
+                                                   input_range=input_range, observer="minmax"))
         qmodel = quantize_model(model, calib_x, scheme=scheme, observers=observers, input_range=input_range,
                                 observer=observer)
+        require_c_kernel_limits(qmodel)
         chosen = qmodel.report.observer_kinds
         report.observer = {"name": observer, "chosen": {f"layer{l}/{n}" if l < len(model.layers) else n: kind
                                                         for (l, n), kind in chosen.items()}}

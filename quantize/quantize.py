@@ -73,6 +73,8 @@ def _qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QP
     zp = int(np.clip(round_half_away(zp), qmin, qmax))
     if hi > 0 and zp == qmax:
         zp -= 1  # hi is under half a step: keep one positive code for it
+    if lo < 0 and zp == qmin:
+        zp += 1  # lo is under half a step: keep one negative code for it
     # Rounding the zero point shifts the grid by up to half a step: widen the step so both ends stay on it.
     if hi > 0:
         scale = max(scale, hi / (qmax - zp))
@@ -92,9 +94,17 @@ _FC_INPUT_TENSOR = {"x": "x", "h": "h_prev", "r_h": "r_h"}
 BIAS_HEADROOM = {INT8: 1 << 21, S16X8: 1 << 46}
 
 
-def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, scheme: Scheme, gram=None,
-                 where: str = "", notes: list | None = None) -> QuantizedFC:
+def _quantize_fc(W: np.ndarray, b: np.ndarray | None, input_q: QParams, output_q: QParams, scheme: Scheme,
+                 gram=None, where: str = "", notes: list | None = None) -> QuantizedFC:
     w_q, w_scales = P.quantize_weights_per_channel(W)
+    # A channel whose weights are all zero (pruned, or a gate a model does not use) is its bias alone: any
+    # scale represents its weights, so take the one whose output multiplier is 1 (the bias then on the
+    # output's own grid). prepare's 1.0 would ask for input_scale / output_scale, which for an output whose
+    # range is the bias's few steps can be beyond the requantization's range (16x8: a left shift over 7).
+    dead = ~np.any(np.asarray(W) != 0, axis=1) if W.shape[1] else np.ones(W.shape[0], bool)
+    if dead.any():
+        w_scales = np.where(dead, np.float32(float(output_q.scale) / float(input_q.scale)), w_scales)
+        w_scales = w_scales.astype(np.float32)
     if b is not None:
         # A channel of tiny weights with a real bias: at the weights' own scale the bias would not fit the
         # accumulator. Widen that channel's scale until it does (its weights lose nothing that matters next
@@ -180,7 +190,7 @@ def _quantize_layer(li: int, layer: GRULayer, input_q: QParams | None, ranges: _
         if op.kind == FULLY_CONNECTED:
             W = (d.W if op.weight == "W" else d.R)[op.gate]
             b = None if op.bias is None else biases[op.bias][op.gate]
-            fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], scheme,
+            fc = fcs[op.output] = _quantize_fc(W, b, qp[op.inputs[0]], qp[op.output], scheme,
                                                grams((li, _FC_INPUT_TENSOR[op.inputs[0]])),
                                                f"layer {li} {op.output}", notes)
         prepared[op.output] = P.prepare_op(op, qp, fc)
@@ -198,7 +208,7 @@ def _quantize_head(model: GRUModel, input_q: QParams, ranges: _Ranges, scheme: S
         out_q = ranges.chosen((top, f"head{k}_out"), cap=None if op is None else _saturation_limit(
             op, (P.tanh_output_qparams if op == TANH else P.logistic_output_qparams)(ranges.dtype).scale))
         where = "head" if last == 0 else f"head layer {k}"
-        fc = _quantize_fc(d.W, d.b, input_q, scheme, grams((top, f"head{k}_in")), where, notes)
+        fc = _quantize_fc(d.W, d.b, input_q, out_q, scheme, grams((top, f"head{k}_in")), where, notes)
         fused = d.activation if k < last and d.activation in FUSED_ACTIVATIONS else "linear"
         layer = QuantizedDense(fc=fc, input_q=input_q, output_q=out_q, activation=d.activation,
                                prepared=P.prepare_fully_connected(input_q, fc.w_scales, out_q, fused))

@@ -27,8 +27,9 @@ from onnx import helper, numpy_helper
 import grukit
 from grukit import artifacts, pipeline
 from grukit.cli import DATA_DIR, main as cli
-from grukit.core.model import GRUModel
+from grukit.core.model import Dense, GRUDirection, GRULayer, GRUModel, Head
 from grukit.runtime.targets import TARGETS_DIR
+from grukit.export.onnx_export import export_onnx_sequence
 from grukit.export.tflite_export import export_tflite_step
 from grukit.export.tflite_writer import GRUKIT_METADATA_NAME
 
@@ -378,3 +379,38 @@ def test_warnings_are_one_line_and_only_grukits_own(capsys):
     show(DeprecationWarning("__array__ implementation doesn't accept a copy keyword"), DeprecationWarning,
          np.__file__, 1)
     assert capsys.readouterr().err == "grukit deploy: warning: model.keras: skipped: Keras is not importable\n"
+
+
+def test_a_model_beyond_the_c_kernels_limits_is_refused_before_the_exports(tmp_path, capfd, monkeypatch):
+    """Products of 260 inputs with weights all of one size: |x - zp| * sum |w| reaches 128 * 127 * 260, over
+    the 2^22 the int8 kernel's packed accumulators allow. Refused from the quick min/max model, naming the
+    bound, before the exports, the evaluation and the observer search."""
+    rng = np.random.default_rng(0)
+    H, I = 260, 2
+    sign = lambda *shape: rng.choice([-1.0, 1.0], shape)  # noqa: E731
+    layer = GRULayer(GRUDirection(W=sign(3, H, I), R=sign(3, H, H) / H, Wb=np.zeros((3, H)), Rb=np.zeros((3, H))))
+    model = GRUModel(layers=(layer,), head=Head((Dense(sign(2, H) / H, np.zeros(2)),), "last_step"), name="wide")
+    export_onnx_sequence(model, tmp_path / "wide.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(8, 10, I)).astype(np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.normal(size=(8, 10, I)).astype(np.float32), y=rng.integers(0, 2, 8))
+
+    def work_started(*args, **kwargs):
+        raise AssertionError("the exports or the evaluation ran before the limit was checked")
+
+    quantize_model = pipeline.quantize_model
+
+    def quick_only(*args, observer, **kwargs):
+        if observer != "minmax":
+            work_started()
+        return quantize_model(*args, observer=observer, **kwargs)
+
+    monkeypatch.setattr(pipeline, "quantize_model", quick_only)
+    monkeypatch.setattr(pipeline, "write_artifacts", work_started)
+    monkeypatch.setattr(pipeline.Evaluation, "integer", work_started)
+    before = sorted(tmp_path.iterdir())
+    code = cli(["deploy", str(tmp_path / "wide.onnx"), "--calib", str(tmp_path / "calib.npz"), "--val",
+                str(tmp_path / "val.npz"), "--target", BOARD, "--out", str(tmp_path / "out")])
+    _, err = capfd.readouterr()
+    assert code == 2 and err.count("\n") == 1, err
+    assert "beyond the C kernel's limits" in err and "packed products" in err and "--scheme 16x8" in err, err
+    assert sorted(tmp_path.iterdir()) == before

@@ -346,3 +346,19 @@ def test_quantization_adjustments_reach_the_report(tiny, tmp_path):
     assert "Quantization adjustments" in (tmp_path / "report.md").read_text()
     assert "Quantization adjustments" in (tmp_path / "report.html").read_text()
     assert report.quantization_notes == doc["quantization_notes"]
+
+
+def test_a_model_that_does_not_fit_gets_a_report_saying_by_how_much(tmp_path):
+    """A board with far too little flash for the demo: the run completes, and flash fails saying by how much."""
+    from grukit.cli import DATA_DIR
+    from grukit.runtime.targets import TARGETS_DIR
+
+    text = re.sub(r"(?m)^flash_bytes = .*$", "flash_bytes = 4096", (TARGETS_DIR / "stm32l476.toml").read_text())
+    (tmp_path / "tiny.toml").write_text(text)
+    report = deploy(DATA_DIR / "demo_model.onnx", DATA_DIR / "demo_calib.npz", DATA_DIR / "demo_val.npz",
+                    tmp_path / "tiny.toml", out_dir=tmp_path / "out", progress=False, observer="minmax")
+    assert report.exit_code == 1
+    (check,) = [t for t in report.targets if t["name"].endswith(" flash")]
+    assert check["pass"] is False and check["value"] > 4096
+    assert any(f"flash: {check['value']:,} B exceeds the limit 4,096 B by {check['value'] - 4096:,} B" in line
+               for line in report.failures()), report.failures()
