@@ -34,15 +34,18 @@ $(STAMP): pyproject.toml $(LOCK)
 demo: $(STAMP) firmware-tools
 	$(VENV)/bin/grukit demo
 
-# The emulated Cortex-M tests need Debian's ARM toolchain and QEMU: installed when we are root,
-# otherwise those tests skip and say what is missing.
+# The emulated Cortex-M and RISC-V tests need Debian's cross toolchains, C libraries and QEMU: installed
+# when we are root, otherwise those tests skip and say what is missing.
+FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
+	gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
 firmware-tools:
-	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then :; \
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+		&& command -v riscv64-unknown-elf-gcc >/dev/null && command -v qemu-system-riscv32 >/dev/null \
+		&& [ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null; \
-	else echo "not root: cannot install them; emulated Cortex-M tests will skip and latency / flash will be estimates"; fi
+		echo "installing $(FIRMWARE_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FIRMWARE_PACKAGES) >/dev/null; \
+	else echo "not root: cannot install them; emulated Cortex-M / RISC-V tests will skip and latency / flash will be estimates"; fi
 
 test: $(STAMP) firmware-tools
 	$(PY) -m pytest -n 2 -q

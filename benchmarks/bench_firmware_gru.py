@@ -1,14 +1,17 @@
-"""Instructions per step of the fused C GRU on an emulated Cortex-M4 (QEMU mps2-an386), as a markdown table.
+"""Instructions per step of the fused C GRU on emulated Cortex-M and RISC-V cores, as a markdown table.
 
 For each size (I=16 with H=16, 32, 64, 128; I=40 with H=64) a random 1-layer model with a 4-output
 last-step head is quantized (int8 and 16x8), generated with export_c, built with arm-none-eabi-gcc
 -mcpu=cortex-m4 -O2 (DSP path; the int8 portable path for comparison) and run for 8 steps of random input
 (grukit.firmware_ref.measure); the I=16, H=64 int8 model (DSP path) also on a Cortex-M7 (mps2-an500), a Cortex-M33
-(mps2-an505) and a Cortex-M55 (mps3-an547), each where the installed QEMU has the machine. Columns:
-- instructions / step: the whole step (every op and the head), mean of 8 steps, measured by SysTick under
-  -icount (instructions, not cycles: on a real M4 loads take 1-2 cycles, branches 2-4, plus flash waits);
+(mps2-an505) and a Cortex-M55 (mps3-an547), and with both schemes on the portable path built for the
+Cortex-M0+ (QEMU microbit, a Cortex-M0) and for 32-bit RISC-V (QEMU virt, RV32IMAC code), each where the
+installed QEMU has the machine. Columns:
+- instructions / step: the whole step (every op and the head), mean of 8 steps, measured by SysTick (minstret
+  on RISC-V) under -icount (instructions, not cycles: on a real M4 loads take 1-2 cycles, branches 2-4, plus
+  flash waits);
 - instructions / MAC: that divided by 3 H (I + H) (the head's MACs are not counted in the divisor);
-- kernel code, model flash: text + data bytes (Cortex-M4 build) of the kernel code the scheme links (linked with
+- kernel code, model flash: text + data bytes (Cortex-M4 build, on every row) of the kernel code the scheme links (linked with
   --gc-sections from the scheme's entry points) and of the generated model object (arrays, tables, structs),
   measured as `grukit deploy` measures flash (grukit.firmware_ref.measure.built_flash_bytes);
 - RAM: state + scratch bytes.
@@ -33,6 +36,7 @@ SIZES = [(16, 16), (16, 32), (16, 64), (16, 128), (40, 64)]
 STEPS = 8
 TARGET_INSTRUCTIONS_PER_MAC = 2.0  # at H=64, I=16, int8, DSP path
 OTHER_CORES = ("mps2-an500", "mps2-an505", "mps3-an547")  # M7, M33, M55: the I=16, H=64 int8 DSP row only
+NO_DSP_CORES = ("microbit", "virt")  # M0+ and RV32: the I=16, H=64 rows, both schemes, portable C
 
 
 def main() -> None:
@@ -47,6 +51,8 @@ def main() -> None:
             runs = [("int8", True, "mps2-an386"), ("int8", False, "mps2-an386"), ("16x8", True, "mps2-an386")]
             if (I, H) == (16, 64):
                 runs += [("int8", True, m) for m in OTHER_CORES if build.emulation_unavailable_reason(m) is None]
+                runs += [(scheme, False, m) for m in NO_DSP_CORES for scheme in ("int8", "16x8")
+                         if build.emulation_unavailable_reason(m) is None]
             for scheme, dsp, machine in runs:
                 q = grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
                 build_dir = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}"
@@ -58,7 +64,7 @@ def main() -> None:
                 model_flash, code = built.model_bytes, built.kernel_bytes
                 state, scratch = c_export.buffer_sizes(q)
                 macs = 3 * H * (I + H)
-                core = build.MACHINES[machine].cpu.replace("cortex-", "").upper()
+                core = build.MACHINES[machine].cpu.replace("cortex-", "").replace("plus", "+").upper()
                 rows.append((I, H, scheme, f"{'DSP' if dsp else 'portable'} {core}", instructions,
                              instructions / macs, code, model_flash, state + scratch))
     print("| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "

@@ -49,12 +49,23 @@ def emulated_instructions(qmodel, machine: str | None) -> InstructionCount | str
     reason = build.emulation_unavailable_reason(machine)
     if reason is not None:
         return reason
-    count = measure_step_instructions(qmodel, machine)
+    try:
+        count = measure_step_instructions(qmodel, machine)
+    except build.FirmwareBuildError as e:
+        if "overflowed" not in str(e):
+            raise
+        return f"the model's image does not fit the memory of QEMU's {machine} ({_overflow(str(e))})"
     if count is None:  # measure_step_instructions re-checks the tools; they went missing in between
-        return "ARM toolchain or QEMU missing"
+        return "cross toolchain or QEMU missing"
     source = (f"QEMU {machine} instruction count, measured (whole step, all layers and the head; a last-step "
               "head is counted at every step, an upper bound)")
     return InstructionCount(count, 0, source, measured=True)
+
+
+def _overflow(linker_output: str) -> str:
+    """The linker's "region `CODE' overflowed by N bytes" lines, joined."""
+    lines = [line.split("ld: ")[-1].strip() for line in linker_output.splitlines() if "overflowed" in line]
+    return "; ".join(dict.fromkeys(lines))
 
 
 def _ram(model: GRUModel, qmodel, scheme) -> Figure:

@@ -30,7 +30,7 @@ _PLAUSIBLE = {
     "ram_bytes": (1024, 1 << 36, "RAM size in bytes"),
     "cycles_per_instruction": (0.1, 100.0, "cycles per instruction"),
 }
-QEMU_MACHINES = ("mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547")
+QEMU_MACHINES = ("mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547", "microbit", "virt")
 
 
 @dataclass(frozen=True)

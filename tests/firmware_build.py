@@ -58,10 +58,10 @@ def missing_arm_tools() -> list[str]:
 
 
 def require_arm_tools(machine: str = "mps2-an386") -> None:
-    """Skip the test, naming what to install, unless the ARM toolchain, QEMU and `machine` are there."""
+    """Skip the test, naming what to install, unless `machine`'s cross toolchain, QEMU and machine are there."""
     reason = build.emulation_unavailable_reason(machine)
     if reason is not None:
-        pytest.skip(f"emulated Cortex-M test: {reason} (see `make firmware-tools`)")
+        pytest.skip(f"emulated-core test: {reason} (see `make firmware-tools`)")
 
 
 # ---------------------------------------------------------------- building

@@ -1,5 +1,5 @@
 """The firmware build itself: the C sigmoid table is the runtime's, and the SysTick instruction counter of
-each emulated Cortex-M machine counts an assembly loop of known length."""
+each emulated machine (SysTick on Cortex-M, minstret on RISC-V) counts an assembly loop of known length."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ COUNTED_LOOP_SOURCE = fb.FIRMWARE / "arm" / "counted_loop.c"
 TICK_READ_ERROR_TICKS = 4
 
 
-@pytest.mark.parametrize("machine", ["mps2-an386", "mps2-an505", "mps3-an547"], ids=["m4", "m33", "m55"])
+@pytest.mark.parametrize("machine", ["mps2-an386", "mps2-an505", "mps3-an547", "microbit", "virt"],
+                         ids=["m4", "m33", "m55", "m0plus", "rv32"])
 def test_systick_counts_a_counted_loop(machine, tmp_path):
     """instructions_from_ticks (per machine's SysTick clock) and board.c's conversion give the number of
     instructions of an assembly loop whose length is known by construction."""

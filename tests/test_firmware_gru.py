@@ -305,7 +305,7 @@ def test_firmware_dir_override_must_hold_the_sources(tmp_path, monkeypatch):
         build.firmware_dir()
 
 
-# ---------------------------------------------------------------- emulated Cortex-M4, M7, M33 and M55
+# ---------------------------------------------------------------- emulated Cortex-M4, M7, M33, M55, M0+ and RV32
 
 ARM_MODELS = [RANDOM_MODELS[1], RANDOM_MODELS[2], RANDOM_MODELS[7]]
 
@@ -323,13 +323,20 @@ ARM_RUNS = [
     (ARM_MODELS[1], True, "mps3-an547"),  # Cortex-M55 (Armv8.1-M, MVE), TCM memory map
     (ARM_MODELS[2], True, "mps3-an547"),  # Cortex-M55, 16x8
     (ARM_MODELS[0], False, "mps3-an547"),  # Cortex-M55, portable loops (GCC 12 -O2 emits scalar code, no MVE)
+    (ARM_MODELS[0], False, "microbit"),  # Cortex-M0+ code (Armv6-M: portable loops, soft float), 16 KB RAM
+    (ARM_MODELS[1], False, "microbit"),
+    (ARM_MODELS[2], False, "microbit"),  # Cortex-M0+, 16x8
+    (ARM_MODELS[0], False, "virt"),  # RISC-V RV32 (picolibc, semihosting), portable loops
+    (ARM_MODELS[1], False, "virt"),
+    (ARM_MODELS[2], False, "virt"),  # RV32, 16x8
 ]
-CORE_IDS = {"mps2-an386": "m4", "mps2-an500": "m7", "mps2-an505": "m33", "mps3-an547": "m55"}
+CORE_IDS = {"mps2-an386": "m4", "mps2-an500": "m7", "mps2-an505": "m33", "mps3-an547": "m55", "microbit": "m0plus",
+            "virt": "rv32"}
 
 
 @pytest.mark.parametrize("spec,dsp,machine", ARM_RUNS,
                          ids=[f"{s[0]}-{'dsp' if d else 'portable'}-{CORE_IDS[m]}" for s, d, m in ARM_RUNS])
-def test_cortex_m_matches_numpy(spec, dsp, machine, tmp_path):
+def test_emulated_core_matches_numpy(spec, dsp, machine, tmp_path):
     fb.require_arm_tools(machine)
     case = make_case(*spec)
     model_c, defines = export(case, tmp_path)

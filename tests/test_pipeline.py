@@ -204,17 +204,20 @@ def test_pt2_framework_runs_in_torch_with_its_fixed_batch(tmp_path):
 
 def test_latency_limit_failure_says_by_how_much(tiny, tmp_path):
     module, x, y, _ = tiny
-    report = deploy(module, x[:16], (x, y), ["stm32l476", "rp2040"], max_latency_ms=1e-6, out_dir=tmp_path,
-                    progress=False)
+    boards = ["stm32l476", "rp2040", "esp32c3", "esp32s3"]
+    report = deploy(module, x[:16], (x, y), boards, max_latency_ms=1e-6, out_dir=tmp_path, progress=False)
     lines = [line for line in report.failures() if "latency" in line]
-    assert len(lines) == 2 and all("exceeds the limit" in line for line in lines)
+    assert len(lines) == len(boards) and all("exceeds the limit" in line for line in lines)
     assert report.exit_code == 1
-    # stm32l476 is a Cortex-M4: QEMU mps2-an386 counts its instructions where the tools are installed; the
-    # rp2040's Cortex-M0+ has no QEMU machine, so its count comes from the cost model, labelled as such.
-    assert report.latency["stm32l476"]["measured"] is (emulation_unavailable_reason("mps2-an386") is None)
-    assert report.latency["rp2040"]["measured"] is False
-    assert "cost model" in report.latency["rp2040"]["source"]
-    assert "no QEMU machine" in report.latency["rp2040"]["source"]
+    # The Cortex-M4, M0+ and RV32 boards' instructions are counted in QEMU (mps2-an386, microbit, virt) where
+    # the tools are installed; the ESP32-S3's Xtensa has no QEMU machine here, so its count comes from the
+    # cost model, labelled as such.
+    for board, machine in (("stm32l476", "mps2-an386"), ("rp2040", "microbit"), ("esp32c3", "virt")):
+        assert report.latency[board]["measured"] is (emulation_unavailable_reason(machine) is None), board
+        assert machine in report.latency[board]["source"] or not report.latency[board]["measured"]
+    assert report.latency["esp32s3"]["measured"] is False
+    assert "cost model" in report.latency["esp32s3"]["source"]
+    assert "no QEMU machine" in report.latency["esp32s3"]["source"]
 
 
 def test_regression_scores_mse_and_mae(tmp_path):

@@ -22,7 +22,7 @@ from grukit.runtime.targets import list_targets, load_target
 # Latency is a float product; compare to the hand value at float64 rounding.
 LATENCY_RTOL = 1e-12
 
-SHIPPED = ["corstone-300", "esp32s3", "nrf52840", "rp2040", "stm32f746", "stm32h743", "stm32l476", "stm32u575"]
+SHIPPED = ["corstone-300", "esp32c3", "esp32s3", "nrf52840", "rp2040", "stm32f746", "stm32h743", "stm32l476", "stm32u575"]
 
 USER_TOML = """
 name = "my-board"
@@ -53,7 +53,9 @@ def test_every_shipped_target_loads():
 def test_stm32l476_figures():
     t = load_target("STM32L476")  # names are case-insensitive
     assert (t.clock_hz, t.flash_bytes, t.ram_bytes, t.qemu_machine) == (80_000_000, 1 << 20, 128 * 1024, "mps2-an386")
-    assert load_target("rp2040").qemu_machine is None  # no emulated M0+ machine
+    assert load_target("rp2040").qemu_machine == "microbit"  # a Cortex-M0: the M0+'s Armv6-M instructions
+    assert load_target("esp32c3").qemu_machine == "virt"  # 32-bit RISC-V
+    assert load_target("esp32s3").qemu_machine is None  # Xtensa: no emulated machine
 
 
 def test_unknown_target_lists_known_names():
@@ -77,7 +79,7 @@ def test_user_toml_by_path(tmp_path):
         (lambda s: s.replace("ram_bytes = 16384", 'ram_bytes = "16K"'), "ram_bytes must be a int"),
         (lambda s: s.replace('notes = ""', ""), "missing target field.*notes"),
         (lambda s: s + 'flash_wait_states = 4\n', "unknown target field.*flash_wait_states"),
-        (lambda s: s + 'qemu_machine = "virt"\n', "qemu_machine 'virt'"),
+        (lambda s: s + 'qemu_machine = "raspi2b"\n', "qemu_machine 'raspi2b'"),
         (lambda s: s + "name = [\n", "not valid TOML"),
     ],
 )
@@ -138,7 +140,7 @@ def test_emulation_reasons_name_what_is_missing(monkeypatch):
     monkeypatch.setattr(build, "MACHINES", {k: v for k, v in build.MACHINES.items() if k != machine})
     reason = emulated_instructions(None, machine)
     assert isinstance(reason, str) and machine in reason and "no board support" in reason
-    monkeypatch.setattr(build, "missing_tools", lambda: ["qemu-system-arm"])
+    monkeypatch.setattr(build, "missing_tools", lambda arch="arm": ["qemu-system-arm"])
     assert "install Debian packages qemu-system-arm" in emulated_instructions(None, "mps2-an386")
 
 
@@ -210,3 +212,18 @@ def test_cost_model_by_hand():
 def test_cost_model_grows_with_macs():
     small, big = cost_model_instructions(_tiny_model(H=4)), cost_model_instructions(_tiny_model(H=8))
     assert big.per_step > small.per_step
+
+
+def test_a_model_larger_than_the_emulated_machine_falls_back_to_the_estimate_saying_why():
+    """The micro:bit standing in for the RP2040 has 256 KB of flash: a model whose image is larger cannot be
+    measured there, and the board check says so instead of failing."""
+    import grukit
+    from gru_factory import random_inputs, random_model
+    from grukit.board_checks import emulated_instructions
+
+    if build.emulation_unavailable_reason("microbit") is not None:
+        pytest.skip(build.emulation_unavailable_reason("microbit"))
+    qmodel = grukit.quantize(random_model(0, I=16, H=300, O=4), random_inputs(0, N=4, T=5, I=16))
+    reason = emulated_instructions(qmodel, "microbit")
+    assert isinstance(reason, str) and "does not fit the memory of QEMU's microbit" in reason, reason
+    assert "region `CODE' overflowed by" in reason

@@ -1,7 +1,8 @@
 /*
  * startup.c - vector table and reset handler for QEMU's Cortex-M machines (mps2-an386 M4F, mps2-an500 M7,
- * mps2-an505 M33, mps3-an547 M55), bare metal with newlib's rdimon (semihosting) library: enable the FPU,
- * copy .data, zero .bss, open the semihosting handles, run main and exit with its status through semihosting.
+ * mps2-an505 M33, mps3-an547 M55, microbit M0), bare metal with newlib's rdimon (semihosting) library: enable
+ * the FPU where there is one, copy .data, zero .bss, open the semihosting handles, run main and exit with its
+ * status through semihosting.
  * The same code serves every machine: where the vector table goes is the linker script's business, and the
  * Armv8-M cores run the whole image in the Secure state they reset in (no SAU or TrustZone setup needed).
  */
@@ -24,10 +25,12 @@ void SysTick_Handler(void);
 
 void Reset_Handler(void)
 {
-    /* The image is built with -mfloat-abi=hard: CP10/CP11 must be enabled before any FP instruction (on the
-     * M55 they also gate MVE, should the compiler ever vectorize with it). */
-    SCB_CPACR |= CPACR_CP10_CP11_FULL;
+    /* A core with an FPU runs -mfloat-abi=hard code: CP10/CP11 must be enabled before any FP instruction (on
+     * the M55 they also gate MVE, should the compiler ever vectorize with it). */
+#if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
+    SCB_CPACR |= CPACR_CP10_CP11_FULL; /* no CPACR on a core without an FPU (the M0+) */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
 
     /* Word copies through volatile pointers so the compiler cannot turn them into memcpy/memset calls. */
     for (volatile uint32_t *src = &__data_load, *dst = &__data_start; dst < &__data_end;) {
