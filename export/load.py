@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import grukit.core
 from grukit.core.errors import BadInputError, GrukitError, MissingDependencyError, UnsupportedModelError
 from grukit.core.limits import MAX_MODEL_BYTES, MAX_UNPACKED_BYTES, check_archive, check_file_size
 from grukit.core.model import GRUModel
@@ -42,11 +44,22 @@ def load(source, **kwargs) -> GRUModel:
     if suffix in ARCHIVES:
         check_archive(path, MAX_UNPACKED_BYTES, "a model")
     try:
-        return _load_file(path, suffix, kwargs)
+        model = _load_file(path, suffix, kwargs)
     except GrukitError as e:
         if path.name in str(e):
             raise
         raise type(e)(f"{path}: {e}") from e  # every message names the file it is about
+    return replace(model, source=recorded_source(path))
+
+
+def recorded_source(path: Path) -> str:
+    """How the exported files and the report name a model file: as it was given, except a file shipped inside
+    grukit (the demo), named relative to the package, so its artifacts are the same bytes wherever grukit is
+    installed."""
+    shipped = (Path(grukit.core.__file__).resolve().parent.parent / "data").resolve()  # grukit/data, anywhere
+    if Path(path).resolve().is_relative_to(shipped):
+        return f"grukit/data/{Path(path).resolve().relative_to(shipped).as_posix()}"
+    return str(path)
 
 
 def _load_file(path: Path, suffix: str, kwargs: dict) -> GRUModel:

@@ -212,8 +212,7 @@ def _boards(target) -> list[Target]:
 
 
 def _source_name(model_source, model: GRUModel) -> str:
-    if isinstance(model_source, (str, Path)):
-        return str(model_source)
+    """The loader's name for the model (``recorded_source``: a path as given, the demo relative to grukit)."""
     return model.source or type(model_source).__name__
 
 

@@ -73,3 +73,5 @@ def test_two_deploys_write_the_same_bytes(tmp_path):
             a, b = (json.loads(x) for x in (a, b))
             assert a.pop("stages") != [] and b.pop("stages") != []  # timings: their own field
         assert a == b, name
+        # Nothing of this machine in them: the demo is named relative to grukit, wherever it is installed.
+        assert str(DATA_DIR).encode() not in (runs[0] / name).read_bytes(), name
