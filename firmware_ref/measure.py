@@ -1,14 +1,15 @@
-"""What the C kernel costs on a microcontroller, measured: instructions per step on QEMU's Cortex-M machines,
-and flash bytes of an arm-none-eabi build.
+"""What the C kernel costs on a microcontroller, measured: instructions per step on QEMU's Cortex-M and RISC-V
+machines, and flash bytes of a cross build for a machine's core.
 
 - ``measure_step_instructions(qmodel, machine)``: instructions of one whole model step (every layer, every
-  op, the head) on one of ``build.MACHINES`` (M4, M7, M33, M55), from SysTick under ``-icount shift=6``
+  op, the head) on one of ``build.MACHINES`` (M4, M7, M33, M55, M0+, RV32), from SysTick (minstret on
+  RISC-V) under ``-icount shift=6``
   (ticks x tick period / 2^6 ns, the period per machine: see ``build.MACHINES`` and firmware_ref/arm/board.h).
   An instruction count, not a cycle count: on a real M4 loads take 1-2 cycles, taken branches 2-4, plus
   flash wait states. None (and an EmulationUnavailable warning naming the reason) when the toolchain, QEMU
   or the machine is missing.
-- ``built_flash_bytes(c_model_file, scheme)``: text + data of the generated model constants and of the
-  kernel code the scheme links, for the Cortex-M4.
+- ``built_flash_bytes(c_model_file, scheme, machine)``: text + data of the generated model constants and of
+  the kernel code the scheme links, built for a machine's core (the Cortex-M4 by default).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from grukit.core.scheme import SCHEMES, Scheme, scheme_named
-from grukit.firmware_ref.build import (CC_TIMEOUT_S, GOLDEN_STREAM_SOURCE, KERNEL_SOURCES, MEASURE_DRIVER_SOURCE,
-                                       FirmwareBuildError, _sources, arm_flags, build_arm,
+from grukit.firmware_ref.build import (CC_TIMEOUT_S, GOLDEN_STREAM_SOURCE, KERNEL_SOURCES, MACHINES,
+                                       MEASURE_DRIVER_SOURCE, RISCV, FirmwareBuildError, _sources, arm_flags, build_arm,
                                        emulation_unavailable_reason, firmware_dir, include_flags,
                                        instructions_from_ticks, run_program, run_qemu)
 from grukit.firmware_ref.c_export import export_c
@@ -78,22 +79,23 @@ def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 
     return float(np.mean(per_step))
 
 
-# --- flash of a Cortex-M4 build ---------------------------------------------------------------------------
-# The build whose flash grukit measures: the Cortex-M4 one (code size differs little between the M-profile
-# cores with the DSP extension; other cores' flash figures say so).
+# --- flash of a build for a board's core ---------------------------------------------------------------------
+# Flash is measured with each machine's compiler and flags (its core); the Cortex-M4 build is the default and
+# stands in, labelled as an estimate, for a core no machine builds for.
 MEASURED_MACHINE = "mps2-an386"
-MEASURED_CORE = "cortex-m4"
 # The functions an application of each scheme calls (the generated main.c: init, reset, step; output for a
 # last-step model); linking keeps what they reach of firmware_ref's kernel sources and drops the rest.
 KERNEL_ENTRY_POINTS = {scheme: tuple(f"grukit_model_{scheme.c_suffix}_{f}" for f in ("init", "reset", "step", "output"))
                        for scheme in SCHEMES}
+# Flags that only linking an image takes (the C library's start-up and I/O); compiling objects drops them.
+LINK_ONLY_FLAGS = ("-Wl,", "--specs=rdimon.specs", "-nostartfiles", "--oslib", "--crt0")
 
 
 @dataclass(frozen=True)
 class BuiltFlash:
-    """Flash bytes (text + data) of a Cortex-M4 build: the generated model constants and the kernel code
-    the scheme links, and the external symbols the kernel still needs (the C library's memcpy, ...: not
-    counted)."""
+    """Flash bytes (text + data) of a build for one machine's core: the generated model constants and the
+    kernel code the scheme links, and the external symbols the kernel still needs (the C library's memcpy,
+    Armv6-M's 64-bit multiply helper, ...: not counted)."""
 
     model_file: str
     model_bytes: int
@@ -101,35 +103,46 @@ class BuiltFlash:
     kernel_sources: tuple[str, ...]
     entry_points: tuple[str, ...]
     undefined: tuple[str, ...]
+    machine: str = MEASURED_MACHINE
+
+    @property
+    def core(self) -> str:
+        return MACHINES[self.machine].cpu
 
     def note(self) -> str:
         """What was counted, for the report."""
-        libc = f"; not counted: {', '.join(self.undefined)} (C library)" if self.undefined else ""
-        return (f"measured: arm-none-eabi-size (text + data) of the -O2 Cortex-M4 build: model constants "
-                f"{self.model_bytes:,} (the generated {self.model_file}) + kernel code {self.kernel_bytes:,} "
-                f"(firmware_ref's {', '.join(Path(s).name for s in self.kernel_sources)} linked with --gc-sections "
-                f"from {', '.join(self.entry_points)}: only the code these reach){libc}")
+        libc = (f"; not counted: {', '.join(self.undefined)} (C library and compiler runtime)"
+                if self.undefined else "")
+        return (f"measured: {_tool(self.machine, 'size')} (text + data) of the -O2 {self.core} build: model "
+                f"constants {self.model_bytes:,} (the generated {self.model_file}) + kernel code "
+                f"{self.kernel_bytes:,} (firmware_ref's {', '.join(Path(s).name for s in self.kernel_sources)} "
+                f"linked with --gc-sections from {', '.join(self.entry_points)}: only the code these reach){libc}")
 
 
-def _arm_size(path: Path) -> int:
-    """text + data bytes of an object (Berkeley format of arm-none-eabi-size)."""
-    text, data = run_program(["arm-none-eabi-size", str(path)], "arm-none-eabi-size").splitlines()[1].split()[:2]
+def _tool(machine: str, name: str) -> str:
+    """The binutils program `name` of `machine`'s cross toolchain (arm-none-eabi-size, riscv64-unknown-elf-ld)."""
+    return MACHINES[machine].compiler.removesuffix("gcc") + name
+
+
+def _size(path: Path, machine: str) -> int:
+    """text + data bytes of an object (Berkeley format of the toolchain's size)."""
+    text, data = run_program([_tool(machine, "size"), str(path)], "size").splitlines()[1].split()[:2]
     return int(text) + int(data)
 
 
-def built_flash_bytes(c_model_file: Path, scheme: str | Scheme) -> BuiltFlash | None:
-    """Flash bytes of the generated model constants and of the kernel code ``scheme`` links, compiled with
-    arm-none-eabi-gcc -O2 for the Cortex-M4; None when the ARM toolchain is missing.
+def built_flash_bytes(c_model_file: Path, scheme: str | Scheme, machine: str = MEASURED_MACHINE) -> BuiltFlash | None:
+    """Flash bytes of the generated model constants and of the kernel code ``scheme`` links, compiled -O2 with
+    ``machine``'s cross compiler and flags (the Cortex-M4 by default); None when that toolchain is missing.
 
     The kernel objects (every firmware_ref kernel source, built with -ffunction-sections) are partially
     linked (``ld -r --gc-sections``) keeping only what KERNEL_ENTRY_POINTS[scheme] reach, as the
     application's own link would: the other scheme's code is not counted."""
     scheme = scheme_named(scheme)
-    tools = ("arm-none-eabi-gcc", "arm-none-eabi-ld", "arm-none-eabi-size", "arm-none-eabi-nm")
-    if any(shutil.which(t) is None for t in tools):
+    gcc = MACHINES[machine].compiler
+    if any(shutil.which(t) is None for t in (gcc, *(_tool(machine, n) for n in ("ld", "size", "nm")))):
         return None
     c_model_file = Path(c_model_file)
-    flags = [f for f in arm_flags(MEASURED_MACHINE) if not f.startswith(("-Wl,", "--specs", "-nostartfiles"))]
+    flags = [f for f in arm_flags(machine) if not f.startswith(LINK_ONLY_FLAGS)]
     includes = [*include_flags(), f"-I{c_model_file.parent}"]
     sources = [c_model_file, *(firmware_dir() / s for s in KERNEL_SOURCES)]
     entry = KERNEL_ENTRY_POINTS[scheme]
@@ -137,12 +150,13 @@ def built_flash_bytes(c_model_file: Path, scheme: str | Scheme) -> BuiltFlash | 
         objects = []
         for i, src in enumerate(sources):
             obj = Path(tmp) / f"{i}_{src.stem}.o"
-            run_program(["arm-none-eabi-gcc", *flags, *includes, "-c", str(src), "-o", str(obj)],
-                                f"arm-none-eabi-gcc -c {src.name}", CC_TIMEOUT_S)
+            run_program([gcc, *flags, *includes, "-c", str(src), "-o", str(obj)], f"{gcc} -c {src.name}",
+                        CC_TIMEOUT_S)
             objects.append(obj)
         kernel = Path(tmp) / "kernel.o"
-        run_program(["arm-none-eabi-ld", "-r", "--gc-sections", *(f"-u{e}" for e in entry),
-                             *map(str, objects[1:]), "-o", str(kernel)], "arm-none-eabi-ld -r", CC_TIMEOUT_S)
-        undefined = run_program(["arm-none-eabi-nm", "-u", str(kernel)], "arm-none-eabi-nm")
-        return BuiltFlash(c_model_file.name, _arm_size(objects[0]), _arm_size(kernel), KERNEL_SOURCES, entry,
-                          tuple(line.split()[-1] for line in undefined.splitlines() if line.strip()))
+        emulation = ["-melf32lriscv"] if MACHINES[machine].arch == RISCV else []  # its ld defaults to 64-bit
+        run_program([_tool(machine, "ld"), *emulation, "-r", "--gc-sections", *(f"-u{e}" for e in entry),
+                     *map(str, objects[1:]), "-o", str(kernel)], "ld -r", CC_TIMEOUT_S)
+        undefined = run_program([_tool(machine, "nm"), "-u", str(kernel)], "nm")
+        return BuiltFlash(c_model_file.name, _size(objects[0], machine), _size(kernel, machine), KERNEL_SOURCES,
+                          entry, tuple(line.split()[-1] for line in undefined.splitlines() if line.strip()), machine)

@@ -12,7 +12,7 @@ from grukit.core.model import GRUModel
 from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes, export_c
 from grukit.firmware_ref import build
 from grukit.firmware_ref.kernel import prepare_model
-from grukit.firmware_ref.measure import MEASURED_CORE, built_flash_bytes, measure_step_instructions
+from grukit.firmware_ref.measure import MEASURED_MACHINE, built_flash_bytes, measure_step_instructions
 from grukit.report import Report
 from grukit.runtime.budget import Figure, check_budget
 from grukit.runtime.cost_model import (COST_MODEL_SOURCE, KERNEL_CODE_BYTES, InstructionCount,
@@ -80,8 +80,10 @@ def _ram(model: GRUModel, qmodel, scheme) -> Figure:
 
 
 def _flash(model: GRUModel, qmodel, scheme, built, board: Target) -> Figure:
+    """Measured with the board's own core's build where there is one (its QEMU machine's compiler and flags),
+    else the Cortex-M4 build's figure as an estimate, else the cost model."""
     if qmodel is not None and built is not None:
-        on_core = board.core.startswith(MEASURED_CORE)
+        on_core = built.machine == board.qemu_machine
         return Figure(built.model_bytes + built.kernel_bytes, not on_core,
                       built.note() + ("" if on_core else f"; an estimate for {board.core}"))
     if qmodel is not None:
@@ -115,13 +117,21 @@ def check_boards(model: GRUModel, qmodel, c_model_file: Path | None, boards: lis
 
 def device_figures(model: GRUModel, qmodel, c_model_file: Path | None, boards: list[Target], scheme: str
                    ) -> dict[str, tuple[Figure, InstructionCount]]:
-    """{board: (flash, instructions)} of a model on each board: measured where the ARM toolchain and QEMU
-    are there (one build, one emulated run per QEMU machine), else the cost model."""
-    built = built_flash_bytes(c_model_file, qmodel.scheme) if qmodel is not None else None
+    """{board: (flash, instructions)} of a model on each board: measured where the cross toolchain and QEMU
+    are there (one build and one emulated run per QEMU machine: the board's core), else the Cortex-M4 build's
+    flash as an estimate, or the cost model."""
+    builds: dict[str, object] = {}
+
+    def built_for(machine: str):
+        if machine not in builds:
+            builds[machine] = built_flash_bytes(c_model_file, qmodel.scheme, machine) if qmodel is not None else None
+        return builds[machine]
+
     counts: dict[str | None, object] = {}
     out = {}
     for board in boards:
         machine = board.qemu_machine
+        built = (machine in build.MACHINES and built_for(machine)) or built_for(MEASURED_MACHINE)
         if machine not in counts:
             counts[machine] = (emulated_instructions(qmodel, machine) if qmodel is not None
                                else "no integer model to run")

@@ -218,6 +218,16 @@ def test_latency_limit_failure_says_by_how_much(tiny, tmp_path):
     assert report.latency["esp32s3"]["measured"] is False
     assert "cost model" in report.latency["esp32s3"]["source"]
     assert "no QEMU machine" in report.latency["esp32s3"]["source"]
+    # Flash: each board's own core's build where a machine builds for it, the M4 build as an estimate elsewhere.
+    flash = {t["name"].split()[0]: t for t in report.targets if t["name"].endswith(" flash")}
+    for board, machine in (("stm32l476", "mps2-an386"), ("rp2040", "microbit"), ("esp32c3", "virt")):
+        if emulation_unavailable_reason(machine) is None:
+            core = build.MACHINES[machine].cpu
+            assert flash[board]["estimate"] is False and f"-O2 {core} build" in flash[board]["note"], board
+    if emulation_unavailable_reason("mps2-an386") is None:
+        assert flash["esp32s3"]["estimate"] is True and "an estimate for xtensa-lx7" in flash["esp32s3"]["note"]
+    if emulation_unavailable_reason("microbit") is None:
+        assert flash["rp2040"]["value"] != flash["stm32l476"]["value"]  # Armv6-M code is not the M4's
 
 
 def test_regression_scores_mse_and_mae(tmp_path):
