@@ -45,8 +45,8 @@ ARM_COMMON_FLAGS = (
     "-ffunction-sections",
     "-Wl,--gc-sections",
 )
-# picolibc with its semihosting crt0 and I/O: printf goes to QEMU's stdout, main's status is QEMU's. Its
-# linker script places the image by these symbols: QEMU virt's RAM at 0x80000000 (8 MB used: code + data).
+# picolibc with its semihosting crt0 and I/O: printf reaches QEMU (on its stderr, see run_qemu), main's status
+# is QEMU's. Its linker script places the image by these symbols: QEMU virt's RAM at 0x80000000 (8 MB used).
 RISCV_COMMON_FLAGS = (
     "--specs=picolibc.specs",
     "--oslib=semihost",
@@ -217,8 +217,9 @@ def _machine(machine: str) -> Machine:
 
 
 def arm_flags(machine: str = "mps2-an386", dsp: bool = True) -> list[str]:
-    """Compiler flags (strict warnings included) for the machine's core; dsp=False defines
-    GRUKIT_PORTABLE_ONLY so the portable C loops run even on a core with the DSP extension."""
+    """Compiler flags (strict warnings included) for the machine's core, Arm or RISC-V (the name is older than
+    the RISC-V machine); dsp=False defines GRUKIT_PORTABLE_ONLY so the portable C loops run even on a core
+    with the DSP extension."""
     m = _machine(machine)
     if m.arch == RISCV:
         return [*STRICT_CFLAGS, f"-march={m.cpu}", "-mabi=ilp32", *RISCV_COMMON_FLAGS]
