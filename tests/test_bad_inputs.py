@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import json
 import os
 import zipfile
 from dataclasses import dataclass
