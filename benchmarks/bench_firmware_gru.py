@@ -21,7 +21,12 @@ a, the instructions per MAC of the products, and the instructions per hidden uni
 element-wise ops, requantizations, table lookups) at the seed forecaster's shape I=1, H=50, measured too:
 (its instructions / step - a x its MACs) / H. Issue 17's target for that: at most 80. (The input side's one
 column, padded to the kernel's column group, counts as per-unit work here, as in issue 17's own estimate.)
-Bit-exactness of these builds is what tests/test_firmware_gru.py checks.
+Then the int8 constants' two forms (grukit export --c --optimize speed|size) at every size on the M4 (DSP path)
+and, at I=16, H=64, on the M0+ and RV32: model flash and instructions per step side by side, each form's kernel
+built for that form only (-DGRUKIT_FORM_SPEED_ONLY / _SIZE_ONLY, as the generated library builds it); and issue
+17's flash target for the size form: model constants at most 1.3 x the weight bytes + 2 KB per GRU layer, at the
+seed forecaster's shape.
+Bit-exactness of these builds is what tests/test_firmware_gru.py and tests/test_firmware_size.py check.
 
     .venv/bin/python benchmarks/bench_firmware_gru.py
 """
@@ -44,6 +49,7 @@ SIZES = [(16, 16), (16, 32), (16, 64), (16, 128), (40, 64), (1, 50)]  # (1, 50):
 STEPS = 8
 TARGET_INSTRUCTIONS_PER_MAC = 2.0  # at H=64, I=16, int8, DSP path
 TARGET_PER_UNIT = 80  # element-wise instructions per hidden unit at I=1, H=50 on the M4 (issue 17)
+SIZE_TARGET_RATIO, SIZE_TARGET_PER_LAYER = 1.3, 2048  # size form: model flash <= 1.3 x weight bytes + 2 KB / layer
 HEAD_OUTPUTS = 4
 OTHER_CORES = ("mps2-an500", "mps2-an505", "mps3-an547")  # M7, M33, M55: the I=16, H=64 int8 DSP row only
 NO_DSP_CORES = ("microbit", "virt")  # M0+ and RV32: the I=16, H=64 rows, both schemes, portable C
@@ -53,7 +59,7 @@ def main() -> None:
     missing = build.missing_tools()
     if missing:
         raise SystemExit(f"needs Debian packages: {', '.join(missing)}")
-    rows = []
+    rows, form_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for I, H in SIZES:
@@ -63,24 +69,25 @@ def main() -> None:
                 runs += [("int8", True, m) for m in OTHER_CORES if build.emulation_unavailable_reason(m) is None]
                 runs += [(scheme, False, m) for m in NO_DSP_CORES for scheme in ("int8", "16x8")
                          if build.emulation_unavailable_reason(m) is None]
+            forms = [("int8", True, "mps2-an386")]
+            if (I, H) == (16, 64):
+                forms += [("int8", False, m) for m in NO_DSP_CORES if build.emulation_unavailable_reason(m) is None]
+            quantized = {scheme: grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
+                         for scheme in ("int8", "16x8")}
             for scheme, dsp, machine in runs:
-                q = grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
-                build_dir = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}"
-                build_dir.mkdir()
-                image = measure.build_measure_image(q, build_dir, STEPS, machine=machine, dsp=dsp)
-                per_step = measure.run_measure_image(image, machine)
-                instructions = sum(per_step) / len(per_step)
-                built = measure.built_flash_bytes(build_dir / "model" / "grukit_model.c", scheme)
-                model_flash, code = built.model_bytes, built.kernel_bytes
-                state, scratch = c_export.buffer_sizes(q)
-                macs = 3 * H * (I + H)
-                core = build.MACHINES[machine].cpu.replace("cortex-", "").replace("plus", "+").upper()
-                rows.append((I, H, scheme, f"{'DSP' if dsp else 'portable'} {core}", instructions,
-                             instructions / macs, code, model_flash, state + scratch))
-    print("| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "
+                rows.append(_measure(quantized[scheme], tmp, I, H, dsp, machine, "speed"))
+            for scheme, dsp, machine in forms:
+                speed = next(r for r in rows if r[:4] == (I, H, scheme, _path(dsp, machine)))
+                size = _measure(quantized[scheme], tmp, I, H, dsp, machine, "size")
+                weights = sum(np.asarray(fc.w_q).size for layer in quantized[scheme].layers
+                              for fc in layer.fcs.values()) + sum(np.asarray(d.fc.w_q).size
+                                                                  for d in quantized[scheme].head.layers)
+                form_rows.append((I, H, _path(dsp, machine), weights, speed, size))
+    _print_forms(form_rows)
+    print("\n| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "
           "model flash (B) | RAM state+scratch (B) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for I, H, scheme, path, ins, per_mac, code, flash, ram in rows:
+    for I, H, scheme, path, ins, per_mac, code, flash, ram, _ in rows:
         print(f"| {I} | {H} | {scheme} | {path} | {ins:,.0f} | {per_mac:.2f} | {code:,} | {flash:,} | {ram:,} |")
     target = next(r for r in rows if r[:4] == (16, 64, "int8", "DSP M4"))
     verdict = "met" if target[5] <= TARGET_INSTRUCTIONS_PER_MAC else "NOT met"
@@ -103,6 +110,43 @@ def main() -> None:
         if scheme == "int8":
             verdict = "met" if per_unit <= TARGET_PER_UNIT else "NOT met"
             print(f"(target <= {TARGET_PER_UNIT} per hidden unit at I=1, H=50, int8: {per_unit:.0f}, {verdict})")
+
+
+def _path(dsp: bool, machine: str) -> str:
+    core = build.MACHINES[machine].cpu.replace("cortex-", "").replace("plus", "+").upper()
+    return f"{'DSP' if dsp else 'portable'} {core}"
+
+
+def _measure(q, tmp: Path, I: int, H: int, dsp: bool, machine: str, optimize: str) -> tuple:
+    """(I, H, scheme, path, instructions / step, / MAC, kernel code, model flash, RAM, optimize) of one build."""
+    scheme = str(q.scheme)
+    build_dir = tmp / f"{I}_{H}_{scheme}_{dsp}_{machine}_{optimize}"
+    build_dir.mkdir()
+    image = measure.build_measure_image(q, build_dir, STEPS, machine=machine, dsp=dsp, optimize=optimize)
+    per_step = measure.run_measure_image(image, machine)
+    instructions = sum(per_step) / len(per_step)
+    built = measure.built_flash_bytes(build_dir / "model" / "grukit_model.c", scheme, optimize=optimize)
+    state, scratch = c_export.buffer_sizes(q)
+    return (I, H, scheme, _path(dsp, machine), instructions, instructions / (3 * H * (I + H)), built.kernel_bytes,
+            built.model_bytes, state + scratch, optimize)
+
+
+def _print_forms(form_rows: list) -> None:
+    """The int8 speed and size forms side by side, and the size form's flash target at I=1, H=50."""
+    print("int8 C constants, --optimize speed vs size (model flash and kernel code: the Cortex-M4 build of each "
+          "form alone)")
+    print("| I | H | path | weights (B) | model flash speed / size (B) | kernel code speed / size (B) | "
+          "instructions / step speed / size | size / speed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for I, H, path, weights, speed, size in form_rows:
+        print(f"| {I} | {H} | {path} | {weights:,} | {speed[7]:,} / {size[7]:,} | {speed[6]:,} / {size[6]:,} | "
+              f"{speed[4]:,.0f} / {size[4]:,.0f} | {size[4] / speed[4]:.2f}x |")
+    I, H, path, weights, speed, size = next(r for r in form_rows if r[:2] == (1, 50))
+    limit = SIZE_TARGET_RATIO * weights + SIZE_TARGET_PER_LAYER
+    verdict = "met" if size[7] <= limit else "NOT met"
+    print(f"\nSize form at I=1, H=50: model flash {size[7]:,} B for {weights:,} weight bytes; target <= "
+          f"{SIZE_TARGET_RATIO} x {weights:,} + {SIZE_TARGET_PER_LAYER:,} = {limit:,.0f} B: {verdict}. Instructions "
+          f"per step {size[4]:,.0f} (speed form {speed[4]:,.0f}).\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ date: the same model always gives the same bytes.
 What goes into the structs is decided by ``grukit.firmware_ref.kernel.prepare_model`` (the kernel's own
 Prepare: packed weights, tables, the SMMLAR-form requantizations, and the bounds that make them exact;
 each product dense or block-sparse, whichever is smaller); this module only writes those records as C.
-``sparse=False`` (every writer and ``constant_bytes``) keeps every product dense.
+``sparse=False`` (every writer and ``constant_bytes``) keeps every product dense; ``optimize="size"`` writes the
+int8 kernel's size form (compact products, computed ADD / SUB).
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.core.scheme import INT8, SCHEMES
 from grukit.core.version import __version__
 from grukit.firmware_ref.build import firmware_dir
-from grukit.firmware_ref.kernel import (AddFastS16, AddTableS8, DenseS8, DenseS16, FcS8, FcS16, GruLayerS8,
-                                        GruLayerS16, MulFastS8, RequantS32, TableInputS16, prepare_model)
+from grukit.firmware_ref.kernel import (AddFastS8, AddFastS16, AddTableS8, DenseS8, DenseS16, FcS8, FcS16,
+                                        GruLayerS8, GruLayerS16, MulFastS8, RequantS32, TableInputS16, prepare_model)
+
+# The kernel compiled for one form of the _s8 constants only (grukit_gru.h): what a firmware of that form builds
+# (the generated library's CMakeLists.txt and library.json pass it; 16x8 models take the speed one, harmlessly).
+FORM_ONLY_DEFINE = {"speed": "GRUKIT_FORM_SPEED_ONLY", "size": "GRUKIT_FORM_SIZE_ONLY"}
+ADD_FAST_S8_BYTES = 36  # sizeof(grukit_add_fast_s8): its parameters stand where the speed form's tables are
 
 
 class _CFile:
@@ -98,18 +104,41 @@ def _weights(cf: _CFile, fc) -> tuple[str, str]:
 
 def _fc_s8(cf: _CFile, fc: FcS8) -> str:
     if fc.rows == 0:
-        return "{0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL}"
+        return "{0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL}"
+    if fc.compact is not None:
+        compact = _fc_compact_s8(cf, fc)
+        return f"{{{fc.rows}, {fc.depth}, NULL, NULL, NULL, {fc.input_offset}, 0, NULL, NULL, &{compact}}}"
     w_sym, sparse = _weights(cf, fc)
     b_sym = cf.array(f"{fc.name}_bias_start", "int32_t", fc.bias_start, per_line=8)
     q_sym = cf.requants(f"{fc.name}_requant", fc.requant)
     return (f"{{{fc.rows}, {fc.depth}, {w_sym}, {b_sym}, {q_sym}, {fc.input_offset}, {fc.general_requant}, "
-            f"{sparse}}}")
+            f"{sparse}, NULL}}")
+
+
+def _fc_compact_s8(cf: _CFile, fc: FcS8) -> str:
+    """The grukit_fc_compact_s8 of a size-mode product (its arrays and the struct): the struct's symbol."""
+    c = fc.compact
+    w_sym = cf.array(f"{fc.name}_weights", "int8_t", c.weights, per_line=32,
+                     comment=f"{fc.name}: {fc.rows} rows x {fc.depth} columns, column quads stored (0, 2, 1, 3)")
+    b_sym = "NULL" if c.bias2 is None else cf.array(f"{fc.name}_bias2", "int32_t", c.bias2, per_line=8)
+    m_sym = cf.array(f"{fc.name}_multiplier", "int32_t", c.multiplier, per_line=8)
+    s_sym = cf.array(f"{fc.name}_shift", "int8_t", c.shift, per_line=32)
+    sym = f"{cf.prefix}_{fc.name}_compact"
+    zps = ", ".join(map(str, c.zero_point))
+    cf.chunks.append(f"static const grukit_fc_compact_s8 {sym} = {{{w_sym}, {b_sym}, {m_sym}, {s_sym}, "
+                     f"{c.part_rows}, {{{zps}}}}};\n")
+    return sym
 
 
 def _add_s8(cf: _CFile, p: AddTableS8) -> str:
     sym1 = cf.array(f"{p.name}_term1x2", "int32_t", p.input1_term2, per_line=8)
     sym2 = cf.array(f"{p.name}_term2x2", "int32_t", p.input2_term2, per_line=8)
     return f"{{{sym1} + 128, {sym2} + 128, {_requant_init(p.output)}}}"
+
+
+def _add_fast_s8(p: AddFastS8) -> str:
+    return (f"{{{p.input1_multiplier}, {p.input2_multiplier}, {p.input1_offset}, {p.input2_offset}, "
+            f"{_requant_init(p.output)}, {p.input1_shift}, {p.input2_shift}}}")
 
 
 def _mul_s8(p: MulFastS8) -> str:
@@ -125,11 +154,21 @@ def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
     fields = [
         str(layer.input_size), str(layer.hidden_size), str(layer.linear_before_reset),
         _fc_s8(cf, layer.x_fc), _fc_s8(cf, layer.h_fc), _fc_s8(cf, layer.hn_fc),
-        *(_add_s8(cf, p) for p in (layer.z_pre, layer.r_pre, layer.n_pre, layer.h_minus_n, layer.h_new)),
+    ]
+    adds = (layer.z_pre, layer.r_pre, layer.n_pre, layer.h_minus_n, layer.h_new)
+    fields += ["{NULL, NULL, {0, 0, 0, 0}}"] * len(adds) if layer.compact else [_add_s8(cf, p) for p in adds]
+    fields += [
         _mul_s8(layer.r_mul), _mul_s8(layer.z_mul),
         *(cf.array(f"{layer.name}_{g}_table", "int8_t", table) + " + 128"
           for g, table in (("z", layer.z_table), ("r", layer.r_table), ("n", layer.n_table))),
     ]
+    if layer.compact:
+        sym = f"{cf.prefix}_{layer.name}_adds"
+        cf.chunks.append(f"/* {layer.name}: z_pre, r_pre, n_pre, h_minus_n, h_new, computed (size mode) */\n"
+                         f"static const grukit_add_fast_s8 {sym}[{len(adds)}] = {{\n    "
+                         + ",\n    ".join(map(_add_fast_s8, adds)) + "\n};\n")
+        cf.flash_bytes += ADD_FAST_S8_BYTES * len(adds)
+    fields.append(sym if layer.compact else "NULL")
     return "{\n        " + ",\n        ".join(fields) + "\n    }"
 
 
@@ -216,8 +255,8 @@ def _banner(qmodel, what: str) -> str:
             " * Do not edit; regenerate with grukit export MODEL --calib CALIB --c. */\n")
 
 
-def _generate_model(qmodel, name: str, sparse: bool = True) -> tuple[str, str, int]:
-    kernel = prepare_model(qmodel, sparse=sparse)
+def _generate_model(qmodel, name: str, sparse: bool = True, optimize: str = "speed") -> tuple[str, str, int]:
+    kernel = prepare_model(qmodel, sparse=sparse, optimize=optimize)
     suffix = kernel.c_suffix
     s8 = qmodel.scheme is INT8
     cf = _CFile(name)
@@ -236,7 +275,7 @@ def _generate_model(qmodel, name: str, sparse: bool = True) -> tuple[str, str, i
     return suffix, "\n".join(cf.chunks), cf.flash_bytes
 
 
-def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
+def _header(qmodel, name: str, suffix: str, flash_bytes: int, optimize: str) -> str:
     up = name.upper()
     state, scratch = buffer_sizes(qmodel)
     in_q, out_q = qmodel.input_q, qmodel.output_q
@@ -246,6 +285,7 @@ def _header(qmodel, name: str, suffix: str, flash_bytes: int) -> str:
         f"#ifndef {up}_H", f"#define {up}_H", "", "#include <math.h>", "#include <stdint.h>", "",
         '#include "grukit_gru.h"', "",
         f"#define {up}_SCHEME_{suffix.upper()} 1",
+        f"#define {up}_FORM_{optimize.upper()} 1 /* grukit_gru.c may be built with -D{FORM_ONLY_DEFINE[optimize]} */",
         f"#define {up}_NUM_LAYERS {len(qmodel.layers)}",
         f"#define {up}_INPUT_SIZE {qmodel.layers[0].input_size}",
         f"#define {up}_OUTPUT_SIZE {qmodel.output_size}",
@@ -345,23 +385,26 @@ def example_input(qmodel, steps: int = 20) -> np.ndarray:
     return (((t * 7 + i * 3) % 11 - 5) / np.float32(5.0)).astype(np.float32)[None]
 
 
-def _write_model(qmodel, model_dir: Path, example_dir: Path, name: str, sparse: bool) -> list[Path]:
+def _write_model(qmodel, model_dir: Path, example_dir: Path, name: str, sparse: bool,
+                 optimize: str) -> list[Path]:
     if not name.isidentifier():
         raise BadInputError(f"name {name!r} must be a C identifier")
     if qmodel.scheme not in SCHEMES:
         raise UnsupportedModelError(f"scheme {qmodel.scheme} has no C kernel")
-    suffix, body, flash_bytes = _generate_model(qmodel, name, sparse)
+    suffix, body, flash_bytes = _generate_model(qmodel, name, sparse, optimize)
     model_dir.mkdir(parents=True, exist_ok=True)
     example_dir.mkdir(parents=True, exist_ok=True)
     h_path, c_path, main_path = model_dir / f"{name}.h", model_dir / f"{name}.c", example_dir / "main.c"
-    h_path.write_text(_banner(qmodel, "model constants, declarations") + _header(qmodel, name, suffix, flash_bytes))
+    h_path.write_text(_banner(qmodel, "model constants, declarations")
+                      + _header(qmodel, name, suffix, flash_bytes, optimize))
     c_path.write_text(_banner(qmodel, "model constants") + "#include <stddef.h>\n#include <stdint.h>\n\n"
                       f'#include "{name}.h"\n\n' + body)
     main_path.write_text(_banner(qmodel, "example streaming loop") + _example_main(qmodel, name, suffix))
     return [h_path, c_path, main_path]
 
 
-def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True) -> list[Path]:
+def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True,
+             optimize: str = "speed") -> list[Path]:
     """Write ``<name>.h``, ``<name>.c`` and an example ``main.c`` into out_dir; returns their paths.
 
     qmodel: a QuantizedGRUModel (``grukit.quantize``), scheme "int8" (fused _s8 kernel) or "16x8" (_s16).
@@ -370,9 +413,11 @@ def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True) -
     (main.c does) links libm (-lm) for round(). ``export_c_library`` writes all of that as one folder.
     sparse: write each product whose zero 4x8 weight groups make the block-sparse form smaller in that form
     (the kernel then skips them); False writes every product dense.
+    optimize: "speed" (the default: packed weights and tables) or "size" (int8 only: a byte per weight and five
+    per row, ADD / SUB terms computed instead of tabulated; no block-sparse form). Both give the same integers.
     """
     out = Path(out_dir)
-    return _write_model(qmodel, out, out, name, sparse)
+    return _write_model(qmodel, out, out, name, sparse, optimize)
 
 
 # The kernel's files a library folder carries (paths in firmware_ref/), all into its src/.
@@ -383,7 +428,7 @@ LIBRARY_TEMPLATES = {"CMakeLists.txt": "CMakeLists.txt", "arm-none-eabi.cmake": 
 ARDUINO_URL = "https://pypi.org/project/grukit/"
 
 
-def _library_manifests(qmodel, name: str) -> dict[str, str]:
+def _library_manifests(qmodel, name: str, optimize: str) -> dict[str, str]:
     """library.json (PlatformIO) and library.properties (Arduino IDE, the 1.5 src/ layout)."""
     source = getattr(qmodel.float_model, "name", None) or "an unnamed model"
     sentence = f"A GRU network quantized by grukit ({qmodel.scheme}): the fused integer kernel and its constants."
@@ -391,7 +436,7 @@ def _library_manifests(qmodel, name: str) -> dict[str, str]:
                  "C99, no allocation, no floating point in the kernel.")
     pio = {"name": name, "version": __version__, "description": f"{sentence} {paragraph}",
            "keywords": ["gru", "rnn", "quantized", "tinyml", "grukit"], "frameworks": "*", "platforms": "*",
-           "build": {"srcDir": "src", "includeDir": "src"}, "export": {"exclude": ["build"]}}
+           "build": {"srcDir": "src", "includeDir": "src", "flags": f"-D{FORM_ONLY_DEFINE[optimize]}"}, "export": {"exclude": ["build"]}}
     arduino = {"name": name, "version": __version__, "author": "grukit", "maintainer": "grukit",
                "sentence": sentence, "paragraph": paragraph, "category": "Data Processing", "url": ARDUINO_URL,
                "architectures": "*", "includes": f"{name}.h"}
@@ -399,7 +444,8 @@ def _library_manifests(qmodel, name: str) -> dict[str, str]:
             "library.properties": "".join(f"{k}={v}\n" for k, v in arduino.items())}
 
 
-def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True) -> list[Path]:
+def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True,
+                     optimize: str = "speed") -> list[Path]:
     """Write a self-contained C library for ``qmodel`` into out_dir; returns every file written.
 
     The folder needs nothing from grukit: ``src/`` holds the kernel's sources (copied from firmware_ref) and the
@@ -407,10 +453,10 @@ def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool =
     static library ``<name>`` (and, on its own for the host, the example); ``cmake/arm-none-eabi.cmake`` is a
     toolchain file taking the core as ``-DGRUKIT_CPU``; ``library.json`` and ``library.properties`` let
     PlatformIO and the Arduino IDE take the folder as a library. The same model gives the same bytes.
-    sparse: as export_c's.
+    sparse, optimize: as export_c's.
     """
     out = Path(out_dir)
-    written = _write_model(qmodel, out / "src", out / "examples", name, sparse)
+    written = _write_model(qmodel, out / "src", out / "examples", name, sparse, optimize)
     firmware = firmware_dir()
     for relative in LIBRARY_KERNEL_FILES:
         target = out / "src" / Path(relative).name
@@ -418,14 +464,15 @@ def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool =
         written.append(target)
     fields = {"@GRUKIT_LIBRARY@": name, "@GRUKIT_UPPER@": name.upper(), "@GRUKIT_VERSION@": __version__,
               "@GRUKIT_MODEL@": getattr(qmodel.float_model, "name", None) or "an unnamed model",
-              "@GRUKIT_SCHEME@": str(qmodel.scheme), "@GRUKIT_SUFFIX@": qmodel.scheme.c_suffix}
+              "@GRUKIT_SCHEME@": str(qmodel.scheme), "@GRUKIT_SUFFIX@": qmodel.scheme.c_suffix,
+              "@GRUKIT_FORM_DEFINE@": FORM_ONLY_DEFINE[optimize]}
     texts = {}
     for template, relative in LIBRARY_TEMPLATES.items():
         text = (firmware / "library" / template).read_text()
         for field, value in fields.items():
             text = text.replace(field, value)
         texts[relative] = text
-    texts.update(_library_manifests(qmodel, name))
+    texts.update(_library_manifests(qmodel, name, optimize))
     for relative, text in texts.items():
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -434,7 +481,8 @@ def export_c_library(qmodel, out_dir, name: str = "grukit_model", sparse: bool =
     return written
 
 
-def constant_bytes(qmodel, sparse: bool = True) -> int:
-    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded): the
-    arrays export_c(qmodel, ..., sparse=sparse) writes."""
-    return _generate_model(qmodel, "m", sparse)[2]
+def constant_bytes(qmodel, sparse: bool = True, optimize: str = "speed") -> int:
+    """Flash bytes of the generated constants (weights, biases, parameters, tables; structs excluded, except
+    the size form's ADD / SUB records, which replace tables): the arrays export_c(qmodel, ..., sparse=sparse,
+    optimize=optimize) writes."""
+    return _generate_model(qmodel, "m", sparse, optimize)[2]

@@ -28,13 +28,13 @@ def _host_build_root() -> Path:
     return _HOST_BUILD_ROOT
 
 
-def _host_runner(qmodel, sparse: bool, sanitize: bool) -> Path:
+def _host_runner(qmodel, sparse: bool, sanitize: bool, optimize: str) -> Path:
     """The host_runner executable for qmodel, compiled on first use. Keyed by the generated C, the kernel
     sources and the build kind, so the same model is compiled once per process and an edited kernel is
     rebuilt."""
     root = _host_build_root()
     with tempfile.TemporaryDirectory(dir=root) as gen:
-        paths = export_c(qmodel, gen, sparse=sparse)
+        paths = export_c(qmodel, gen, sparse=sparse, optimize=optimize)
         digest = hashlib.sha256(b"sanitize" if sanitize else b"")
         for path in (*paths[:2], *_sources(*KERNEL_SOURCES, HOST_RUNNER_SOURCE), *_sources(*KERNEL_HEADERS)):
             digest.update(Path(path).read_bytes())
@@ -53,15 +53,15 @@ def _host_runner(qmodel, sparse: bool, sanitize: bool) -> Path:
     return exe
 
 
-def run_c_host(qmodel, x_q: np.ndarray, sparse: bool = True,
-               sanitize: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+def run_c_host(qmodel, x_q: np.ndarray, sparse: bool = True, sanitize: bool = False,
+               optimize: str = "speed") -> tuple[np.ndarray, list[np.ndarray]]:
     """(y_q, states) of the C kernel on the host for integer inputs x_q [N, T, I] (or [T, I]).
 
     The model's generated C (``export_c``) and firmware_ref's fused kernel are compiled with the host cc
     (strict flags, -O2) once per model and process, then run over every sequence, the state reset before
     each. Returns what ``qmodel.run_int(x_q)`` returns: y_q [N, O] (last-step model) or [N, T, O] (per-step),
     and the states of each layer [N, T, H], in the model's integer dtypes. sparse: as export_c's (False: every
-    product dense). sanitize: built with UBSan and ASan, any undefined behaviour or bad access ending the run
+    product dense); optimize: as export_c's ("size": the int8 kernel's size form). sanitize: built with UBSan and ASan, any undefined behaviour or bad access ending the run
     with an error (FirmwareBuildError). Raises BadInputError for an input of the wrong dtype or shape, FirmwareBuildError when
     there is no host cc or the build fails."""
     x_q = np.asarray(x_q)
@@ -74,7 +74,7 @@ def run_c_host(qmodel, x_q: np.ndarray, sparse: bool = True,
     if x_q.ndim != 3 or x_q.shape[2] != input_size or x_q.shape[1] < 1:
         raise BadInputError(f"run_c_host: input must be [N, T, {input_size}] with T >= 1, got {list(x_q.shape)}")
     n, t, _ = x_q.shape
-    exe = _host_runner(qmodel, sparse, sanitize)
+    exe = _host_runner(qmodel, sparse, sanitize, optimize)
     header = np.array([n, t], np.int32).tobytes()
     raw = run_program([exe], "host_runner", RUN_TIMEOUT_S, stdin=header + x_q.astype(dtype).tobytes(),
                       binary=True)

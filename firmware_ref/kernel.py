@@ -30,7 +30,7 @@ import numpy as np
 
 from grukit.core import fixedpoint as F
 from grukit.core import ops_int as K
-from grukit.core.errors import UnsupportedModelError
+from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.core.graph import ADD, FULLY_CONNECTED, LOGISTIC, MUL, SUB, TANH, step_ops
 from grukit.core.model import GATE_N, GATE_R, GATE_Z
 from grukit.core.scheme import INT8
@@ -100,8 +100,21 @@ class RequantS64:
 
 
 @dataclass(frozen=True)
+class FcCompactS8:
+    """grukit_fc_compact_s8: the size mode's product, a byte per weight and five per row."""
+
+    weights: np.ndarray  # int8 [rows * depth], each row's whole column quads stored as columns (0, 2, 1, 3)
+    bias2: np.ndarray | None  # int32 [rows], 2 x bias; None when every bias is 0
+    multiplier: np.ndarray  # int32 [rows]
+    shift: np.ndarray  # int8 [rows]: left_shift if > 0, else -right_shift
+    part_rows: int
+    zero_point: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
 class FcS8:
-    """grukit_fc_s8 (``name``: the C symbol stem of its arrays). rows 0: no product."""
+    """grukit_fc_s8 (``name``: the C symbol stem of its arrays). rows 0: no product. ``compact`` set: the size
+    mode's form, the packed fields empty."""
 
     name: str
     rows: int
@@ -113,6 +126,7 @@ class FcS8:
     general_requant: int
     block_groups: np.ndarray | None = None  # sparse form: uint8 [ceil(rows / 4)] stored groups per block
     group_index: np.ndarray | None = None  # sparse form: uint8 [stored groups], each one's k / 8
+    compact: FcCompactS8 | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,20 @@ class AddTableS8:
     input1_term2: np.ndarray  # int32 [256]
     input2_term2: np.ndarray  # int32 [256]
     output: RequantS32
+
+
+@dataclass(frozen=True)
+class AddFastS8:
+    """grukit_add_fast_s8: the size mode's ADD / SUB, input terms computed instead of tabulated."""
+
+    name: str
+    input1_multiplier: int
+    input2_multiplier: int
+    input1_offset: int  # -zp * 2^21
+    input2_offset: int
+    output: RequantS32
+    input1_shift: int  # right shift e
+    input2_shift: int
 
 
 @dataclass(frozen=True)
@@ -137,7 +165,8 @@ class MulFastS8:
 
 @dataclass(frozen=True)
 class GruLayerS8:
-    """grukit_gru_layer_s8 (``name``: "l<layer>", the stem of its arrays)."""
+    """grukit_gru_layer_s8 (``name``: "l<layer>", the stem of its arrays). Size mode: z_pre .. h_new are
+    AddFastS8 (the C's ``adds`` array, its table fields NULL) and the products compact."""
 
     name: str
     input_size: int
@@ -146,16 +175,21 @@ class GruLayerS8:
     x_fc: FcS8
     h_fc: FcS8
     hn_fc: FcS8
-    z_pre: AddTableS8
-    r_pre: AddTableS8
-    n_pre: AddTableS8
-    h_minus_n: AddTableS8
-    h_new: AddTableS8
+    z_pre: AddTableS8 | AddFastS8
+    r_pre: AddTableS8 | AddFastS8
+    n_pre: AddTableS8 | AddFastS8
+    h_minus_n: AddTableS8 | AddFastS8
+    h_new: AddTableS8 | AddFastS8
     r_mul: MulFastS8
     z_mul: MulFastS8
     z_table: np.ndarray  # int8 [256], index x + 128
     r_table: np.ndarray
     n_table: np.ndarray
+
+    @property
+    def compact(self) -> bool:
+        """Size mode: computed ADD / SUB, compact products, gate g at rows g * H."""
+        return isinstance(self.z_pre, AddFastS8)
 
 
 @dataclass(frozen=True)
@@ -370,9 +404,26 @@ def weight_form(packed: np.ndarray, w: np.ndarray, sparse: bool):
     return words, block_groups, group_index
 
 
-def prepare_fc_s8(name: str, parts: list, sparse: bool = True) -> FcS8:
+def compact_shift(q: RequantS32) -> int:
+    """grukit_fc_compact_s8's shift byte of a row's requantization (which never has both shifts)."""
+    assert not (q.left_shift and q.right_shift)
+    return q.left_shift if q.left_shift else -q.right_shift
+
+
+def pack_compact_s8(w: np.ndarray) -> np.ndarray:
+    """int8 [O, K] -> grukit_fc_compact_s8's bytes: row after row, each whole column quad as (0, 2, 1, 3)."""
+    w = np.asarray(w, np.int64).copy()
+    quads = w.shape[1] // 4 * 4
+    w[:, :quads] = w[:, :quads].reshape(w.shape[0], -1, 4)[..., [0, 2, 1, 3]].reshape(w.shape[0], quads)
+    return w.ravel()
+
+
+def prepare_fc_s8(name: str, parts: list, sparse: bool = True, compact: bool = False) -> FcS8:
     """One grukit_fc_s8 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows; in the
-    block-sparse form when ``sparse`` and it is smaller (weight_form)."""
+    block-sparse form when ``sparse`` and it is smaller (weight_form). compact: the size mode's
+    grukit_fc_compact_s8 instead (parts unpadded, the same requantizations)."""
+    if compact:
+        return _prepare_fc_compact_s8(name, parts)
     offsets = {int(params.input_zero_point) for _, params in parts}
     if len(offsets) != 1:
         raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
@@ -414,6 +465,40 @@ def prepare_fc_s8(name: str, parts: list, sparse: bool = True) -> FcS8:
 NO_FC_S8 = FcS8("", 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), (), 0, 0)
 
 
+def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
+    """prepare_fc_s8's compact form: the rows of every part in a row, each requantized as the packed form's
+    row (the same requant_s32 and bounds: |bias| + |x - zp| sum |w| shifted below 2^29, so every partial sum
+    of the doubled accumulator fits int32)."""
+    offsets = {int(params.input_zero_point) for _, params in parts}
+    if len(offsets) != 1:
+        raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
+    zp_in = offsets.pop()
+    reach = _offset_range(zp_in)
+    weights, biases, requants, zero_points = [], [], [], []
+    part_rows = {np.asarray(fc.w_q).shape[0] for fc, _ in parts}
+    if len(part_rows) != 1 or len(parts) > 3:
+        raise UnsupportedModelError(f"{name}: stacked parts of rows {sorted(part_rows)} (the compact form takes up "
+                                    "to 3 parts of one size)")
+    for fc, params in parts:
+        w = np.asarray(fc.w_q, np.int8).astype(np.int64)
+        bias = np.zeros(w.shape[0], np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+        bounds = np.abs(bias) + reach * np.abs(w).sum(axis=1)
+        zp = int(params.output_zero_point)
+        requants += [requant_s32(m, sh, zp, b, f"{name} row {len(biases) + o}")
+                     for o, (m, sh, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+        weights.append(w)
+        biases += bias.tolist()
+        zero_points.append(zp)
+    w_all = np.concatenate(weights)
+    bias2 = 2 * np.asarray(biases, np.int64)
+    compact = FcCompactS8(pack_compact_s8(w_all), bias2 if bias2.any() else None,
+                          np.array([q.multiplier for q in requants], np.int64),
+                          np.array([compact_shift(q) for q in requants], np.int64), part_rows.pop(),
+                          tuple(zero_points + [0] * (3 - len(zero_points))))
+    empty = np.zeros(0, np.int64)
+    return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), -zp_in, 0, compact=compact)
+
+
 def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
     """An ADD / SUB input's term over every int8 input: (x - zp) << left_shift rescaled (TFLite's)."""
     shifted = (INT8_INPUTS.astype(np.int64) - zero_point) << left_shift
@@ -431,6 +516,35 @@ def prepare_add_s8(name: str, p) -> AddTableS8:
     return AddTableS8(name, 2 * t1, 2 * t2, q)
 
 
+ADD_INPUT_SHIFT = 20  # TFLite's int8 ADD / SUB left_shift, which grukit_add_fast_s8 hard-codes (doubled: 21)
+
+
+def prepare_add_fast_s8(name: str, p) -> AddFastS8:
+    """grukit_add_fast_s8 of an int8 ADD or SUB (AddParams): each input's term computed in the SMMLAR form,
+    checked equal to prepare_add_s8's table on all 256 inputs."""
+    if p.left_shift != ADD_INPUT_SHIFT:
+        raise UnsupportedModelError(f"{name}: left shift {p.left_shift} (the C kernel's computed ADD takes "
+                                    f"{ADD_INPUT_SHIFT})")
+    terms = []
+    for i, (zp, requant) in enumerate(((p.input1_zero_point, p.input1), (p.input2_zero_point, p.input2)), 1):
+        q = requant_s32(requant.multiplier, requant.shift, 0, _offset_range(zp) << ADD_INPUT_SHIFT,
+                        f"{name} input{i}")
+        _require_no_left_shift(q, f"{name}: input{i}", requant)
+        offset = -int(zp) << (ADD_INPUT_SHIFT + 1)
+        computed = add_term_s8(INT8_INPUTS, q.multiplier, offset, q.right_shift)
+        tabulated = 2 * _add_term_table(zp, p.left_shift, requant)
+        if not np.array_equal(computed, tabulated):
+            x = int(np.argmax(computed != tabulated)) - 128
+            raise UnsupportedModelError(f"{name} input{i}: the computed term differs from TFLite's at x = {x}")
+        terms.append((q.multiplier, offset, q.right_shift, tabulated))
+    (m1, off1, e1, t1), (m2, off2, e2, t2) = terms
+    bound = int(np.abs(t1).max() + np.abs(t2).max()) // 2
+    q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
+    _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)
+    _require_right_shift(q, f"{name} output")
+    return AddFastS8(name, m1, m2, off1, off2, q, e1, e2)
+
+
 def prepare_mul_s8(name: str, p) -> MulFastS8:
     """grukit_mul_fast_s8 of an int8 MUL (MulParams)."""
     bound = _offset_range(p.input1_zero_point) * _offset_range(p.input2_zero_point)
@@ -445,27 +559,29 @@ def activation_table_s8(kind: str, p) -> np.ndarray:
     return (K.logistic_s8 if kind == LOGISTIC else K.tanh_s8)(INT8_INPUTS, p)
 
 
-def _stacked_products(tag: str, layer, prepare_fc, no_fc, sparse: bool):
+def _stacked_products(tag: str, layer, prepare_fc, no_fc, **form):
     """The layer's fully connected products as the kernels stack them: every gate over x; over h the gates
     that read h itself (all three for linear_before_reset = 1; z and r for 0, where gh_n reads r * h and is
-    a product of its own, else no_fc). Each decides its own form (dense or block-sparse)."""
+    a product of its own, else no_fc). Each decides its own form (dense or block-sparse) from ``form``."""
     pre, fcs = layer.prepared, layer.fcs
-    x_fc = prepare_fc(f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES], sparse=sparse)
+    x_fc = prepare_fc(f"{tag}_gx", [(fcs[f"gx_{g}"], pre[f"gx_{g}"]) for g, _ in GATES], **form)
     h_gates = [g for g, _ in GATES if layer.linear_before_reset or g != "n"]
-    h_fc = prepare_fc(f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates], sparse=sparse)
+    h_fc = prepare_fc(f"{tag}_gh", [(fcs[f"gh_{g}"], pre[f"gh_{g}"]) for g in h_gates], **form)
     hn_fc = (no_fc if layer.linear_before_reset
-             else prepare_fc(f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])], sparse=sparse))
+             else prepare_fc(f"{tag}_gh_n", [(fcs["gh_n"], pre["gh_n"])], **form))
     return x_fc, h_fc, hn_fc
 
 
-def prepare_layer_s8(li: int, layer, sparse: bool = True) -> GruLayerS8:
-    """grukit_gru_layer_s8 of one QuantizedLayer (sparse: allow block-sparse products)."""
+def prepare_layer_s8(li: int, layer, sparse: bool = True, compact: bool = False) -> GruLayerS8:
+    """grukit_gru_layer_s8 of one QuantizedLayer (sparse: allow block-sparse products; compact: the size
+    mode's computed ADD / SUB and compact products)."""
     check_graph(layer.linear_before_reset)
     pre, tag = layer.prepared, f"l{li}"
     r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s8, NO_FC_S8, sparse)
-    adds = {name: prepare_add_s8(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
-                                                                          "h_new")}
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s8, NO_FC_S8, sparse=sparse, compact=compact)
+    prepare_add = prepare_add_fast_s8 if compact else prepare_add_s8
+    adds = {name: prepare_add(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
+                                                                       "h_new")}
     return GruLayerS8(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
                       **adds, r_mul=prepare_mul_s8(f"{tag}_{r_mul}", pre[r_mul]),
                       z_mul=prepare_mul_s8(f"{tag}_z_diff", pre["z_diff"]),
@@ -587,7 +703,7 @@ def prepare_layer_s16(li: int, layer, sparse: bool = True) -> GruLayerS16:
     check_graph(layer.linear_before_reset)
     pre, tag = layer.prepared, f"l{li}"
     r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16, sparse)
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16, sparse=sparse)
     adds = {name: prepare_add_s16(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
                                                                            "h_new")}
     return GruLayerS16(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
@@ -597,11 +713,11 @@ def prepare_layer_s16(li: int, layer, sparse: bool = True) -> GruLayerS16:
                        n_act=prepare_table_input_s16(pre["n"]))
 
 
-def prepare_dense_s8(name: str, dense, sparse: bool = True) -> DenseS8:
+def prepare_dense_s8(name: str, dense, sparse: bool = True, compact: bool = False) -> DenseS8:
     """grukit_dense_s8 of one QuantizedDense: its product, its fused activation's clamp, its LOGISTIC / TANH."""
     table = None if dense.act_op is None else activation_table_s8(dense.act_op, dense.act_prepared)
-    return DenseS8(prepare_fc_s8(name, [(dense.fc, dense.prepared)], sparse=sparse), dense.prepared.qmin,
-                   dense.prepared.qmax, table)
+    return DenseS8(prepare_fc_s8(name, [(dense.fc, dense.prepared)], sparse=sparse, compact=compact),
+                   dense.prepared.qmin, dense.prepared.qmax, table)
 
 
 def prepare_dense_s16(name: str, dense, sparse: bool = True) -> DenseS16:
@@ -612,16 +728,31 @@ def prepare_dense_s16(name: str, dense, sparse: bool = True) -> DenseS16:
                     dense.prepared.qmin, dense.prepared.qmax, op, act_input)
 
 
-def prepare_model(qmodel, sparse: bool = True) -> KernelModel:
+OPTIMIZE = ("speed", "size")  # grukit export --c / deploy --optimize: the _s8 kernel's two forms
+
+
+def check_optimize(optimize: str, scheme) -> None:
+    """Refuse (BadInputError) an unknown mode, and size for a scheme that has no size form."""
+    if optimize not in OPTIMIZE:
+        raise BadInputError(f"--optimize {optimize!r}: expected one of {', '.join(OPTIMIZE)}")
+    if optimize == "size" and scheme is not INT8:
+        raise BadInputError(f"--optimize size is the int8 kernel's (scheme {scheme} has no ADD / SUB tables to drop "
+                            "and keeps its 16-byte 64-bit requantization records): use --optimize speed")
+
+
+def prepare_model(qmodel, sparse: bool = True, optimize: str = "speed") -> KernelModel:
     """The kernel's constants for a QuantizedGRUModel (``grukit.core.quantized``). sparse: each product
     (x_fc, h_fc, hn_fc of every layer, every head layer) takes the block-sparse form where that needs fewer
-    flash bytes; False keeps every product dense (to compare both on one model)."""
+    flash bytes; False keeps every product dense (to compare both on one model). optimize "size" (int8 only):
+    every product compact and the ADD / SUB terms computed (sparse does not apply)."""
+    check_optimize(optimize, qmodel.scheme)
     s8 = qmodel.scheme is INT8
+    form = {"sparse": sparse, **({"compact": True} if optimize == "size" else {})}
     prepare_layer, prepare_dense = (prepare_layer_s8, prepare_dense_s8) if s8 else (prepare_layer_s16,
                                                                                     prepare_dense_s16)
-    layers = tuple(prepare_layer(li, layer, sparse) for li, layer in enumerate(qmodel.layers))
+    layers = tuple(prepare_layer(li, layer, **form) for li, layer in enumerate(qmodel.layers))
     dense = () if qmodel.head is None else qmodel.head.layers
-    head = tuple(prepare_dense("head" if len(dense) == 1 else f"head{k}", d, sparse) for k, d in enumerate(dense))
+    head = tuple(prepare_dense("head" if len(dense) == 1 else f"head{k}", d, **form) for k, d in enumerate(dense))
     return KernelModel(qmodel.scheme.c_suffix, layers, head, int(bool(qmodel.per_step)))
 
 
@@ -722,10 +853,42 @@ def _pair_sums_sparse_s8(fc: FcS8, xw: np.ndarray, start: np.ndarray) -> tuple[n
     return acc_packed, acc_b
 
 
+def requant_compact_s32(x2, multiplier: int, shift: int, zero_point: int) -> np.ndarray:
+    """requant_compact_s32: a left shift and the zero point as rounding (shift >= 0), or requant_fast_s32."""
+    if shift >= 0:
+        return mul_high_rounded_acc_s32(shl_s32(x2, shift), multiplier, zero_point)
+    e = -shift
+    return requant_fast_s32(x2, multiplier, (1 << (e - 1)) + int(shl_s32(zero_point, e)), e)
+
+
+def unpack_compact_s8(c: FcCompactS8, rows: int, depth: int) -> np.ndarray:
+    """The int8 weights [rows, depth] of grukit_fc_compact_s8's bytes (pack_compact_s8 undone)."""
+    w = np.asarray(c.weights, np.int64).reshape(rows, depth).copy()
+    quads = depth // 4 * 4
+    w[:, :quads] = w[:, :quads].reshape(rows, -1, 4)[..., [0, 2, 1, 3]].reshape(rows, quads)
+    return w
+
+
+def fc_compact_s8(fc: FcS8, xw: np.ndarray) -> np.ndarray:
+    """fc_compact_s8 over a batch: widened xw [N, K8] -> int8 [N, rows]."""
+    c = fc.compact
+    w = unpack_compact_s8(c, fc.rows, fc.depth)
+    bias2 = np.zeros(fc.rows, np.int64) if c.bias2 is None else np.asarray(c.bias2, np.int64)
+    # every partial sum is a partial sum of the bounded terms: the full sums' check covers the C's int32
+    acc = _check_s32(bias2 + xw[:, : fc.depth] @ w.T, f"{fc.name} accumulator")
+    out = np.empty_like(acc)
+    for o in range(fc.rows):
+        out[:, o] = requant_compact_s32(acc[:, o], int(c.multiplier[o]), int(c.shift[o]),
+                                        c.zero_point[o // c.part_rows])
+    return sat_s8(out)
+
+
 def fc_s8(fc: FcS8, x: np.ndarray) -> np.ndarray:
     """fc_s8 over a batch: int8 x [N, depth] -> int8 [N, 4 * ceil(rows / 4)] (padding rows included); the
-    block-sparse form (fc_sparse_s8) when fc.block_groups is set."""
+    block-sparse form (fc_sparse_s8) when fc.block_groups is set; the compact form [N, rows] when fc.compact."""
     xw = widen_s8(x, fc.input_offset)
+    if fc.compact is not None:
+        return fc_compact_s8(fc, xw)
     start = np.asarray(fc.bias_start, np.int64).reshape(-1, 2)  # per pair: packed start, B start
     if fc.block_groups is not None:
         acc_packed, acc_b = _pair_sums_sparse_s8(fc, xw, start)
@@ -755,6 +918,29 @@ def sub_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
                                    q.right_shift))
 
 
+def add_term_s8(x, multiplier: int, offset: int, e: int) -> np.ndarray:
+    """add_term_s8: a computed ADD / SUB input term, doubled (no rounding or sign term for e = 0)."""
+    x2 = shl_s32(x, 21) + offset
+    if e == 0:
+        return 2 * mul_high_rounded_acc_s32(x2, multiplier, 0)
+    return 2 * requant_fast_s32(x2, multiplier, 1 << (e - 1), e)
+
+
+def _calc_terms_s8(p: AddFastS8, a, b) -> tuple[np.ndarray, np.ndarray]:
+    return (add_term_s8(a, p.input1_multiplier, p.input1_offset, p.input1_shift),
+            add_term_s8(b, p.input2_multiplier, p.input2_offset, p.input2_shift))
+
+
+def add_calc_s8(p: AddFastS8, a, b) -> np.ndarray:
+    t1, t2 = _calc_terms_s8(p, a, b)
+    return sat_s8(requant_fast_s32(t1 + t2, p.output.multiplier, p.output.rounding, p.output.right_shift))
+
+
+def sub_calc_s8(p: AddFastS8, a, b) -> np.ndarray:
+    t1, t2 = _calc_terms_s8(p, a, b)
+    return sat_s8(requant_fast_s32(t1 - t2, p.output.multiplier, p.output.rounding, p.output.right_shift))
+
+
 def mul_fast_s8(p: MulFastS8, a, b) -> np.ndarray:
     q = p.output
     product2 = (np.asarray(a, np.int64) * p.input1_scale + p.input1_offset_scaled) * (np.asarray(b, np.int64)
@@ -764,20 +950,22 @@ def mul_fast_s8(p: MulFastS8, a, b) -> np.ndarray:
 
 def gru_step_s8(layer: GruLayerS8, x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """grukit_gru_step_s8 over a batch: int8 x [N, I], h [N, H] -> the new h [N, H] (int64 values)."""
-    H, h4 = layer.hidden_size, _round_up(layer.hidden_size, 4)
+    H = layer.hidden_size
+    stride = H if layer.compact else _round_up(H, 4)
+    add, sub = (add_calc_s8, sub_calc_s8) if layer.compact else (add_tab_s8, sub_tab_s8)
     gx, gh = fc_s8(layer.x_fc, x), fc_s8(layer.h_fc, h)
-    gate = lambda acc, g: acc[:, g * h4 : g * h4 + H]  # noqa: E731
+    gate = lambda acc, g: acc[:, g * stride : g * stride + H]  # noqa: E731
     h = np.asarray(h, np.int64)
-    z = layer.z_table[add_tab_s8(layer.z_pre, gate(gx, 0), gate(gh, 0)) + 128].astype(np.int64)
-    r = layer.r_table[add_tab_s8(layer.r_pre, gate(gx, 1), gate(gh, 1)) + 128].astype(np.int64)
+    z = layer.z_table[add(layer.z_pre, gate(gx, 0), gate(gh, 0)) + 128].astype(np.int64)
+    r = layer.r_table[add(layer.r_pre, gate(gx, 1), gate(gh, 1)) + 128].astype(np.int64)
     if layer.linear_before_reset:
         gh_n = gate(gh, 2)
         n_in = mul_fast_s8(layer.r_mul, r, gh_n)
     else:  # gh_n = R_n (r * h) needs every r first
         n_in = fc_s8(layer.hn_fc, mul_fast_s8(layer.r_mul, r, h))[:, :H]
-    n = layer.n_table[add_tab_s8(layer.n_pre, gate(gx, 2), n_in) + 128].astype(np.int64)
-    diff = sub_tab_s8(layer.h_minus_n, h, n)
-    return add_tab_s8(layer.h_new, n, mul_fast_s8(layer.z_mul, z, diff))
+    n = layer.n_table[add(layer.n_pre, gate(gx, 2), n_in) + 128].astype(np.int64)
+    diff = sub(layer.h_minus_n, h, n)
+    return add(layer.h_new, n, mul_fast_s8(layer.z_mul, z, diff))
 
 
 def _quads_from_words(words: np.ndarray, blocks: int, k8: int) -> np.ndarray:

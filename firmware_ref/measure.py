@@ -27,7 +27,7 @@ from grukit.firmware_ref.build import (CC_TIMEOUT_S, GOLDEN_STREAM_SOURCE, KERNE
                                        MEASURE_DRIVER_SOURCE, RISCV, FirmwareBuildError, _sources, arm_flags, build_arm,
                                        emulation_unavailable_reason, firmware_dir, include_flags,
                                        instructions_from_ticks, run_program, run_qemu)
-from grukit.firmware_ref.c_export import export_c
+from grukit.firmware_ref.c_export import FORM_ONLY_DEFINE, export_c
 from grukit.firmware_ref.golden import GoldenStream
 
 
@@ -36,11 +36,11 @@ class EmulationUnavailable(UserWarning):
 
 
 def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = "mps2-an386",
-                        dsp: bool = True, seed: int = 0, sparse: bool = True) -> Path:
+                        dsp: bool = True, seed: int = 0, sparse: bool = True, optimize: str = "speed") -> Path:
     """Link the timing image for qmodel (random integer inputs, `steps` steps); returns the ELF path. The
-    model's constants are in build_dir/model/grukit_model.c (sparse: as export_c's)."""
+    model's constants are in build_dir/model/grukit_model.c (sparse, optimize: as export_c's)."""
     gen = build_dir / "model"
-    export_c(qmodel, gen, sparse=sparse)
+    export_c(qmodel, gen, sparse=sparse, optimize=optimize)
     info = np.iinfo(qmodel.input_q.np_dtype)
     rng = np.random.default_rng(seed)
     x_q = rng.integers(info.min, info.max + 1, size=(steps, qmodel.layers[0].input_size))
@@ -51,7 +51,8 @@ def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = 
     golden_c = golden.write_c(build_dir / "golden.c", "random inputs for one measured sequence")
     sources = [*_sources(*KERNEL_SOURCES, GOLDEN_STREAM_SOURCE, MEASURE_DRIVER_SOURCE), gen / "grukit_model.c",
                golden_c]
-    defines = {"DRIVER_MEASURE": None, "GRUKIT_MODEL_HEADER": f'"{gen / "grukit_model.h"}"'}
+    defines = {"DRIVER_MEASURE": None, "GRUKIT_MODEL_HEADER": f'"{gen / "grukit_model.h"}"',
+               FORM_ONLY_DEFINE[optimize]: None}
     return build_arm(sources, build_dir / "measure.elf", machine=machine, dsp=dsp, defines=defines)
 
 
@@ -63,17 +64,18 @@ def run_measure_image(elf: Path, machine: str = "mps2-an386") -> list[float]:
 
 
 def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 8, dsp: bool = True,
-                              sparse: bool = True) -> float | None:
+                              sparse: bool = True, optimize: str = "speed") -> float | None:
     """Mean instructions of one whole model step (all layers, all ops, the head) in QEMU, or None (with an
     EmulationUnavailable warning giving the reason, see emulation_unavailable_reason) when the toolchain,
-    QEMU or the machine is absent. sparse: as export_c's (False: every product dense)."""
+    QEMU or the machine is absent. sparse, optimize: as export_c's (False: every product dense; "size": the
+    int8 kernel's size form)."""
     reason = emulation_unavailable_reason(machine)
     if reason is not None:
         warnings.warn(reason, EmulationUnavailable, stacklevel=2)
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        per_step = run_measure_image(build_measure_image(qmodel, Path(tmp), steps, machine, dsp, sparse=sparse),
-                                     machine)
+        per_step = run_measure_image(build_measure_image(qmodel, Path(tmp), steps, machine, dsp, sparse=sparse,
+                                                         optimize=optimize), machine)
     if len(per_step) != steps:
         raise FirmwareBuildError(f"expected {steps} timed steps from the emulator, got {len(per_step)}")
     return float(np.mean(per_step))
@@ -130,13 +132,15 @@ def _size(path: Path, machine: str) -> int:
     return int(text) + int(data)
 
 
-def built_flash_bytes(c_model_file: Path, scheme: str | Scheme, machine: str = MEASURED_MACHINE) -> BuiltFlash | None:
+def built_flash_bytes(c_model_file: Path, scheme: str | Scheme, machine: str = MEASURED_MACHINE,
+                      optimize: str = "speed") -> BuiltFlash | None:
     """Flash bytes of the generated model constants and of the kernel code ``scheme`` links, compiled -O2 with
     ``machine``'s cross compiler and flags (the Cortex-M4 by default); None when that toolchain is missing.
 
     The kernel objects (every firmware_ref kernel source, built with -ffunction-sections) are partially
     linked (``ld -r --gc-sections``) keeping only what KERNEL_ENTRY_POINTS[scheme] reach, as the
-    application's own link would: the other scheme's code is not counted."""
+    application's own link would: the other scheme's code is not counted, nor the other form's (optimize: the
+    model's form; the kernel is compiled with FORM_ONLY_DEFINE[optimize], as the generated library builds it)."""
     scheme = scheme_named(scheme)
     gcc = MACHINES[machine].compiler
     if any(shutil.which(t) is None for t in (gcc, *(_tool(machine, n) for n in ("ld", "size", "nm")))):
@@ -150,8 +154,8 @@ def built_flash_bytes(c_model_file: Path, scheme: str | Scheme, machine: str = M
         objects = []
         for i, src in enumerate(sources):
             obj = Path(tmp) / f"{i}_{src.stem}.o"
-            run_program([gcc, *flags, *includes, "-c", str(src), "-o", str(obj)], f"{gcc} -c {src.name}",
-                        CC_TIMEOUT_S)
+            run_program([gcc, *flags, *includes, f"-D{FORM_ONLY_DEFINE[optimize]}", "-c", str(src), "-o", str(obj)],
+                        f"{gcc} -c {src.name}", CC_TIMEOUT_S)
             objects.append(obj)
         kernel = Path(tmp) / "kernel.o"
         emulation = ["-melf32lriscv"] if MACHINES[machine].arch == RISCV else []  # its ld defaults to 64-bit

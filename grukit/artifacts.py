@@ -30,14 +30,15 @@ C_LIBRARY = "grukit_model"  # the C library's folder, library name and symbol pr
 
 
 def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool = True,
-                    advance: Callable[[str], None] = lambda what: None) -> dict[str, Path]:
+                    advance: Callable[[str], None] = lambda what: None, optimize: str = "speed") -> dict[str, Path]:
     """Write every file that applies into ``out``; returns role -> path, in the order written.
 
     Roles: ``onnx_sequence``, ``onnx_step``, ``onnx_qdq``, ``tflite_float_step``, ``tflite_float_seq``,
     ``tflite_<scheme>_step``, ``tflite_<scheme>_seq``, and for the C library ``c_model_h``, ``c_model_c``
     (the model's constants) and ``c:<path in the library>`` for its other files. Without ``qmodel`` (no
     calibration data, or a bidirectional model) only the float files; without T no sequence .tflite; the C
-    sources only with ``c``. ``advance(what)`` is called after each group (a progress display).
+    sources only with ``c``, its constants in the ``optimize`` form (``export_c``). ``advance(what)`` is called
+    after each group (a progress display).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +59,7 @@ def write_artifacts(model: GRUModel, qmodel, out: Path, T: int | None, c: bool =
     advance("TFLite")
     if qmodel is not None and c:
         library = out / C_LIBRARY
-        model_h, model_c, *others = export_c_library(qmodel, library, C_LIBRARY)
+        model_h, model_c, *others = export_c_library(qmodel, library, C_LIBRARY, optimize=optimize)
         files["c_model_h"], files["c_model_c"] = model_h, model_c
         files.update({f"c:{path.relative_to(library)}": path for path in others})
         advance("C")

@@ -41,6 +41,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+OPTIMIZE_HELP = ("the C constants' form (int8): speed (default; packed weights, ADD / SUB tables) or size (a byte "
+                 "per weight and five per row, ADD / SUB computed: about half the flash, 2-3x the instructions); "
+                 "both give the same integers")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="grukit", description="Take a trained GRU to a microcontroller.")
     p.add_argument("--version", action="version", version=f"grukit {grukit.__version__}")
@@ -60,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", help=".npz with x [N, T, I]: quantize and write the integer exports")
     s.add_argument("--scheme", choices=("int8", "16x8"), default="int8")
     s.add_argument("--c", action="store_true", help="also write C sources (needs --calib)")
+    s.add_argument("--optimize", choices=("speed", "size"), default="speed", help="with --c: " + OPTIMIZE_HELP)
     s.add_argument("--input-range", metavar="LO:HI|FILE",
                    help="with --calib: the sensor's input range instead of the calibration data's (as for deploy)")
     s.add_argument("--observer", choices=("auto", "minmax", "percentile", "mse"), default="auto",
@@ -75,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, action="append",
                    help="board name (see `grukit targets`) or a .toml file; repeat for several")
     s.add_argument("--scheme", choices=("int8", "16x8"), default="int8")
+    s.add_argument("--optimize", choices=("speed", "size"), default="speed",
+                   help=OPTIMIZE_HELP + "; the report shows both forms' flash and instructions per step")
     s.add_argument("--max-drop", default=None, metavar="D|P%",
                    help="allowed metric drop from float: accuracy 0.01 or 1%% = one point (default 2%%); MSE an "
                         "absolute rise, or P%% of float's MSE (default 25%%)")
@@ -170,12 +178,17 @@ def _inspect(args) -> int:
 
 def _export(args) -> int:
     from grukit.artifacts import check_output_dir, staged_output, write_artifacts  # per command (see the top)
+    from grukit.core.scheme import scheme_named  # per command (see the top of this module)
+    from grukit.firmware_ref.kernel import check_optimize  # per command (see the top of this module)
     from grukit.inputs import load_input_range, load_x  # per command (see the top of this module)
 
     if args.c and not args.calib:
         raise BadInputError("--c writes integer C code and needs --calib to quantize")
     if args.input_range and not args.calib:
         raise BadInputError("--input-range sets the integer model's input quantization and needs --calib")
+    if args.optimize != "speed" and not args.c:
+        raise BadInputError("--optimize chooses the form of the C constants and needs --c")
+    check_optimize(args.optimize, scheme_named(args.scheme))
     check_output_dir(Path(args.out))  # before any work
     model = grukit.load(args.model)
     input_range = load_input_range(args.input_range, model.input_size)
@@ -193,7 +206,7 @@ def _export(args) -> int:
               if quantize else None)
     out = Path(args.out)
     with staged_output(out) as work:  # out gets every file or, on any error, stays as it was
-        files = write_artifacts(model, qmodel, work, T, c=args.c)
+        files = write_artifacts(model, qmodel, work, T, c=args.c, optimize=args.optimize)
         rows = [(str(path.relative_to(work)), path.stat().st_size) for path in files.values()]
     width = max(len(name) for name, _ in rows)
     print(f"{'file':{width}s}  {'bytes':>10s}")
@@ -284,7 +297,7 @@ def _deploy(args) -> int:
     report = deploy(args.model, args.calib, args.val, args.target, scheme=args.scheme, max_drop=args.max_drop,
                     max_latency_ms=args.max_latency_ms, out_dir=args.out, task=args.task,
                     progress=sys.stderr.isatty(), prune=args.prune, prune_criterion=args.prune_criterion,
-                    input_range=args.input_range, observer=args.observer)
+                    input_range=args.input_range, observer=args.observer, optimize=args.optimize)
     return _finish_deploy(report, args.out)
 
 

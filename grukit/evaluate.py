@@ -301,9 +301,9 @@ class Evaluation:
             self.report.bit_exact["c-kernel"] = None
             self.bit_exact_checks.append(bit_exact_check("c-kernel", [], "", why_not))
             return
-        y_c, states_c = run_c_host(qmodel, x_q)
+        y_c, states_c = run_c_host(qmodel, x_q, optimize=self.report.optimize)
         self.record("c-kernel", qmodel.dequantize_output(y_c), "firmware_ref's C kernel, host build, on the "
-                    f"generated model constants ({self.relative(c_file)})")
+                    f"generated model constants ({self.relative(c_file)}, {self.report.optimize} form)")
         mismatches = [m for m in (first_mismatch(y_c, y_q, "y"),
                                   *(first_mismatch(got, expected, f"h{layer}")
                                     for layer, (got, expected) in enumerate(zip(states_c, int_states))))

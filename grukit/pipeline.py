@@ -24,13 +24,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from grukit.artifacts import check_output_dir, staged_output, write_artifacts
-from grukit.board_checks import (BIDIRECTIONAL_REASON, check_boards, require_c_kernel_limits,
+from grukit.board_checks import (BIDIRECTIONAL_REASON, check_boards, compare_forms, require_c_kernel_limits,
                                  unpruned_device_figures)
 from grukit.core.errors import BadInputError, UnsupportedModelError
 from grukit.core.model import GRUModel
 from grukit.core.scheme import scheme_named
 from grukit.evaluate import BASELINE, Evaluation
 from grukit.export.load import load
+from grukit.firmware_ref.kernel import check_optimize
 from grukit.inputs import TASKS, check_targets, data_name, infer_task, load_input_range, load_x, load_xy
 from grukit.progress import Stages
 from grukit.quantize import prune as pruning
@@ -74,7 +75,8 @@ def _number(value) -> float:
 def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: float | str | None = None,
            max_latency_ms: float | None = None, out_dir="grukit-out", task: str | None = None,
            progress: bool = True, class_names: list[str] | None = None, prune: float | str | None = None,
-           prune_criterion: str = "activation", input_range=None, observer: str = "auto") -> Report:
+           prune_criterion: str = "activation", input_range=None, observer: str = "auto",
+           optimize: str = "speed") -> Report:
     """Run every stage and write the report into out_dir; returns the Report (``report.exit_code``: 0 / 1).
 
     model_source: anything ``grukit.load`` takes. calib: .npz path with 'x' or an array [N, T, I]. val: .npz
@@ -87,12 +89,15 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
     sensor's input range ("LO:HI", a .json / .toml file, or a (lo, hi) pair; ``grukit.inputs.
     load_input_range``, ``quantize_model``) instead of the calibration data's. observer: how activation
     ranges are chosen (``quantize_model``; "auto" picks per tensor on held-out calibration sequences).
+    optimize: the C constants' form, "speed" (default) or "size" (int8: a byte per weight, no ADD / SUB tables;
+    ``grukit.firmware_ref.c_export.export_c``); the board checks use it and the report compares both forms.
 
     Bad input raises BadInputError / UnsupportedModelError before any report is written. Everything is
     written into a fresh folder beside out_dir that replaces it only when the run completes
     (``grukit.artifacts.staged_output``): an error or Ctrl-C leaves out_dir as it was.
     """
     scheme = scheme_named(scheme)
+    check_optimize(optimize, scheme)
     _check_limits(max_drop, max_latency_ms, task)
     boards, final_out = _boards(target), Path(out_dir)
     check_output_dir(final_out)
@@ -111,7 +116,8 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
         report = Report(source=_source_name(model_source, model), scheme=scheme.name, model=_model_summary(model),
                         task=task, metric="accuracy" if task == "classification" else "mse",
                         higher_is_better=(task == "classification"), class_names=class_names, baseline=BASELINE,
-                        input_range=None if input_range is None else {"lo": input_range[0], "hi": input_range[1]})
+                        input_range=None if input_range is None else {"lo": input_range[0], "hi": input_range[1]},
+                        optimize=optimize)
         ev = Evaluation(report, model, val_x, val_y, out)
         with stages.run("float check") as rec:
             rec["detail"] = ev.float_reference() + "; " + ev.framework(model_source)
@@ -124,7 +130,7 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
                                               report, ev, rec["advance"])
         qmodel = _quantize(stages, model, calib_x, scheme, report, input_range, observer)
         with stages.run("export", total=5) as rec:
-            files = write_artifacts(model, qmodel, out, val_x.shape[1], advance=rec["advance"])
+            files = write_artifacts(model, qmodel, out, val_x.shape[1], advance=rec["advance"], optimize=optimize)
             report.artifacts.update({ev.relative(path): path.stat().st_size for path in files.values()})
             rec["detail"] = f"{len(files)} files" + ("" if qmodel else f"; no TFLite/C: {BIDIRECTIONAL_REASON}")
         with stages.run("evaluate", total=6) as rec:
@@ -136,6 +142,7 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
         with stages.run("check targets", total=len(boards)) as rec:
             figures = check_boards(model, qmodel, files.get("c_model_c"), boards, val_x.shape[1], max_latency_ms,
                                    report, rec["advance"])
+            compare_forms(model, qmodel, boards, figures, report)
             if prune is not None:
                 _compare_unpruned(original, calib_x, scheme, boards, figures, val_x.shape[1], report, input_range)
             report.targets.extend(ev.bit_exact_checks)
@@ -193,7 +200,7 @@ def _compare_unpruned(original: GRUModel, calib_x, scheme, boards: list[Target],
     same way) against the pruned one's."""
     before = unpruned_device_figures(original, quantize_model(original, calib_x, scheme=scheme,
                                                               input_range=input_range), boards,
-                                     report.scheme)
+                                     report.scheme, report.optimize)
     for board in boards:
         (flash_b, count_b), (flash_a, count_a) = before[board.name], figures[board.name]
         per_sequence = lambda c: latency_ms(board, c.per_step * T + c.per_sequence)  # noqa: E731
@@ -244,10 +251,10 @@ def _quantize(stages: Stages, model: GRUModel, calib_x, scheme, report: Report, 
     with stages.run("quantize") as rec:
         if observer == "auto":  # the C kernel's limits first, on the quick min/max model, before the search
             require_c_kernel_limits(quantize_model(model, calib_x, scheme=scheme, observers=observers,
-                                                   input_range=input_range, observer="minmax"))
+                                                   input_range=input_range, observer="minmax"), report.optimize)
         qmodel = quantize_model(model, calib_x, scheme=scheme, observers=observers, input_range=input_range,
                                 observer=observer)
-        require_c_kernel_limits(qmodel)
+        require_c_kernel_limits(qmodel, report.optimize)
         chosen = qmodel.report.observer_kinds
         report.observer = {"name": observer, "chosen": {f"layer{l}/{n}" if l < len(model.layers) else n: kind
                                                         for (l, n), kind in chosen.items()}}

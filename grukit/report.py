@@ -72,6 +72,10 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
                      beyond what calibration saw, with the likely fix
     quantization_notes  [str]: parameters quantization had to adjust, in words (e.g. a weight scale widened so
                      a large bias fits its accumulator); [] when nothing was adjusted
+    optimize         "speed" | "size": the form of the generated C constants (grukit deploy --optimize)
+    forms            {deployed: form, note: str, boards: {board -> {form -> {flash_bytes, flash_estimate,
+                     instructions_per_step, measured}}}}: both forms of the int8 C constants on each board, so
+                     the trade is visible (empty boards for 16x8, whose kernel has one form; note says why)
     prune            null without pruning, else {method: str (criterion, scope, refit; how an automatic ratio
                      was found), ratio: float, layers: [{hidden_before, hidden_after}], params_before,
                      params_after, macs_before, macs_after: int, search: null | {max_drop, task, sequences,
@@ -133,6 +137,8 @@ class Report:
     stages: list = field(default_factory=list)
     not_available: dict = field(default_factory=dict)
     prune: dict | None = None
+    optimize: str = "speed"
+    forms: dict = field(default_factory=dict)
     val_saturation: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     tensor_error: dict = field(default_factory=dict)
@@ -198,6 +204,8 @@ class Report:
             "input_range": self.input_range,
             "observer": self.observer,
             **{k: d[k] for k in ("bit_exact", "bit_exact_detail", "artifacts", "latency", "targets")},
+            "optimize": self.optimize,
+            "forms": self.forms,
             "pass": self.passed,
             **{k: d[k] for k in ("confusion", "drift", "saturation", "val_saturation", "warnings", "tensor_error",
                                  "sensitivity", "quantization_notes", "prune", "stages", "not_available")},
@@ -312,6 +320,29 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+FORMS_HEADER = ["board", "C constants (--optimize)", "flash (bytes)", "instructions per step"]
+
+
+def _forms_rows(r: Report) -> list[list[str]]:
+    """Both forms of the C constants on each board, the deployed one marked."""
+    rows = []
+    for board, forms in r.forms.get("boards", {}).items():
+        for form, f in forms.items():
+            flash = ("estimate: " if f["flash_estimate"] else "") + format_value(f["flash_bytes"], "bytes")
+            count = f"{f['instructions_per_step']:,.0f}" + ("" if f["measured"] else " (cost model)")
+            rows.append([board, form + (" (deployed)" if form == r.forms["deployed"] else ""), flash, count])
+    return rows
+
+
+def _forms_line(r: Report) -> str:
+    if not r.forms:
+        return ""
+    if not r.forms.get("boards"):
+        return f"C constants: {r.forms['deployed']} form ({r.forms['note']})."
+    return ("C constants: the deployed form and the other, built and measured the same way (--optimize speed: "
+            "packed weights and tables; size: a byte per weight, ADD / SUB computed). Both give the same integers.")
+
+
 def _latency_lines(r: Report) -> list[str]:
     return [f"{board}: {'measured' if v['measured'] else 'NOT measured'} instruction count, "
             f"{v['instructions_per_step']:,.0f} per step, from {v['source']}. Milliseconds are estimates "
@@ -381,6 +412,8 @@ def to_markdown(r: Report) -> str:
         out += [_md_table(PRUNE_HEADER, _prune_rows(r)), ""]
     out += ["## Size, latency and memory against the target", "", _md_table(TARGET_HEADER, _target_rows(r)), ""]
     out += [f"- {line}" for line in _latency_lines(r)] + [""]
+    if r.forms:
+        out += [_forms_line(r), ""] + ([_md_table(FORMS_HEADER, _forms_rows(r)), ""] if _forms_rows(r) else [])
     out += ["## Bit-exactness against the NumPy integer runtime", ""]
     out += [_md_table(BIT_EXACT_HEADER, _bit_exact_rows(r)) if r.bit_exact else f"Nothing compared: {NOT_AVAILABLE}.", ""]
     for runtime, matrix in r.confusion.items():
@@ -546,6 +579,10 @@ def to_html(r: Report) -> str:
     parts += ["<h2>Size, latency and memory against the target</h2>", _html_table(TARGET_HEADER, _target_rows(r)),
               "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _latency_lines(r)) + "</ul>",
               _img(_plot_budget(r), "budget use")]
+    if r.forms:
+        parts.append(f"<p>{e(_forms_line(r))}</p>")
+        if _forms_rows(r):
+            parts.append(_html_table(FORMS_HEADER, _forms_rows(r)))
     parts += ["<h2>Scores per runtime</h2>", _html_table(_score_header(r), _score_rows(r))]
     if r.prune:
         parts += ["<h2>Pruning</h2>", "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _prune_lines(r)) + "</ul>",

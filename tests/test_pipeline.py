@@ -304,8 +304,8 @@ def _tflm_off_by_one(monkeypatch):
 def _c_kernel_off_by_one(monkeypatch):
     real = evaluate.run_c_host
 
-    def run(qmodel, x_q):
-        y, states = real(qmodel, x_q)
+    def run(qmodel, x_q, **form):
+        y, states = real(qmodel, x_q, **form)
         return y, [_perturbed(states[0], (2, 3, 4)), *states[1:]]
 
     monkeypatch.setattr(evaluate, "run_c_host", run)

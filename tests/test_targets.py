@@ -159,17 +159,19 @@ def _object_bytes(source, tmp_path) -> int:
 KERNEL_ESTIMATE_RTOL = 0.10
 
 
-@pytest.mark.parametrize("scheme", ["int8", "16x8"])
-def test_built_flash_bytes_counts_what_the_scheme_links(scheme, tmp_path):
+@pytest.mark.parametrize("scheme,optimize", [("int8", "speed"), ("int8", "size"), ("16x8", "speed")])
+def test_built_flash_bytes_counts_what_the_scheme_links(scheme, optimize, tmp_path):
     if build.missing_tools():
         pytest.skip(f"ARM toolchain missing: {build.missing_tools()}")
     model = _tiny_model(I=3, H=8)
     qmodel = grukit.quantize(model, np.random.default_rng(1).standard_normal((4, 5, 3)).astype(np.float32),
                              scheme=scheme)
-    built = measure.built_flash_bytes(export_c(qmodel, tmp_path / "c")[1], scheme)
+    built = measure.built_flash_bytes(export_c(qmodel, tmp_path / "c", optimize=optimize)[1], scheme,
+                                      optimize=optimize)
     # The object holds the constant arrays grukit counts plus the model's structs (pointers, sizes): more,
     # but not by more than a few hundred bytes for one layer.
-    assert constant_bytes(qmodel) <= built.model_bytes <= constant_bytes(qmodel) + 1024
+    counted = constant_bytes(qmodel, optimize=optimize)
+    assert counted <= built.model_bytes <= counted + 1024
     # Against each kernel source compiled on its own (all of its functions, both schemes): the int8 kernel
     # is part of grukit_gru.c alone; the 16x8 kernel also reads grukit_tables.c's sigmoid table.
     whole = {Path(s).stem: _object_bytes(build.firmware_dir() / s, tmp_path) for s in build.KERNEL_SOURCES}
@@ -180,7 +182,8 @@ def test_built_flash_bytes_counts_what_the_scheme_links(scheme, tmp_path):
     suffix = "s8" if scheme == "int8" else "s16"
     assert f"grukit_model_{suffix}_step" in built.note() and f"{built.kernel_bytes:,}" in built.note()
     assert set(built.undefined) <= {"memcpy", "memset", "memmove"}, built.undefined  # only the C library
-    estimate = cost_model.KERNEL_CODE_BYTES[scheme_named(scheme)]
+    estimate = (cost_model.SIZE_FORM_KERNEL_CODE_BYTES if optimize == "size"
+                else cost_model.KERNEL_CODE_BYTES[scheme_named(scheme)])
     assert abs(estimate - built.kernel_bytes) <= KERNEL_ESTIMATE_RTOL * built.kernel_bytes, (estimate, built)
 
 

@@ -21,6 +21,13 @@
  *        for TFLite's 64-bit requantization (bias and rounding folded into an int64 start value), the
  *        element-wise ops fused per hidden unit in the SMMLAR form, LOGISTIC / TANH from TFLite's
  *        interpolated sigmoid table.
+ * The _s8 kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
+ * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8, tables of ADD
+ * / SUB input terms, 16-byte requantization records) and size (grukit_fc_compact_s8: a byte per weight and five
+ * per row; grukit_add_fast_s8: ADD / SUB terms computed, no term tables). Both give the same integers. The
+ * kernel runs both unless compiled with -DGRUKIT_FORM_SPEED_ONLY or -DGRUKIT_FORM_SIZE_ONLY, which leave the
+ * other form's code out (about 1-2 KB of flash on a Cortex-M; the generated header says which form a model
+ * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_s8_init refuses one this build cannot run).
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; the results are bit-identical to the portable C path
  * (define GRUKIT_PORTABLE_ONLY to force the portable path).
@@ -46,6 +53,8 @@ extern "C" {
 #define GRUKIT_OK 0
 #define GRUKIT_ERROR_STATE_TOO_SMALL 1
 #define GRUKIT_ERROR_SCRATCH_TOO_SMALL 2
+/** The model's constants are of a form (speed or size) this build of grukit_gru.c leaves out. */
+#define GRUKIT_ERROR_FORM_NOT_BUILT 3
 
 /* ================================================================= int8 scheme (_s8) */
 
@@ -69,6 +78,29 @@ typedef struct {
     int32_t left_shift;  /**< max(shift, 0), in [0, 28] (|x| * 2^left_shift < 2^29 with |x| >= 1); 0 for a
                               row whose every input is 0. */
 } grukit_requant_s32;
+
+/**
+ * The compact form of an int8 fully connected product (grukit export --optimize size): one byte per weight and
+ * five per row, no padding. Row o computes acc = bias2[o] + sum_k w[o][k] * 2 (x[k] + input_offset) (the
+ * doubled sum, as the packed form's) and out[o] = sat8(requant(acc)) with grukit_requant_s32's arithmetic:
+ *     shift[o] = s >= 0: left_shift s, right_shift 0, rounding zp;
+ *     shift[o] = s < 0:  right_shift e = -s, rounding 2^(e - 1) + zp * 2^e,
+ * zp the output zero point of the row's part (the stacked gates each have their own). The generator derives
+ * s from the same grukit_requant_s32 the packed form stores (which never has both shifts), so both forms give
+ * the same integers; its bounds are the packed form's.
+ */
+typedef struct {
+    /** int8 [rows][depth], row after row, no padding: within a row every whole group of 4 columns is stored as
+     *  columns (0, 2, 1, 3), so SXTB16 and SXTB16 ROR 8 of its word pair with the widened input words (x0, x1)
+     *  and (x2, x3); the last depth % 4 columns in order. Rows start at any byte (an unaligned word load on
+     *  the DSP path, which the Armv7-M and Armv8-M mainline cores allow). */
+    const int8_t *weights;
+    const int32_t *bias2;      /**< int32 [rows]: 2 x bias; NULL when every bias is 0. */
+    const int32_t *multiplier; /**< int32 [rows]: 0 or [2^30, 2^31 - 1]. */
+    const int8_t *shift;       /**< int8 [rows]: s as above, in [-30, 28]. */
+    int32_t part_rows;         /**< rows per output zero point: H for the stacked gates, rows for a head layer. */
+    int32_t zero_point[3];     /**< row o's output zero point is zero_point[o / part_rows]. */
+} grukit_fc_compact_s8;
 
 /**
  * An int8 fully connected product (per-channel requantization), weights packed two rows per halfword.
@@ -108,6 +140,9 @@ typedef struct {
     /** Sparse form: uint8 [sum of block_groups], each stored group's column group k / 8, ascending within a
      *  block, [0, ceil(K/8) - 1]; NULL for the dense form (or when no group is stored). */
     const uint8_t *group_index;
+    /** The compact form (size mode) or NULL: when set, rows, depth and input_offset still hold and every other
+     *  array above is NULL; the outputs are rows in a row, with no padding rows between the stacked gates. */
+    const grukit_fc_compact_s8 *compact;
 } grukit_fc_s8;
 
 /**
@@ -120,6 +155,24 @@ typedef struct {
     const int32_t *input2_term2; /**< as input1_term2; every |entry| < 2^29. */
     grukit_requant_s32 output;   /**< the sum's rescale and output zero point (left_shift 0, right_shift >= 1). */
 } grukit_add_table_s8;
+
+/**
+ * An int8 ADD or SUB computed instead of tabulated (size mode): the doubled term of input i is
+ *     x2 = (x << 21) + input_offset   (TFLite's (x - zp) << 20, doubled; |x2| < 2^29)
+ *     term2 = 2 ((SMMLAR(x2, multiplier, rounding) + [x2 < 0 and e >= 1 ? -1 : 0]) >> e)
+ * with e = input_shift and rounding 2^(e - 1) (0 for e = 0): TFLite's MultiplyByQuantizedMultiplier-
+ * SmallerThanOneExp in the SMMLAR form, the same integers as grukit_add_table_s8's tables (the generator
+ * checks all 256 inputs). out = sat8(output(term2_1 +/- term2_2)).
+ */
+typedef struct {
+    int32_t input1_multiplier; /**< [2^30, 2^31 - 1]. */
+    int32_t input2_multiplier;
+    int32_t input1_offset;     /**< -(input1 zero point) * 2^21. */
+    int32_t input2_offset;
+    grukit_requant_s32 output; /**< as grukit_add_table_s8's. */
+    int8_t input1_shift;       /**< e, [0, 30]. */
+    int8_t input2_shift;
+} grukit_add_fast_s8;
 
 /**
  * An int8 MUL: out = sat8(output((a + input1_offset) * (b + input2_offset))), evaluated as
@@ -161,6 +214,9 @@ typedef struct {
     const int8_t *z_table;       /**< LOGISTIC of z_pre: int8 [256] + 128, indexed by the int8 input. */
     const int8_t *r_table;       /**< LOGISTIC of r_pre, as z_table. */
     const int8_t *n_table;       /**< TANH of n_pre, as z_table. */
+    /** Size mode: z_pre, r_pre, n_pre, h_minus_n, h_new computed (the five table fields above are then NULL), the
+     *  products in their compact form with gate g at rows g * H; NULL in speed mode. */
+    const grukit_add_fast_s8 *adds;
 } grukit_gru_layer_s8;
 
 /**
@@ -215,7 +271,8 @@ int32_t grukit_model_s8_get_output_size(const grukit_model_s8 *model);
  * @param[out] state         int8 [state_bytes]; zeroed.
  * @param[in]  state_bytes   size of state, >= grukit_model_s8_get_state_size(model).
  * @param[in]  scratch_bytes size of the scratch buffer, >= grukit_model_s8_get_buffer_size(model).
- * @return GRUKIT_OK, GRUKIT_ERROR_STATE_TOO_SMALL or GRUKIT_ERROR_SCRATCH_TOO_SMALL (state untouched).
+ * @return GRUKIT_OK, GRUKIT_ERROR_FORM_NOT_BUILT, GRUKIT_ERROR_STATE_TOO_SMALL or
+ *         GRUKIT_ERROR_SCRATCH_TOO_SMALL (state untouched).
  */
 int grukit_model_s8_init(const grukit_model_s8 *model, int8_t *state, int32_t state_bytes, int32_t scratch_bytes);
 

@@ -28,6 +28,22 @@
 #define GRUKIT_GRU_DSP 0
 #endif
 
+/* Which forms of the _s8 constants this build runs (grukit_gru.h): both by default; -DGRUKIT_FORM_SPEED_ONLY or
+ * -DGRUKIT_FORM_SIZE_ONLY leaves the other's code out (grukit_model_s8_init refuses a model of that form). */
+#if defined(GRUKIT_FORM_SPEED_ONLY) && defined(GRUKIT_FORM_SIZE_ONLY)
+#error "define at most one of GRUKIT_FORM_SPEED_ONLY and GRUKIT_FORM_SIZE_ONLY"
+#endif
+#ifdef GRUKIT_FORM_SIZE_ONLY
+#define GRUKIT_FORM_SPEED 0
+#else
+#define GRUKIT_FORM_SPEED 1
+#endif
+#ifdef GRUKIT_FORM_SPEED_ONLY
+#define GRUKIT_FORM_SIZE 0
+#else
+#define GRUKIT_FORM_SIZE 1
+#endif
+
 /* The block-sparse product loops stay functions of their own: inlined into the dense ones' function, they
  * cost the dense 16x8 loop a few register spills per block (measured on a Cortex-M4, GCC 12 -O2). */
 #if defined(__GNUC__)
@@ -261,6 +277,7 @@ static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s
     out[3] = (int8_t)sat_s8(requant_fast_s32(acc[3], q[3].multiplier, q[3].rounding, q[3].right_shift));
 }
 
+#if GRUKIT_FORM_SPEED
 /* fc_s8 of a block-sparse product: the same bias starts, requantizations and outputs as the dense form. */
 static GRUKIT_NOINLINE void fc_sparse_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 {
@@ -277,10 +294,95 @@ static GRUKIT_NOINLINE void fc_sparse_s8(const grukit_fc_s8 *fc, const int32_t *
         requant_block_s8(acc, q, general, out);
     }
 }
+#endif
 
-/* out[o] for every o < 4 * ceil(rows / 4) (padding rows included: the buffers are padded too). */
+/* ---------------------------------------------------------------- int8 compact products (size mode) */
+#if GRUKIT_FORM_SIZE
+
+/* grukit_fc_compact_s8's requantization of a doubled accumulator: the shift byte says which of
+ * grukit_requant_s32's two forms the row has (a left shift and no rounding, or a right shift). */
+static inline int32_t requant_compact_s32(int32_t x2, int32_t multiplier, int32_t shift, int32_t zero_point)
+{
+    if (shift >= 0) {
+        return mul_high_rounded_acc_s32(shl_s32(x2, shift), multiplier, zero_point);
+    }
+    const int32_t e = -shift;
+    return requant_fast_s32(x2, multiplier, (1 << (e - 1)) + shl_s32(zero_point, e), e);
+}
+
+/* Column k of the widened input: the int16 half of word k / 2 (see widen_s8). */
+static inline int32_t widened_column(const int32_t *xw, int32_t k)
+{
+    const int32_t word = xw[k >> 1];
+    return (k & 1) ? word >> 16 : (int32_t)((uint32_t)word << 16) >> 16;
+}
+
+#if GRUKIT_GRU_DSP
+static inline int32_t load_unaligned_s32(const int8_t *p)
+{
+    int32_t word;
+    memcpy(&word, p, sizeof word); /* one LDR: Armv7-M / Armv8-M mainline load words at any address */
+    return word;
+}
+
+/* acc + SMLAD(SXTB16(w), x0) + SMLAD(SXTB16(w ROR 8), x1): one stored column quad (0, 2, 1, 3). */
+static inline int32_t quad_mac_s8(int32_t w, int32_t x0, int32_t x1, int32_t acc)
+{
+    int32_t lo, hi;
+    __asm__("sxtb16 %0, %1" : "=r"(lo) : "r"(w));
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(hi) : "r"(w));
+    __asm__("smlad %0, %1, %2, %0" : "+r"(acc) : "r"(lo), "r"(x0));
+    __asm__("smlad %0, %1, %2, %0" : "+r"(acc) : "r"(hi), "r"(x1));
+    return acc;
+}
+#endif
+
+/*
+ * The compact product: rows one after another, each a dot product over its own bytes. Exact as the packed
+ * form: every partial sum of a row is a partial sum of the terms the generator bounded (|bias2| + sum |2 w
+ * (x + offset)| < 2^29 shifted), so SMLAD never wraps and the portable sum never overflows.
+ */
+static GRUKIT_NOINLINE void fc_compact_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
+{
+    const grukit_fc_compact_s8 *c = fc->compact;
+    const int32_t depth = fc->depth, quad_end = depth & ~3;
+    const int8_t *w = c->weights;
+    int32_t part = 0, part_left = c->part_rows;
+    for (int32_t o = 0; o < fc->rows; ++o) {
+        int32_t acc = c->bias2 != NULL ? c->bias2[o] : 0;
+        const int32_t *xq = xw;
+        for (const int8_t *const w_end = w + quad_end; w < w_end; w += 4, xq += 2) {
+#if GRUKIT_GRU_DSP
+            acc = quad_mac_s8(load_unaligned_s32(w), xq[0], xq[1], acc);
+#else
+            acc += w[0] * widened_column(xq, 0) + w[2] * widened_column(xq, 1) + w[1] * widened_column(xq, 2) +
+                   w[3] * widened_column(xq, 3);
+#endif
+        }
+        for (int32_t k = quad_end; k < depth; ++k, ++w) {
+            acc += *w * widened_column(xw, k);
+        }
+        out[o] = (int8_t)sat_s8(requant_compact_s32(acc, c->multiplier[o], c->shift[o], c->zero_point[part]));
+        if (--part_left == 0) {
+            ++part;
+            part_left = c->part_rows;
+        }
+    }
+}
+
+#endif /* GRUKIT_FORM_SIZE */
+
+/* out[o] for every o < 4 * ceil(rows / 4) (padding rows included: the buffers are padded too); the compact
+ * form writes rows outputs only. */
 static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 {
+#if GRUKIT_FORM_SIZE
+    if (fc->compact != NULL) {
+        fc_compact_s8(fc, xw, out);
+        return;
+    }
+#endif
+#if GRUKIT_FORM_SPEED
     if (fc->block_groups != NULL) {
         fc_sparse_s8(fc, xw, out);
         return;
@@ -303,6 +405,7 @@ static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
         dot_block_s8(w, xw, groups, start, acc);
         requant_block_s8(acc, q, 0, out);
     }
+#endif
 }
 
 /* ---------------------------------------------------------------- int8 element-wise ops */
@@ -320,6 +423,33 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
                                    p->output.rounding, p->output.right_shift));
 }
 
+#if GRUKIT_FORM_SIZE
+/* A computed ADD / SUB input term, doubled (grukit_add_fast_s8): e = 0 (the larger input scale's multiplier
+ * 1/2) has no rounding and no sign term. */
+static inline int32_t add_term_s8(int32_t x, int32_t multiplier, int32_t offset, int32_t e)
+{
+    const int32_t x2 = shl_s32(x, 21) + offset; /* |x2| <= 255 * 2^21 < 2^29 */
+    if (e == 0) {
+        return 2 * mul_high_rounded_acc_s32(x2, multiplier, 0);
+    }
+    return 2 * requant_fast_s32(x2, multiplier, 1 << (e - 1), e);
+}
+
+static GRUKIT_NOINLINE int32_t add_calc_s8(const grukit_add_fast_s8 *p, int32_t a, int32_t b)
+{
+    return sat_s8(requant_fast_s32(add_term_s8(a, p->input1_multiplier, p->input1_offset, p->input1_shift) +
+                                       add_term_s8(b, p->input2_multiplier, p->input2_offset, p->input2_shift),
+                                   p->output.multiplier, p->output.rounding, p->output.right_shift));
+}
+
+static GRUKIT_NOINLINE int32_t sub_calc_s8(const grukit_add_fast_s8 *p, int32_t a, int32_t b)
+{
+    return sat_s8(requant_fast_s32(add_term_s8(a, p->input1_multiplier, p->input1_offset, p->input1_shift) -
+                                       add_term_s8(b, p->input2_multiplier, p->input2_offset, p->input2_shift),
+                                   p->output.multiplier, p->output.rounding, p->output.right_shift));
+}
+#endif
+
 static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_t b)
 {
     /* 2^(1 + left_shift) (a - zp1) (b - zp2): bounded by the generator far inside int32. */
@@ -336,54 +466,93 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
     return 2 * max_s32(round_up8(layer->input_size), round_up8(layer->hidden_size)) + 8 * h4;
 }
 
+/*
+ * The element-wise ops of every hidden unit, on the gate products gx, gh (gate g at g * stride); ADD and SUB
+ * name the form's functions, Z_PRE .. H_NEW its five parameter records. linear_before_reset 0 needs every r
+ * before gh_n = R_n (r * h): z waits in z_buf, r * h in r_h, and hn_fc runs between the two loops.
+ */
+#define GRUKIT_UNITS_S8(ADD, SUB, Z_PRE, R_PRE, N_PRE, H_MINUS_N, H_NEW)                               \
+    if (layer->linear_before_reset) {                                                                  \
+        for (int32_t j = 0; j < H; ++j) {                                                              \
+            const int32_t z = z_table[ADD(Z_PRE, gx_z[j], gh_z[j])];                                   \
+            const int32_t r = r_table[ADD(R_PRE, gx_r[j], gh_r[j])];                                   \
+            const int32_t r_gh = mul_fast_s8(&r_mul, r, gh_n[j]);                                      \
+            const int32_t n = n_table[ADD(N_PRE, gx_n[j], r_gh)];                                      \
+            const int32_t h_j = h[j];                                                                  \
+            const int32_t diff = SUB(H_MINUS_N, h_j, n);                                               \
+            h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z, diff));                                \
+        }                                                                                              \
+        return;                                                                                        \
+    }                                                                                                  \
+    for (int32_t j = 0; j < H; ++j) {                                                                  \
+        z_buf[j] = z_table[ADD(Z_PRE, gx_z[j], gh_z[j])];                                              \
+        const int32_t r = r_table[ADD(R_PRE, gx_r[j], gh_r[j])];                                       \
+        r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);                                                 \
+    }                                                                                                  \
+    widen_s8(r_h, H, layer->hn_fc.input_offset, xw);                                                   \
+    fc_s8(&layer->hn_fc, xw, gh_n);                                                                    \
+    for (int32_t j = 0; j < H; ++j) {                                                                  \
+        const int32_t n = n_table[ADD(N_PRE, gx_n[j], gh_n[j])];                                       \
+        const int32_t diff = SUB(H_MINUS_N, h[j], n);                                                  \
+        h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z_buf[j], diff));                             \
+    }
+
+/* The buffers of one step (see grukit_gru_s8_get_buffer_size) and the pointers the element-wise loops read. */
+#define GRUKIT_STEP_BUFFERS_S8(STRIDE)                                                                 \
+    const int32_t H = layer->hidden_size;                                                              \
+    const int32_t h4 = round_up4(H);                                                                   \
+    int8_t *gx = (int8_t *)(xw + max_s32(round_up8(layer->input_size), round_up8(H)) / 2);            \
+    int8_t *gh = gx + 3 * h4;                                                                          \
+    int8_t *z_buf = gh + 3 * h4;                                                                       \
+    int8_t *r_h = z_buf + h4;                                                                          \
+    const int8_t *gx_z = gx, *gx_r = gx + (STRIDE), *gx_n = gx + 2 * (STRIDE);                         \
+    const int8_t *gh_z = gh, *gh_r = gh + (STRIDE);                                                    \
+    int8_t *gh_n = gh + 2 * (STRIDE); /* written by the lbr 0 path's third product */                  \
+    const grukit_mul_fast_s8 r_mul = layer->r_mul, z_mul = layer->z_mul;                               \
+    const int8_t *const z_table = layer->z_table, *const r_table = layer->r_table;                     \
+    const int8_t *const n_table = layer->n_table;                                                      \
+    (void)z_buf;                                                                                       \
+    (void)r_h
+
+/* The gate products over x and h (the layer input, then the state, widened into xw). */
+#define GRUKIT_PRODUCTS_S8()                                                                           \
+    widen_s8(x, layer->input_size, layer->x_fc.input_offset, xw);                                      \
+    fc_s8(&layer->x_fc, xw, gx);                                                                       \
+    widen_s8(h, H, layer->h_fc.input_offset, xw);                                                      \
+    fc_s8(&layer->h_fc, xw, gh)
+
+#if GRUKIT_FORM_SIZE
+/* The size form's step: compact products, gates at stride H, ADD / SUB terms computed. */
+static GRUKIT_NOINLINE void step_compact_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_t *h,
+                                            int32_t *xw)
+{
+    GRUKIT_STEP_BUFFERS_S8(H);
+    const grukit_add_fast_s8 z_pre = layer->adds[0], r_pre = layer->adds[1], n_pre = layer->adds[2];
+    const grukit_add_fast_s8 h_minus_n = layer->adds[3], h_new = layer->adds[4];
+    GRUKIT_PRODUCTS_S8();
+    GRUKIT_UNITS_S8(add_calc_s8, sub_calc_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
+}
+#endif
+
 void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_t *h, int32_t *scratch)
 {
-    const int32_t H = layer->hidden_size;
-    const int32_t h4 = round_up4(H);
     int32_t *xw = scratch; /* the widened layer input, state, or r * h: see widen_s8 */
-    int8_t *gx = (int8_t *)(xw + max_s32(round_up8(layer->input_size), round_up8(H)) / 2);
-    int8_t *gh = gx + 3 * h4;
-    int8_t *z_buf = gh + 3 * h4;
-    int8_t *r_h = z_buf + h4;
-    const int8_t *gx_z = gx, *gx_r = gx + h4, *gx_n = gx + 2 * h4;
-    const int8_t *gh_z = gh, *gh_r = gh + h4;
-    int8_t *gh_n = gh + 2 * h4; /* written by the lbr 0 path's third product */
+#if GRUKIT_FORM_SIZE
+    if (layer->adds != NULL) {
+        step_compact_s8(layer, x, h, xw);
+        return;
+    }
+#endif
+#if GRUKIT_FORM_SPEED
+    GRUKIT_STEP_BUFFERS_S8(h4);
     /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
     const grukit_add_table_s8 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
     const grukit_add_table_s8 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
-    const grukit_mul_fast_s8 r_mul = layer->r_mul, z_mul = layer->z_mul;
-    const int8_t *const z_table = layer->z_table, *const r_table = layer->r_table, *const n_table = layer->n_table;
-
-    widen_s8(x, layer->input_size, layer->x_fc.input_offset, xw);
-    fc_s8(&layer->x_fc, xw, gx);
-    widen_s8(h, H, layer->h_fc.input_offset, xw);
-    fc_s8(&layer->h_fc, xw, gh);
-
-    if (layer->linear_before_reset) {
-        for (int32_t j = 0; j < H; ++j) {
-            const int32_t z = z_table[add_tab_s8(&z_pre, gx_z[j], gh_z[j])];
-            const int32_t r = r_table[add_tab_s8(&r_pre, gx_r[j], gh_r[j])];
-            const int32_t r_gh = mul_fast_s8(&r_mul, r, gh_n[j]);
-            const int32_t n = n_table[add_tab_s8(&n_pre, gx_n[j], r_gh)];
-            const int32_t h_j = h[j];
-            const int32_t diff = sub_tab_s8(&h_minus_n, h_j, n);
-            h[j] = (int8_t)add_tab_s8(&h_new, n, mul_fast_s8(&z_mul, z, diff));
-        }
-        return;
-    }
-    /* linear_before_reset 0: gh_n = R_n (r * h) needs every r first. */
-    for (int32_t j = 0; j < H; ++j) {
-        z_buf[j] = z_table[add_tab_s8(&z_pre, gx_z[j], gh_z[j])];
-        const int32_t r = r_table[add_tab_s8(&r_pre, gx_r[j], gh_r[j])];
-        r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);
-    }
-    widen_s8(r_h, H, layer->hn_fc.input_offset, xw);
-    fc_s8(&layer->hn_fc, xw, gh_n);
-    for (int32_t j = 0; j < H; ++j) {
-        const int32_t n = n_table[add_tab_s8(&n_pre, gx_n[j], gh_n[j])];
-        const int32_t diff = sub_tab_s8(&h_minus_n, h[j], n);
-        h[j] = (int8_t)add_tab_s8(&h_new, n, mul_fast_s8(&z_mul, z_buf[j], diff));
-    }
+    GRUKIT_PRODUCTS_S8();
+    GRUKIT_UNITS_S8(add_tab_s8, sub_tab_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
+#else
+    (void)x, (void)h; /* a speed-form model is refused by grukit_model_s8_init in this build */
+#endif
 }
 
 /* ---------------------------------------------------------------- int8 model */
@@ -429,8 +598,29 @@ void grukit_model_s8_reset(const grukit_model_s8 *model, int8_t *state)
     memset(state, 0, (size_t)grukit_model_s8_get_state_size(model));
 }
 
+/* 1 if every layer and head product of the model is of a form this build runs. */
+static int forms_built_s8(const grukit_model_s8 *model)
+{
+    for (int32_t l = 0; l < model->num_layers; ++l) {
+        const int size_form = model->layers[l].adds != NULL;
+        if ((size_form && !GRUKIT_FORM_SIZE) || (!size_form && !GRUKIT_FORM_SPEED)) {
+            return 0;
+        }
+    }
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        const int size_form = model->head[k].fc.compact != NULL;
+        if ((size_form && !GRUKIT_FORM_SIZE) || (!size_form && !GRUKIT_FORM_SPEED)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int grukit_model_s8_init(const grukit_model_s8 *model, int8_t *state, int32_t state_bytes, int32_t scratch_bytes)
 {
+    if (!forms_built_s8(model)) {
+        return GRUKIT_ERROR_FORM_NOT_BUILT;
+    }
     if (state_bytes < grukit_model_s8_get_state_size(model)) {
         return GRUKIT_ERROR_STATE_TOO_SMALL;
     }

@@ -1,0 +1,187 @@
+"""The size form of the int8 C constants (grukit export --c --optimize size): compact products and computed
+ADD / SUB terms, against the NumPy runtime's integers.
+
+The speed form's tests (tests/test_firmware_gru.py, test_firmware_kernel.py) run the same models through the
+same drivers; here the constants are generated with optimize="size". Every integer is compared and a failure
+names the first mismatch: the Python twin (kernel.run_model) against the op-by-op specification, the C on the
+host (strict, and with UBSan + ASan), and the C on emulated cores (Cortex-M4 DSP and portable, M55, M0+, RV32).
+Then what the form is for: fewer flash bytes, the build that leaves the other form out, and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import firmware_build as fb
+import grukit
+from gru_factory import random_inputs, random_model
+from grukit.cli import main
+from grukit.core.graph import ADD, SUB, step_ops
+from grukit.firmware_ref import c_export, host
+from grukit.firmware_ref import kernel as KN
+from grukit.firmware_ref.measure import built_flash_bytes
+from grukit.runtime.int_gru_reference import run_int_reference
+from grukit.verify import assert_identical
+from test_firmware_gru import (CORE_IDS, DATA, GRU_DRIVER, GRU_SOURCE, RANDOM_MODELS, check, demo_case, golden_stream,
+                               make_case)
+
+S8_MODELS = [m for m in RANDOM_MODELS if m[2] == "int8"]
+
+
+def _twin_matches(qmodel, x_q, what: str) -> None:
+    y, states = KN.run_model(KN.prepare_model(qmodel, optimize="size"), x_q)
+    y_ref, states_ref = run_int_reference(qmodel, x_q)
+    assert_identical(y, y_ref, f"{what}: y")
+    for layer, (got, expected) in enumerate(zip(states, states_ref)):
+        assert_identical(got, expected, f"{what}: layer {layer} states")
+
+
+@pytest.mark.parametrize("spec", S8_MODELS, ids=[m[0] for m in S8_MODELS])
+def test_size_twin_equals_the_specification(spec):
+    """Inputs 3x wider than calibration: the input quantization, the gates and the state saturate."""
+    case = make_case(*spec)
+    I = case.qmodel.layers[0].input_size
+    _twin_matches(case.qmodel, case.qmodel.quantize_input(random_inputs(900, N=24, T=16, I=I, scale=3.0)), case.name)
+
+
+def test_size_twin_equals_the_runtime_on_the_demo():
+    case = demo_case("int8")
+    _twin_matches(case.qmodel, case.x_q, case.name)
+
+
+def test_computed_add_terms_equal_the_tables_on_every_input_pair():
+    """Each ADD / SUB of a model, computed (size form) and tabulated (speed form), on all 65,536 input pairs."""
+    qmodel = make_case(*S8_MODELS[1]).qmodel  # lbr 0, odd sizes
+    a, b = (v.ravel() for v in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    layer = qmodel.layers[0]
+    kinds = {op.output: op.kind for op in step_ops(layer.linear_before_reset)}
+    for name in ("z_pre", "r_pre", "n_pre", "h_minus_n", "h_new"):
+        fast, table = KN.prepare_add_fast_s8(name, layer.prepared[name]), KN.prepare_add_s8(name, layer.prepared[name])
+        computed, tabulated = ((KN.add_calc_s8, KN.add_tab_s8) if kinds[name] == ADD else
+                               (KN.sub_calc_s8, KN.sub_tab_s8))
+        assert kinds[name] in (ADD, SUB)
+        assert_identical(computed(fast, a, b), tabulated(table, a, b), f"{name}: computed vs table")
+
+
+def test_compact_weights_round_trip_with_a_tail():
+    """Whole column quads stored (0, 2, 1, 3), the depth % 4 tail in order; unpacking gives the weights back."""
+    w = np.arange(-60, 61, dtype=np.int64)[:7 * 11].reshape(7, 11)
+    packed = KN.pack_compact_s8(w)
+    assert list(packed[:4]) == [w[0, 0], w[0, 2], w[0, 1], w[0, 3]] and list(packed[8:11]) == list(w[0, 8:])
+    compact = KN.FcCompactS8(packed, None, np.zeros(7, np.int64), np.zeros(7, np.int64), 7, (0, 0, 0))
+    assert_identical(KN.unpack_compact_s8(compact, 7, 11), w, "round trip")
+
+
+@pytest.mark.parametrize("spec", S8_MODELS, ids=[m[0] for m in S8_MODELS])
+def test_size_form_host_matches_numpy(spec, tmp_path):
+    case = make_case(*spec)
+    sanitize = spec[0] in {"s8_lbr0_odd", "s8_mixed_nohead"}
+    if sanitize and not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
+        pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
+    y, states = host.run_c_host(case.qmodel, case.x_q, optimize="size", sanitize=sanitize)
+    y_ref, states_ref = case.qmodel.run_int(case.x_q)
+    assert_identical(y, y_ref, f"{case.name}: y")
+    for layer, (got, expected) in enumerate(zip(states, states_ref)):
+        assert_identical(got, expected, f"{case.name}: layer {layer} states")
+
+
+# (model, DSP path, machine): the size form on every kind of core the speed form runs on.
+SIZE_RUNS = [
+    (S8_MODELS[1], True, "mps2-an386"),  # Cortex-M4: unaligned LDR + SXTB16 / SMLAD quads, odd depth tails
+    (S8_MODELS[1], False, "mps2-an386"),  # Cortex-M4, portable loops
+    (S8_MODELS[2], True, "mps3-an547"),  # Cortex-M55, stacked layers
+    (S8_MODELS[1], False, "microbit"),  # Cortex-M0+ (no unaligned loads: the portable path reads bytes)
+    (S8_MODELS[2], False, "virt"),  # RISC-V RV32
+]
+
+
+@pytest.mark.parametrize("spec,dsp,machine", SIZE_RUNS,
+                         ids=[f"{s[0]}-{'dsp' if d else 'portable'}-{CORE_IDS[m]}" for s, d, m in SIZE_RUNS])
+def test_size_form_on_emulated_cores_matches_numpy(spec, dsp, machine, tmp_path):
+    fb.require_arm_tools(machine)
+    case = make_case(*spec)
+    out = tmp_path / case.name
+    c_export.export_c(case.qmodel, out, optimize="size")
+    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_size.py (NumPy runtime)")
+    defines = {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', "GRUKIT_FORM_SIZE_ONLY": None}
+    elf = fb.build_arm([GRU_SOURCE, out / "grukit_model.c", GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp,
+                       defines=defines, machine=machine)
+    check(case, fb.run_qemu(elf, machine=machine))
+
+
+def test_size_form_takes_the_issue_s_flash_budget(tmp_path):
+    """The seed forecaster's shape (I=1, H=50, a dense head): model constants at most 1.3 x the weight bytes
+    + 2 KB per GRU layer, measured as deploy measures flash (the Cortex-M4 build's text + data)."""
+    fb.require_arm_tools("mps2-an386")
+    model = random_model(0, I=1, H=50, O=1, layers=1, lbr=1)
+    qmodel = grukit.quantize(model, random_inputs(0, N=16, T=20, I=1), scheme="int8")
+    weights = sum(np.asarray(fc.w_q).size for layer in qmodel.layers for fc in layer.fcs.values())
+    weights += sum(np.asarray(d.fc.w_q).size for d in qmodel.head.layers)
+    sizes = {}
+    for optimize in ("speed", "size"):
+        c_file = c_export.export_c(qmodel, tmp_path / optimize, optimize=optimize)[1]
+        sizes[optimize] = built_flash_bytes(c_file, "int8", optimize=optimize).model_bytes
+    assert sizes["size"] <= 1.3 * weights + 2048, (sizes, weights)
+    assert sizes["size"] < sizes["speed"] / 2, sizes
+
+
+INIT_PROBE = """#include <stdio.h>
+#include GRUKIT_MODEL_HEADER
+static int8_t state[GRUKIT_MODEL_STATE_BYTES];
+int main(void) { printf("%d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+                 return 0; }
+"""
+
+
+@pytest.mark.parametrize("optimize,define,status", [
+    ("size", "GRUKIT_FORM_SPEED_ONLY", 3), ("speed", "GRUKIT_FORM_SIZE_ONLY", 3),
+    ("size", "GRUKIT_FORM_SIZE_ONLY", 0), ("speed", "GRUKIT_FORM_SPEED_ONLY", 0)])
+def test_a_build_without_the_model_s_form_refuses_it_at_init(optimize, define, status, tmp_path):
+    """GRUKIT_ERROR_FORM_NOT_BUILT (3) rather than running constants the build has no code for."""
+    case = make_case(*S8_MODELS[0])
+    out = tmp_path / "model"
+    c_export.export_c(case.qmodel, out, optimize=optimize)
+    probe = tmp_path / "probe.c"
+    probe.write_text(INIT_PROBE)
+    exe = fb.build_host([GRU_SOURCE, out / "grukit_model.c", probe], tmp_path / "probe",
+                        defines={"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', define: None})
+    assert fb.run_host(exe).strip() == str(status)
+
+
+def test_export_writes_the_size_form_and_refuses_what_has_none(tmp_path, capsys):
+    model, calib = str(DATA / "demo_model.onnx"), str(DATA / "demo_calib.npz")
+    assert main(["export", model, "--calib", calib, "--c", "--optimize", "size", "--out", str(tmp_path / "size")]) == 0
+    header = (tmp_path / "size" / "grukit_model" / "src" / "grukit_model.h").read_text()
+    assert "#define GRUKIT_MODEL_FORM_SIZE 1" in header
+    cmake = (tmp_path / "size" / "grukit_model" / "CMakeLists.txt").read_text()
+    assert "GRUKIT_FORM_SIZE_ONLY" in cmake
+    capsys.readouterr()
+    code = main(["export", model, "--calib", calib, "--c", "--scheme", "16x8", "--optimize", "size", "--out",
+                 str(tmp_path / "s16")])
+    assert code == 2 and "--optimize size is the int8 kernel's" in capsys.readouterr().err
+    assert not (tmp_path / "s16").exists()
+    code = main(["export", model, "--calib", calib, "--optimize", "size", "--out", str(tmp_path / "no_c")])
+    assert code == 2 and "needs --c" in capsys.readouterr().err
+
+
+def test_deploy_size_form_reports_both_forms(tmp_path, capsys):
+    """deploy --optimize size: the library holds the size form, the C kernel run is bit-exact on it, and the
+    report shows both forms' flash and instructions on the board (measured when QEMU is there)."""
+    out = tmp_path / "out"
+    code = main(["deploy", str(DATA / "demo_model.onnx"), "--calib", str(DATA / "demo_calib.npz"), "--val",
+                 str(DATA / "demo_val.npz"), "--target", "stm32l476", "--optimize", "size", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["optimize"] == "size" and report["forms"]["deployed"] == "size"
+    assert report["bit_exact"]["c-kernel"] is True
+    forms = report["forms"]["boards"]["stm32l476"]
+    assert forms["size"]["flash_bytes"] < forms["speed"]["flash_bytes"]
+    if forms["size"]["measured"] and forms["speed"]["measured"]:
+        assert forms["size"]["instructions_per_step"] > forms["speed"]["instructions_per_step"]
+    flash = next(t for t in report["targets"] if t["name"] == "stm32l476 flash")
+    assert flash["value"] == forms["size"]["flash_bytes"]
+    assert "size (deployed)" in (out / "report.md").read_text()
+    assert "GRUKIT_MODEL_FORM_SIZE" in (out / "grukit_model" / "src" / "grukit_model.h").read_text()
