@@ -22,8 +22,8 @@ element-wise ops, requantizations, table lookups) at the seed forecaster's shape
 (its instructions / step - a x its MACs) / H. Issue 17's target for that: at most 80. (The input side's one
 column, padded to the kernel's column group, counts as per-unit work here, as in issue 17's own estimate.)
 Then the int8 constants' two forms (grukit export --c --optimize speed|size) at every size on the M4 (DSP path)
-and, at I=16, H=64, on the M0+ and RV32: model flash and instructions per step side by side, each form's kernel
-built for that form only (-DGRUKIT_FORM_SPEED_ONLY / _SIZE_ONLY, as the generated library builds it); and issue
+and, at I=16, H=64, on the M55 (the size form on its Helium path, the speed form on the DSP path), the M0+ and
+RV32: model flash and instructions per step side by side, each form's kernel built for that form only (-DGRUKIT_FORM_SPEED_ONLY / _SIZE_ONLY, as the generated library builds it); and issue
 17's flash target for the size form: model constants at most 1.3 x the weight bytes + 2 KB per GRU layer, at the
 seed forecaster's shape.
 Bit-exactness of these builds is what tests/test_firmware_gru.py and tests/test_firmware_size.py check.
@@ -52,7 +52,9 @@ TARGET_PER_UNIT = 80  # element-wise instructions per hidden unit at I=1, H=50 o
 SIZE_TARGET_RATIO, SIZE_TARGET_PER_LAYER = 1.3, 2048  # size form: model flash <= 1.3 x weight bytes + 2 KB / layer
 HEAD_OUTPUTS = 4
 OTHER_CORES = ("mps2-an500", "mps2-an505", "mps3-an547")  # M7, M33, M55: the I=16, H=64 int8 DSP row only
-NO_DSP_CORES = ("microbit", "virt")  # M0+ and RV32: the I=16, H=64 rows, both schemes, portable C
+NO_DSP_CORES = ("microbit", "virt")
+HELIUM_CORE = "mps3-an547"  # the M55: the size form runs its Helium (MVE) path there, the speed form the DSP one
+TARGET_HELIUM_PER_MAC = 0.5  # int8 at I=16, H=64 on the M55 with Helium (issue 17)  # M0+ and RV32: the I=16, H=64 rows, both schemes, portable C
 
 
 def main() -> None:
@@ -71,7 +73,8 @@ def main() -> None:
                          if build.emulation_unavailable_reason(m) is None]
             forms = [("int8", True, "mps2-an386")]
             if (I, H) == (16, 64):
-                forms += [("int8", False, m) for m in NO_DSP_CORES if build.emulation_unavailable_reason(m) is None]
+                forms += [("int8", dsp, m) for dsp, m in ((True, HELIUM_CORE), *((False, m) for m in NO_DSP_CORES))
+                          if build.emulation_unavailable_reason(m) is None]
             quantized = {scheme: grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
                          for scheme in ("int8", "16x8")}
             for scheme, dsp, machine in runs:
@@ -82,7 +85,8 @@ def main() -> None:
                 weights = sum(np.asarray(fc.w_q).size for layer in quantized[scheme].layers
                               for fc in layer.fcs.values()) + sum(np.asarray(d.fc.w_q).size
                                                                   for d in quantized[scheme].head.layers)
-                form_rows.append((I, H, _path(dsp, machine), weights, speed, size))
+                form_rows.append((I, H, speed[3] if speed[3] == size[3] else f"{speed[3]} / {size[3]}", weights,
+                                  speed, size))
     _print_forms(form_rows)
     print("\n| I | H | scheme | path | instructions / step | instructions / MAC | kernel code (B) | "
           "model flash (B) | RAM state+scratch (B) |")
@@ -112,9 +116,10 @@ def main() -> None:
             print(f"(target <= {TARGET_PER_UNIT} per hidden unit at I=1, H=50, int8: {per_unit:.0f}, {verdict})")
 
 
-def _path(dsp: bool, machine: str) -> str:
+def _path(dsp: bool, machine: str, optimize: str = "speed") -> str:
     core = build.MACHINES[machine].cpu.replace("cortex-", "").replace("plus", "+").upper()
-    return f"{'DSP' if dsp else 'portable'} {core}"
+    helium = dsp and optimize == "size" and machine == HELIUM_CORE
+    return f"{'Helium' if helium else 'DSP' if dsp else 'portable'} {core}"
 
 
 def _measure(q, tmp: Path, I: int, H: int, dsp: bool, machine: str, optimize: str) -> tuple:
@@ -127,7 +132,7 @@ def _measure(q, tmp: Path, I: int, H: int, dsp: bool, machine: str, optimize: st
     instructions = sum(per_step) / len(per_step)
     built = measure.built_flash_bytes(build_dir / "model" / "grukit_model.c", scheme, optimize=optimize)
     state, scratch = c_export.buffer_sizes(q)
-    return (I, H, scheme, _path(dsp, machine), instructions, instructions / (3 * H * (I + H)), built.kernel_bytes,
+    return (I, H, scheme, _path(dsp, machine, optimize), instructions, instructions / (3 * H * (I + H)), built.kernel_bytes,
             built.model_bytes, state + scratch, optimize)
 
 
@@ -141,6 +146,12 @@ def _print_forms(form_rows: list) -> None:
     for I, H, path, weights, speed, size in form_rows:
         print(f"| {I} | {H} | {path} | {weights:,} | {speed[7]:,} / {size[7]:,} | {speed[6]:,} / {size[6]:,} | "
               f"{speed[4]:,.0f} / {size[4]:,.0f} | {size[4] / speed[4]:.2f}x |")
+    helium = next((r for r in form_rows if r[:2] == (16, 64) and "Helium" in r[2]), None)
+    if helium is not None:
+        per_mac = helium[5][5]
+        verdict = "met" if per_mac <= TARGET_HELIUM_PER_MAC else "NOT met"
+        print(f"\nCortex-M55, Helium (size form), int8 at I=16, H=64: {per_mac:.2f} instructions / MAC (DSP path, "
+              f"speed form: {helium[4][5]:.2f}); target <= {TARGET_HELIUM_PER_MAC}: {verdict}.")
     I, H, path, weights, speed, size = next(r for r in form_rows if r[:2] == (1, 50))
     limit = SIZE_TARGET_RATIO * weights + SIZE_TARGET_PER_LAYER
     verdict = "met" if size[7] <= limit else "NOT met"

@@ -104,7 +104,7 @@ class FcCompactS8:
     """grukit_fc_compact_s8: the size mode's product, a byte per weight and five per row."""
 
     weights: np.ndarray  # int8 [rows * depth], each row's whole column quads stored as columns (0, 2, 1, 3)
-    bias2: np.ndarray | None  # int32 [rows], 2 x bias; None when every bias is 0
+    bias2: np.ndarray | None  # int32 [rows], 2 (bias - input zp x sum of the row's weights); None when all 0
     multiplier: np.ndarray  # int32 [rows]
     shift: np.ndarray  # int8 [rows]: left_shift if > 0, else -right_shift
     part_rows: int
@@ -467,14 +467,16 @@ NO_FC_S8 = FcS8("", 0, 0, np.zeros(0, np.int64), np.zeros(0, np.int64), (), 0, 0
 
 def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
     """prepare_fc_s8's compact form: the rows of every part in a row, each requantized as the packed form's
-    row (the same requant_s32 and bounds: |bias| + |x - zp| sum |w| shifted below 2^29, so every partial sum
-    of the doubled accumulator fits int32)."""
+    row (the same requant_s32 and bounds). The input offset is folded into the bias, 2 (bias - zp sum w), and
+    the products read the raw int8 input (input_offset 0): the full sums are the packed form's, and every
+    partial sum stays within 2 (|bias| + |zp| sum |w| + 128 sum |w|) <= 2 (|bias| + 2 reach sum |w|) < 2^31
+    (reach >= 128, and requant_s32 keeps |bias| + reach sum |w| below 2^29)."""
     offsets = {int(params.input_zero_point) for _, params in parts}
     if len(offsets) != 1:
         raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
     zp_in = offsets.pop()
     reach = _offset_range(zp_in)
-    weights, biases, requants, zero_points = [], [], [], []
+    weights, biases, requants, zero_points = [], [], [], []  # biases with the input offset folded in
     part_rows = {np.asarray(fc.w_q).shape[0] for fc, _ in parts}
     if len(part_rows) != 1 or len(parts) > 3:
         raise UnsupportedModelError(f"{name}: stacked parts of rows {sorted(part_rows)} (the compact form takes up "
@@ -487,7 +489,7 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
         requants += [requant_s32(m, sh, zp, b, f"{name} row {len(biases) + o}")
                      for o, (m, sh, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
         weights.append(w)
-        biases += bias.tolist()
+        biases += (bias - zp_in * w.sum(axis=1)).tolist()
         zero_points.append(zp)
     w_all = np.concatenate(weights)
     bias2 = 2 * np.asarray(biases, np.int64)
@@ -496,7 +498,7 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
                           np.array([compact_shift(q) for q in requants], np.int64), part_rows.pop(),
                           tuple(zero_points + [0] * (3 - len(zero_points))))
     empty = np.zeros(0, np.int64)
-    return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), -zp_in, 0, compact=compact)
+    return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), 0, 0, compact=compact)
 
 
 def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:

@@ -88,21 +88,35 @@ def test_size_form_host_matches_numpy(spec, tmp_path):
         assert_identical(got, expected, f"{case.name}: layer {layer} states")
 
 
-# (model, DSP path, machine): the size form on every kind of core the speed form runs on.
+# (model, DSP path, machine): the size form on every kind of core the speed form runs on; on the Cortex-M55
+# (Helium: the products and the element-wise ops on MVE vectors) every int8 golden model.
 SIZE_RUNS = [
     (S8_MODELS[1], True, "mps2-an386"),  # Cortex-M4: unaligned LDR + SXTB16 / SMLAD quads, odd depth tails
     (S8_MODELS[1], False, "mps2-an386"),  # Cortex-M4, portable loops
-    (S8_MODELS[2], True, "mps3-an547"),  # Cortex-M55, stacked layers
+    *((spec, True, "mps3-an547") for spec in S8_MODELS),  # Cortex-M55, Helium
+    (S8_MODELS[1], False, "mps3-an547"),  # Cortex-M55, portable loops (GRUKIT_PORTABLE_ONLY: no MVE either)
     (S8_MODELS[1], False, "microbit"),  # Cortex-M0+ (no unaligned loads: the portable path reads bytes)
     (S8_MODELS[2], False, "virt"),  # RISC-V RV32
 ]
 
 
+def _path_id(dsp: bool, machine: str) -> str:
+    return ("helium" if machine == "mps3-an547" else "dsp") if dsp else "portable"
+
+
 @pytest.mark.parametrize("spec,dsp,machine", SIZE_RUNS,
-                         ids=[f"{s[0]}-{'dsp' if d else 'portable'}-{CORE_IDS[m]}" for s, d, m in SIZE_RUNS])
+                         ids=[f"{s[0]}-{_path_id(d, m)}-{CORE_IDS[m]}" for s, d, m in SIZE_RUNS])
 def test_size_form_on_emulated_cores_matches_numpy(spec, dsp, machine, tmp_path):
     fb.require_arm_tools(machine)
-    case = make_case(*spec)
+    _run_size_form(make_case(*spec), dsp, machine, tmp_path)
+
+
+def test_size_form_of_the_demo_on_helium_matches_numpy(tmp_path):
+    fb.require_arm_tools("mps3-an547")
+    _run_size_form(demo_case("int8"), True, "mps3-an547", tmp_path)
+
+
+def _run_size_form(case, dsp: bool, machine: str, tmp_path) -> None:
     out = tmp_path / case.name
     c_export.export_c(case.qmodel, out, optimize="size")
     golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_size.py (NumPy runtime)")

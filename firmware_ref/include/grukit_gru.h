@@ -29,8 +29,10 @@
  * other form's code out (about 1-2 KB of flash on a Cortex-M; the generated header says which form a model
  * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_s8_init refuses one this build cannot run).
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
- * SXTB16/SMLAD and the requantization SMMLAR/SSAT; the results are bit-identical to the portable C path
- * (define GRUKIT_PORTABLE_ONLY to force the portable path).
+ * SXTB16/SMLAD and the requantization SMMLAR/SSAT; on a core with Helium (__ARM_FEATURE_MVE, e.g. Cortex-M55)
+ * the size form's products run as tail-predicated VMLADAVA.S8 loops and its requantizations and element-wise
+ * ops on 4-lane vectors (the speed form keeps the DSP path there). The results are bit-identical to the
+ * portable C path (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
  * Streaming use (see the generated main.c):
  *     static int8_t state[MODEL_STATE_BYTES];
@@ -81,8 +83,9 @@ typedef struct {
 
 /**
  * The compact form of an int8 fully connected product (grukit export --optimize size): one byte per weight and
- * five per row, no padding. Row o computes acc = bias2[o] + sum_k w[o][k] * 2 (x[k] + input_offset) (the
- * doubled sum, as the packed form's) and out[o] = sat8(requant(acc)) with grukit_requant_s32's arithmetic:
+ * five per row, no padding. Row o computes acc = bias2[o] + sum_k w[o][k] * 2 x[k] on the raw int8 input (the
+ * input zero point is folded into bias2: the doubled sum of the packed form) and out[o] = sat8(requant(acc))
+ * with grukit_requant_s32's arithmetic:
  *     shift[o] = s >= 0: left_shift s, right_shift 0, rounding zp;
  *     shift[o] = s < 0:  right_shift e = -s, rounding 2^(e - 1) + zp * 2^e,
  * zp the output zero point of the row's part (the stacked gates each have their own). The generator derives
@@ -95,7 +98,8 @@ typedef struct {
      *  and (x2, x3); the last depth % 4 columns in order. Rows start at any byte (an unaligned word load on
      *  the DSP path, which the Armv7-M and Armv8-M mainline cores allow). */
     const int8_t *weights;
-    const int32_t *bias2;      /**< int32 [rows]: 2 x bias; NULL when every bias is 0. */
+    const int32_t *bias2;      /**< int32 [rows]: 2 (bias - input zero point x sum of the row's weights); NULL
+                                    when every one is 0. */
     const int32_t *multiplier; /**< int32 [rows]: 0 or [2^30, 2^31 - 1]. */
     const int8_t *shift;       /**< int8 [rows]: s as above, in [-30, 28]. */
     int32_t part_rows;         /**< rows per output zero point: H for the stacked gates, rows for a head layer. */
@@ -140,8 +144,9 @@ typedef struct {
     /** Sparse form: uint8 [sum of block_groups], each stored group's column group k / 8, ascending within a
      *  block, [0, ceil(K/8) - 1]; NULL for the dense form (or when no group is stored). */
     const uint8_t *group_index;
-    /** The compact form (size mode) or NULL: when set, rows, depth and input_offset still hold and every other
-     *  array above is NULL; the outputs are rows in a row, with no padding rows between the stacked gates. */
+    /** The compact form (size mode) or NULL: when set, rows and depth still hold, input_offset is 0 (folded into
+     *  the compact bias) and every other array above is NULL; the outputs are rows in a row, with no padding
+     *  rows between the stacked gates. */
     const grukit_fc_compact_s8 *compact;
 } grukit_fc_s8;
 

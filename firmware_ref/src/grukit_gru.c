@@ -28,6 +28,14 @@
 #define GRUKIT_GRU_DSP 0
 #endif
 
+/* Helium (MVE, e.g. Cortex-M55): the size form's products and element-wise ops run on 128-bit vectors. */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && !defined(GRUKIT_PORTABLE_ONLY)
+#define GRUKIT_GRU_MVE 1
+#include <arm_mve.h>
+#else
+#define GRUKIT_GRU_MVE 0
+#endif
+
 /* Which forms of the _s8 constants this build runs (grukit_gru.h): both by default; -DGRUKIT_FORM_SPEED_ONLY or
  * -DGRUKIT_FORM_SIZE_ONLY leaves the other's code out (grukit_model_s8_init refuses a model of that form). */
 #if defined(GRUKIT_FORM_SPEED_ONLY) && defined(GRUKIT_FORM_SIZE_ONLY)
@@ -408,6 +416,116 @@ static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 #endif
 }
 
+#if GRUKIT_FORM_SIZE && GRUKIT_GRU_MVE
+/* ---------------------------------------------------------------- int8 compact products on Helium */
+
+/* x in the compact weights' column order: each whole quad as columns (0, 2, 1, 3), the tail as it is. */
+static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
+{
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        xp[k] = x[k];
+        xp[k + 1] = x[k + 2];
+        xp[k + 2] = x[k + 1];
+        xp[k + 3] = x[k + 3];
+    }
+    for (; k < n; ++k) {
+        xp[k] = x[k];
+    }
+}
+
+static inline int32x4_t sat_s8_mve(int32x4_t v)
+{
+    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT8_MAX)), vdupq_n_s32(INT8_MIN));
+}
+
+/* requant_compact_s32 lane by lane: a lane's shift s >= 0 gives left shift s, rounding zp and no sign term;
+ * s < 0 right shift e = -s, rounding 2^(e - 1) + zp 2^e. VRMULH is SMMULR; VSHL by a negative count is an
+ * arithmetic right shift (1 << -1 = 0 gives the e = 0 rounding). */
+static inline int32x4_t requant_compact_mve(int32x4_t x2, int32x4_t multiplier, int32x4_t shift, int32_t zero_point)
+{
+    const int32x4_t zero = vdupq_n_s32(0), one = vdupq_n_s32(1);
+    const int32x4_t e = vmaxq_s32(vnegq_s32(shift), zero);
+    const int32x4_t xs = vshlq_s32(x2, vmaxq_s32(shift, zero));
+    const int32x4_t rounding = vaddq_s32(vshlq_s32(one, vsubq_s32(e, one)), vshlq_s32(vdupq_n_s32(zero_point), e));
+    const int32x4_t sign = vandq_s32(vshrq_n_s32(xs, 31), vnegq_s32(vminq_s32(e, one))); /* [xs < 0] where e >= 1 */
+    const int32x4_t y = vaddq_s32(vaddq_s32(vrmulhq_s32(xs, multiplier), rounding), sign);
+    return vshlq_s32(y, vnegq_s32(e));
+}
+
+/*
+ * acc[r] = sum_k w_r[k] * x[k] over depth bytes, for 2 rows at once: a tail-predicated low-overhead loop
+ * (DLSTP.8 / LETP), 16 columns per iteration, the input loaded once for both VMLADAVA.S8; the last
+ * iteration's lanes past depth are predicated off (no load, nothing added). 6 instructions per 32 MACs.
+ */
+static inline void dot2_mve_s8(const int8_t *w0, const int8_t *w1, const int8_t *x, int32_t depth, int32_t *acc)
+{
+    register int32_t a0 __asm__("r0") = 0; /* VMLADAVA accumulates into an even-numbered register */
+    register int32_t a1 __asm__("r2") = 0;
+    __asm__ volatile(
+        "dlstp.8 lr, %[n]\n\t"
+        "1:\n\t"
+        "vldrb.8 q0, [%[x]], #16\n\t"
+        "vldrb.8 q1, [%[w0]], #16\n\t"
+        "vmlava.s8 %[a0], q1, q0\n\t"
+        "vldrb.8 q2, [%[w1]], #16\n\t"
+        "vmlava.s8 %[a1], q2, q0\n\t"
+        "letp lr, 1b\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(x), [w0] "+r"(w0), [w1] "+r"(w1)
+        : [n] "r"(depth)
+        : "lr", "q0", "q1", "q2", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+}
+
+/*
+ * The compact product on Helium: 4 rows of a part (one output zero point) at a time (dot2_mve_s8 on the raw
+ * int8 input, its zero point folded into bias2; rows past the part's end re-read its last row and are not
+ * stored), then the 4 rows requantized as one vector. Exact as the scalar loop: the same integer sums and the
+ * same requantization, lane by lane.
+ */
+static GRUKIT_NOINLINE void fc_compact_mve_s8(const grukit_fc_s8 *fc, const int8_t *x, int8_t *xp, int8_t *out)
+{
+    const grukit_fc_compact_s8 *c = fc->compact;
+    const int32_t depth = fc->depth;
+    permute_quads_s8(x, depth, xp);
+    for (int32_t part = 0, first = 0; first < fc->rows; ++part, first += c->part_rows) {
+        const int32_t end = first + c->part_rows, zero_point = c->zero_point[part];
+        for (int32_t o = first; o < end; o += 4) {
+            const int32_t rows = end - o < 4 ? end - o : 4;
+            const int8_t *const w = c->weights + o * depth;
+            int32_t acc[4] = {0, 0, 0, 0};
+            dot2_mve_s8(w, w + (rows > 1 ? depth : 0), xp, depth, acc);
+            if (rows > 2) {
+                dot2_mve_s8(w + 2 * depth, w + (rows - 1) * depth, xp, depth, acc + 2);
+            }
+            const mve_pred16_t lanes = vctp32q((uint32_t)rows);
+            int32x4_t x2 = vshlq_n_s32(vldrwq_s32(acc), 1);
+            if (c->bias2 != NULL) {
+                x2 = vaddq_s32(x2, vldrwq_z_s32(c->bias2 + o, lanes));
+            }
+            const int32x4_t y = requant_compact_mve(x2, vldrwq_z_s32(c->multiplier + o, lanes),
+                                                    vldrbq_z_s32(c->shift + o, lanes), zero_point);
+            vstrbq_p_s32(out + o, sat_s8_mve(y), lanes);
+        }
+    }
+}
+#endif
+
+/* One product of the int8 input x (int8 [fc->depth]) into out: widened into xw for the packed and the scalar
+ * compact loops; the Helium compact loop reads the raw bytes, reordered into xw's space. */
+static GRUKIT_NOINLINE void product_s8(const grukit_fc_s8 *fc, const int8_t *x, int32_t *xw, int8_t *out)
+{
+#if GRUKIT_FORM_SIZE && GRUKIT_GRU_MVE
+    if (fc->compact != NULL) {
+        fc_compact_mve_s8(fc, x, (int8_t *)(void *)xw, out);
+        return;
+    }
+#endif
+    widen_s8(x, fc->depth, fc->input_offset, xw);
+    fc_s8(fc, xw, out);
+}
+
 /* ---------------------------------------------------------------- int8 element-wise ops */
 
 /* ADD / SUB outputs have shift <= 0 (TFLite requires it) and right_shift >= 1 (the generator checks). */
@@ -423,7 +541,7 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
                                    p->output.rounding, p->output.right_shift));
 }
 
-#if GRUKIT_FORM_SIZE
+#if GRUKIT_FORM_SIZE && !GRUKIT_GRU_MVE /* Helium has vector twins (add_calc_mve) */
 /* A computed ADD / SUB input term, doubled (grukit_add_fast_s8): e = 0 (the larger input scale's multiplier
  * 1/2) has no rounding and no sign term. */
 static inline int32_t add_term_s8(int32_t x, int32_t multiplier, int32_t offset, int32_t e)
@@ -489,22 +607,25 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
         const int32_t r = r_table[ADD(R_PRE, gx_r[j], gh_r[j])];                                       \
         r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);                                                 \
     }                                                                                                  \
-    widen_s8(r_h, H, layer->hn_fc.input_offset, xw);                                                   \
-    fc_s8(&layer->hn_fc, xw, gh_n);                                                                    \
+    product_s8(&layer->hn_fc, r_h, xw, gh_n);                                                          \
     for (int32_t j = 0; j < H; ++j) {                                                                  \
         const int32_t n = n_table[ADD(N_PRE, gx_n[j], gh_n[j])];                                       \
         const int32_t diff = SUB(H_MINUS_N, h[j], n);                                                  \
         h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z_buf[j], diff));                             \
     }
 
-/* The buffers of one step (see grukit_gru_s8_get_buffer_size) and the pointers the element-wise loops read. */
-#define GRUKIT_STEP_BUFFERS_S8(STRIDE)                                                                 \
+/* The buffers of one step (see grukit_gru_s8_get_buffer_size). */
+#define GRUKIT_BUFFERS_S8()                                                                            \
     const int32_t H = layer->hidden_size;                                                              \
     const int32_t h4 = round_up4(H);                                                                   \
     int8_t *gx = (int8_t *)(xw + max_s32(round_up8(layer->input_size), round_up8(H)) / 2);            \
     int8_t *gh = gx + 3 * h4;                                                                          \
     int8_t *z_buf = gh + 3 * h4;                                                                       \
-    int8_t *r_h = z_buf + h4;                                                                          \
+    int8_t *r_h = z_buf + h4
+
+/* ... and the pointers and parameters the element-wise loops read. */
+#define GRUKIT_STEP_BUFFERS_S8(STRIDE)                                                                 \
+    GRUKIT_BUFFERS_S8();                                                                               \
     const int8_t *gx_z = gx, *gx_r = gx + (STRIDE), *gx_n = gx + 2 * (STRIDE);                         \
     const int8_t *gh_z = gh, *gh_r = gh + (STRIDE);                                                    \
     int8_t *gh_n = gh + 2 * (STRIDE); /* written by the lbr 0 path's third product */                  \
@@ -514,23 +635,114 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
     (void)z_buf;                                                                                       \
     (void)r_h
 
-/* The gate products over x and h (the layer input, then the state, widened into xw). */
+/* The gate products over x and h (the layer input, then the state): the speed form's (widened into xw),
+ * and either form's (product_s8). */
 #define GRUKIT_PRODUCTS_S8()                                                                           \
     widen_s8(x, layer->input_size, layer->x_fc.input_offset, xw);                                      \
     fc_s8(&layer->x_fc, xw, gx);                                                                       \
     widen_s8(h, H, layer->h_fc.input_offset, xw);                                                      \
     fc_s8(&layer->h_fc, xw, gh)
+#define GRUKIT_COMPACT_PRODUCTS_S8()                                                                   \
+    product_s8(&layer->x_fc, x, xw, gx);                                                               \
+    product_s8(&layer->h_fc, h, xw, gh)
+
+#if GRUKIT_FORM_SIZE && GRUKIT_GRU_MVE
+/* requant_fast_s32 on 4 lanes (right_shift >= 1). */
+static inline int32x4_t requant_fast_mve(int32x4_t x2, int32_t multiplier, int32_t rounding, int32_t right_shift)
+{
+    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(multiplier)), rounding);
+    return vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(x2, 31)), -right_shift);
+}
+
+/* add_term_s8 on 4 lanes. */
+static inline int32x4_t add_term_mve(int32x4_t x, int32_t multiplier, int32_t offset, int32_t e)
+{
+    const int32x4_t x2 = vaddq_n_s32(vshlq_n_s32(x, 21), offset);
+    const int32x4_t term = e == 0 ? vrmulhq_s32(x2, vdupq_n_s32(multiplier))
+                                  : requant_fast_mve(x2, multiplier, 1 << (e - 1), e);
+    return vshlq_n_s32(term, 1);
+}
+
+static inline int32x4_t add_calc_mve(const grukit_add_fast_s8 *p, int32x4_t a, int32x4_t b, int subtract)
+{
+    const int32x4_t t1 = add_term_mve(a, p->input1_multiplier, p->input1_offset, p->input1_shift);
+    const int32x4_t t2 = add_term_mve(b, p->input2_multiplier, p->input2_offset, p->input2_shift);
+    return sat_s8_mve(requant_fast_mve(subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2), p->output.multiplier,
+                                       p->output.rounding, p->output.right_shift));
+}
+
+static inline int32x4_t mul_fast_mve(const grukit_mul_fast_s8 *p, int32x4_t a, int32x4_t b)
+{
+    const int32x4_t product2 = vmulq_s32(vaddq_n_s32(vmulq_n_s32(a, p->input1_scale), p->input1_offset_scaled),
+                                         vaddq_n_s32(b, p->input2_offset));
+    return sat_s8_mve(requant_fast_mve(product2, p->output.multiplier, p->output.rounding, p->output.right_shift));
+}
+
+/* table[v] on 4 lanes: a byte gather (table points at entry 0 of [-128, 127]). */
+static inline int32x4_t lookup_mve(const int8_t *table, int32x4_t v, mve_pred16_t p)
+{
+    return vldrbq_gather_offset_z_s32(table - 128, vreinterpretq_u32_s32(vaddq_n_s32(v, 128)), p);
+}
+
+/* The size form's element-wise ops on Helium, 4 hidden units per iteration (the last predicated): the
+ * vector twins of GRUKIT_UNITS_S8's, lane by lane the same integers. */
+static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *layer, int8_t *h, int32_t *xw)
+{
+    GRUKIT_STEP_BUFFERS_S8(H);
+    /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
+    const grukit_add_fast_s8 adds[5] = {layer->adds[0], layer->adds[1], layer->adds[2], layer->adds[3],
+                                        layer->adds[4]}; /* z_pre, r_pre, n_pre, h_minus_n, h_new */
+    if (layer->linear_before_reset) {
+        for (int32_t j = 0; j < H; j += 4) {
+            const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+            const int32x4_t z = lookup_mve(z_table, add_calc_mve(&adds[0], vldrbq_z_s32(gx_z + j, p),
+                                                                 vldrbq_z_s32(gh_z + j, p), 0), p);
+            const int32x4_t r = lookup_mve(r_table, add_calc_mve(&adds[1], vldrbq_z_s32(gx_r + j, p),
+                                                                 vldrbq_z_s32(gh_r + j, p), 0), p);
+            const int32x4_t r_gh = mul_fast_mve(&r_mul, r, vldrbq_z_s32(gh_n + j, p));
+            const int32x4_t n = lookup_mve(n_table, add_calc_mve(&adds[2], vldrbq_z_s32(gx_n + j, p), r_gh, 0), p);
+            const int32x4_t diff = add_calc_mve(&adds[3], vldrbq_z_s32(h + j, p), n, 1);
+            vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, z, diff), 0), p);
+        }
+        return;
+    }
+    for (int32_t j = 0; j < H; j += 4) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        vstrbq_p_s32(z_buf + j, lookup_mve(z_table, add_calc_mve(&adds[0], vldrbq_z_s32(gx_z + j, p),
+                                                                 vldrbq_z_s32(gh_z + j, p), 0), p), p);
+        const int32x4_t r = lookup_mve(r_table, add_calc_mve(&adds[1], vldrbq_z_s32(gx_r + j, p),
+                                                             vldrbq_z_s32(gh_r + j, p), 0), p);
+        vstrbq_p_s32(r_h + j, mul_fast_mve(&r_mul, r, vldrbq_z_s32(h + j, p)), p);
+    }
+    product_s8(&layer->hn_fc, r_h, xw, gh_n);
+    for (int32_t j = 0; j < H; j += 4) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        const int32x4_t n = lookup_mve(n_table, add_calc_mve(&adds[2], vldrbq_z_s32(gx_n + j, p),
+                                                             vldrbq_z_s32(gh_n + j, p), 0), p);
+        const int32x4_t diff = add_calc_mve(&adds[3], vldrbq_z_s32(h + j, p), n, 1);
+        vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, vldrbq_z_s32(z_buf + j, p), diff), 0),
+                     p);
+    }
+}
+#endif
 
 #if GRUKIT_FORM_SIZE
 /* The size form's step: compact products, gates at stride H, ADD / SUB terms computed. */
 static GRUKIT_NOINLINE void step_compact_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_t *h,
                                             int32_t *xw)
 {
+#if GRUKIT_GRU_MVE
+    GRUKIT_BUFFERS_S8();
+    (void)z_buf, (void)r_h;
+    GRUKIT_COMPACT_PRODUCTS_S8();
+    units_compact_mve_s8(layer, h, xw);
+#else
     GRUKIT_STEP_BUFFERS_S8(H);
+    GRUKIT_COMPACT_PRODUCTS_S8();
     const grukit_add_fast_s8 z_pre = layer->adds[0], r_pre = layer->adds[1], n_pre = layer->adds[2];
     const grukit_add_fast_s8 h_minus_n = layer->adds[3], h_new = layer->adds[4];
-    GRUKIT_PRODUCTS_S8();
     GRUKIT_UNITS_S8(add_calc_s8, sub_calc_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
+#endif
 }
 #endif
 
@@ -651,8 +863,7 @@ void grukit_model_s8_output(const grukit_model_s8 *model, const int8_t *state, i
     int8_t *out = (int8_t *)(xw + depth / 2);
     for (int32_t k = 0; k < model->head_layers; ++k) {
         const grukit_dense_s8 *dense = &model->head[k];
-        widen_s8(x, dense->fc.depth, dense->fc.input_offset, xw); /* x may be out: read before it is written */
-        fc_s8(&dense->fc, xw, out);
+        product_s8(&dense->fc, x, xw, out); /* x may be out: read into xw before it is written */
         for (int32_t o = 0; o < dense->fc.rows; ++o) {
             const int32_t v = clamp_s32(out[o], dense->act_min, dense->act_max); /* a fused ReLU / ReLU6 */
             out[o] = (int8_t)(dense->table != NULL ? dense->table[v] : v);
