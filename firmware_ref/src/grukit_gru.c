@@ -439,18 +439,15 @@ static inline int32x4_t sat_s8_mve(int32x4_t v)
     return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT8_MAX)), vdupq_n_s32(INT8_MIN));
 }
 
-/* requant_compact_s32 lane by lane: a lane's shift s >= 0 gives left shift s, rounding zp and no sign term;
- * s < 0 right shift e = -s, rounding 2^(e - 1) + zp 2^e. VRMULH is SMMULR; VSHL by a negative count is an
- * arithmetic right shift (1 << -1 = 0 gives the e = 0 rounding). */
+/* requant_compact_s32 lane by lane: a lane's shift s >= 0 is a left shift before the multiply, s < 0 a right
+ * shift e = -s after it. VRMULH is SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and
+ * RoundingDivideByPOT's -1 for a negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero
+ * point is added after the shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form. */
 static inline int32x4_t requant_compact_mve(int32x4_t x2, int32x4_t multiplier, int32x4_t shift, int32_t zero_point)
 {
-    const int32x4_t zero = vdupq_n_s32(0), one = vdupq_n_s32(1);
-    const int32x4_t e = vmaxq_s32(vnegq_s32(shift), zero);
-    const int32x4_t xs = vshlq_s32(x2, vmaxq_s32(shift, zero));
-    const int32x4_t rounding = vaddq_s32(vshlq_s32(one, vsubq_s32(e, one)), vshlq_s32(vdupq_n_s32(zero_point), e));
-    const int32x4_t sign = vandq_s32(vshrq_n_s32(xs, 31), vnegq_s32(vminq_s32(e, one))); /* [xs < 0] where e >= 1 */
-    const int32x4_t y = vaddq_s32(vaddq_s32(vrmulhq_s32(xs, multiplier), rounding), sign);
-    return vshlq_s32(y, vnegq_s32(e));
+    const int32x4_t y = vrmulhq_s32(vshlq_s32(x2, vmaxq_s32(shift, vdupq_n_s32(0))), multiplier);
+    const int32x4_t negative = vandq_s32(vshrq_n_s32(y, 31), vshrq_n_s32(shift, 31));
+    return vaddq_n_s32(vrshlq_s32(vaddq_s32(y, negative), vminq_s32(shift, vdupq_n_s32(0))), zero_point);
 }
 
 /*
