@@ -36,9 +36,12 @@ class EmulationUnavailable(UserWarning):
 
 
 def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = "mps2-an386",
-                        dsp: bool = True, seed: int = 0, sparse: bool = True, optimize: str = "speed") -> Path:
+                        dsp: bool = True, seed: int = 0, sparse: bool = True, optimize: str = "speed",
+                        profile: bool = False) -> Path:
     """Link the timing image for qmodel (random integer inputs, `steps` steps); returns the ELF path. The
-    model's constants are in build_dir/model/grukit_model.c (sparse, optimize: as export_c's)."""
+    model's constants are in build_dir/model/grukit_model.c (sparse, optimize: as export_c's). profile: the
+    kernel's phase marks on, the driver printing each step's element-wise ticks too (``run_measure_image``'s
+    units); the marks cost instructions of their own, so a profiled step's total is not the kernel's."""
     gen = build_dir / "model"
     export_c(qmodel, gen, sparse=sparse, optimize=optimize)
     info = np.iinfo(qmodel.input_q.np_dtype)
@@ -53,13 +56,16 @@ def build_measure_image(qmodel, build_dir: Path, steps: int = 8, machine: str = 
                golden_c]
     defines = {"DRIVER_MEASURE": None, "GRUKIT_MODEL_HEADER": f'"{gen / "grukit_model.h"}"',
                FORM_ONLY_DEFINE[optimize]: None}
+    if profile:
+        defines.update({"DRIVER_PROFILE": None, "GRUKIT_PROFILE_MARK": "grukit_profile_mark"})
     return build_arm(sources, build_dir / "measure.elf", machine=machine, dsp=dsp, defines=defines)
 
 
-def run_measure_image(elf: Path, machine: str = "mps2-an386") -> list[float]:
-    """Instructions of each measured step (the driver's TICKS lines of its step calls)."""
+def run_measure_image(elf: Path, machine: str = "mps2-an386", lines: str = "TICKS") -> list[float]:
+    """Instructions of each measured step (the driver's TICKS lines of its step calls), or with lines="UNITS"
+    (a profile image) those of each step's element-wise ops."""
     stdout = run_qemu(elf, machine)
-    ticks = [int(line.split()[2]) for line in stdout.splitlines() if line.startswith("TICKS ")]
+    ticks = [int(line.split()[2]) for line in stdout.splitlines() if line.startswith(lines + " ")]
     return [instructions_from_ticks(t, machine) for t in ticks]
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 import firmware_build as fb
+import grukit
+from gru_factory import random_inputs, random_model
 from grukit.core.ops_int import SIGMOID_TABLE_U16
+from grukit.firmware_ref import build, measure
 from grukit.firmware_ref.build import instructions_from_ticks
 from grukit.verify import assert_identical
 
@@ -51,3 +54,23 @@ def test_systick_counts_a_counted_loop(machine, tmp_path):
         f"{machine}: {ticks} ticks = {got} instructions, expected {instructions}")
     assert abs(board_instructions - instructions) <= tolerance, (
         f"{machine}: board_ticks_to_instructions gave {board_instructions}, expected {instructions}")
+
+
+def test_phase_marks_split_a_step_and_cost_nothing_unprofiled(tmp_path):
+    """The kernel's phase marks (GRUKIT_PROFILE_MARK): a profile build reports each step's element-wise
+    instructions, a positive part of the step that grows with H; an ordinary build has no marks, so its step
+    takes exactly the instructions of a build without them (here: the same image, built twice)."""
+    fb.require_arm_tools("mps2-an386")
+    per_unit = {}
+    for H in (16, 32):
+        q = grukit.quantize(random_model(0, I=4, H=H, O=2, layers=1, lbr=1), random_inputs(0, N=8, T=6, I=4))
+        profiled = measure.build_measure_image(q, tmp_path / f"p{H}", 4, profile=True)
+        units = measure.run_measure_image(profiled, "mps2-an386", "UNITS")
+        steps = measure.run_measure_image(measure.build_measure_image(q, tmp_path / f"s{H}", 4), "mps2-an386")
+        assert len(units) == len(steps) == 4
+        assert all(0 < u < s for u, s in zip(units, steps))
+        per_unit[H] = sum(units) / len(units) / H
+        elf = tmp_path / f"s{H}" / "measure.elf"
+        disassembly = build.run_program(["arm-none-eabi-objdump", "-d", str(elf)], "objdump")
+        assert "grukit_profile_mark" not in disassembly
+    assert abs(per_unit[16] - per_unit[32]) < 0.2 * per_unit[16], per_unit  # a per-unit cost, not a per-step one

@@ -36,6 +36,18 @@
 #define GRUKIT_GRU_MVE 0
 #endif
 
+/* Phase marks: where a step's instructions go. A measuring build (firmware_ref/test/gru_driver.c with
+ * DRIVER_PROFILE) defines GRUKIT_PROFILE_MARK as a function it provides, called with GRUKIT_PHASE_UNITS when the
+ * gates' element-wise ops begin and GRUKIT_PHASE_PRODUCTS when they end; otherwise the marks are nothing. */
+#define GRUKIT_PHASE_PRODUCTS 0
+#define GRUKIT_PHASE_UNITS 1
+#ifdef GRUKIT_PROFILE_MARK
+void GRUKIT_PROFILE_MARK(int32_t phase);
+#define GRUKIT_PHASE(phase) GRUKIT_PROFILE_MARK(phase)
+#else
+#define GRUKIT_PHASE(phase) ((void)0)
+#endif
+
 /* Which forms of the _s8 constants this build runs (grukit_gru.h): both by default; -DGRUKIT_FORM_SPEED_ONLY or
  * -DGRUKIT_FORM_SIZE_ONLY leaves the other's code out (grukit_model_s8_init refuses a model of that form). */
 #if defined(GRUKIT_FORM_SPEED_ONLY) && defined(GRUKIT_FORM_SIZE_ONLY)
@@ -90,6 +102,23 @@ static inline int32_t mul_high_rounded_acc_s32(int32_t x, int32_t multiplier, in
     int32_t r;
     __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(multiplier), "r"(acc));
     return r;
+#elif defined(__ARM_ARCH_6M__) || defined(__ARM_ARCH_8M_BASE__) || defined(GRUKIT_MUL_HIGH_SPLIT)
+    /*
+     * Armv6-M / Armv8-M Baseline (Cortex-M0, M0+, M23) multiply 32 x 32 -> 32 only: a 64-bit product is a
+     * library call. Here from 16-bit halves, exactly, for multiplier in [0, 2^31) (every multiplier the
+     * generator writes): x = xh 2^16 + xl (xh = x >> 16 signed, xl unsigned), m = mh 2^16 + ml, so
+     *     x m + 2^31 = (D + (B >> 16) + (C >> 16)) 2^32 + s 2^16 + (A & 0xFFFF),
+     *     A = xl ml (< 2^32), B = xh ml, C = xl mh, D = xh mh (each within int32),
+     *     s = (A >> 16) + (B & 0xFFFF) + (C & 0xFFFF) + 2^15 (< 2^18),
+     * and the floor of that over 2^32 is D + (B >> 16) + (C >> 16) + (s >> 16): the last term below 2^16
+     * cannot carry. (GRUKIT_MUL_HIGH_SPLIT selects this on any core: the host tests run it with sanitizers.)
+     */
+    const int32_t xh = x >> 16, mh = multiplier >> 16;
+    const uint32_t xl = (uint32_t)x & 0xFFFFu, ml = (uint32_t)multiplier & 0xFFFFu;
+    const uint32_t a = xl * ml;
+    const int32_t b = xh * (int32_t)ml, c = (int32_t)xl * mh;
+    const uint32_t s = (a >> 16) + ((uint32_t)b & 0xFFFFu) + ((uint32_t)c & 0xFFFFu) + 0x8000u;
+    return acc + xh * mh + (b >> 16) + (c >> 16) + (int32_t)(s >> 16);
 #else
     return acc + (int32_t)(((int64_t)x * multiplier + (INT64_C(1) << 31)) >> 32);
 #endif
@@ -587,6 +616,7 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
  * before gh_n = R_n (r * h): z waits in z_buf, r * h in r_h, and hn_fc runs between the two loops.
  */
 #define GRUKIT_UNITS_S8(ADD, SUB, Z_PRE, R_PRE, N_PRE, H_MINUS_N, H_NEW)                               \
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                                  \
     if (layer->linear_before_reset) {                                                                  \
         for (int32_t j = 0; j < H; ++j) {                                                              \
             const int32_t z = z_table[ADD(Z_PRE, gx_z[j], gh_z[j])];                                   \
@@ -597,6 +627,7 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
             const int32_t diff = SUB(H_MINUS_N, h_j, n);                                               \
             h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z, diff));                                \
         }                                                                                              \
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);                                                           \
         return;                                                                                        \
     }                                                                                                  \
     for (int32_t j = 0; j < H; ++j) {                                                                  \
@@ -604,12 +635,15 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
         const int32_t r = r_table[ADD(R_PRE, gx_r[j], gh_r[j])];                                       \
         r_h[j] = (int8_t)mul_fast_s8(&r_mul, r, h[j]);                                                 \
     }                                                                                                  \
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);                                                               \
     product_s8(&layer->hn_fc, r_h, xw, gh_n);                                                          \
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                                  \
     for (int32_t j = 0; j < H; ++j) {                                                                  \
         const int32_t n = n_table[ADD(N_PRE, gx_n[j], gh_n[j])];                                       \
         const int32_t diff = SUB(H_MINUS_N, h[j], n);                                                  \
         h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z_buf[j], diff));                             \
-    }
+    }                                                                                                  \
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 
 /* The buffers of one step (see grukit_gru_s8_get_buffer_size). */
 #define GRUKIT_BUFFERS_S8()                                                                            \
@@ -689,6 +723,7 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
     /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
     const grukit_add_fast_s8 adds[5] = {layer->adds[0], layer->adds[1], layer->adds[2], layer->adds[3],
                                         layer->adds[4]}; /* z_pre, r_pre, n_pre, h_minus_n, h_new */
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     if (layer->linear_before_reset) {
         for (int32_t j = 0; j < H; j += 4) {
             const mve_pred16_t p = vctp32q((uint32_t)(H - j));
@@ -701,6 +736,7 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
             const int32x4_t diff = add_calc_mve(&adds[3], vldrbq_z_s32(h + j, p), n, 1);
             vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, z, diff), 0), p);
         }
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
         return;
     }
     for (int32_t j = 0; j < H; j += 4) {
@@ -711,7 +747,9 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
                                                              vldrbq_z_s32(gh_r + j, p), 0), p);
         vstrbq_p_s32(r_h + j, mul_fast_mve(&r_mul, r, vldrbq_z_s32(h + j, p)), p);
     }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
     product_s8(&layer->hn_fc, r_h, xw, gh_n);
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     for (int32_t j = 0; j < H; j += 4) {
         const mve_pred16_t p = vctp32q((uint32_t)(H - j));
         const int32x4_t n = lookup_mve(n_table, add_calc_mve(&adds[2], vldrbq_z_s32(gx_n + j, p),
@@ -720,6 +758,7 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
         vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, vldrbq_z_s32(z_buf + j, p), diff), 0),
                      p);
     }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 }
 #endif
 
@@ -1172,6 +1211,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
     pad_s16(h, H, xp);
     fc_s16(&layer->h_fc, xp, gh);
 
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     if (layer->linear_before_reset) {
         for (int32_t j = 0; j < H; ++j) {
             const int32_t z = logistic_fast_s16(&z_act, add_fast_s16(&z_pre, gx_z[j], gh_z[j]));
@@ -1181,6 +1221,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
             const int32_t diff = sub_fast_s16(&h_minus_n, h[j], n);
             h[j] = (int16_t)add_fast_s16(&h_new, n, mul_fast_s16(&z_mul, z, diff));
         }
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
         return;
     }
     /* linear_before_reset 0: gh_n = R_n (r * h) needs every r first; z waits in gx_z, r * h in xp (whose
@@ -1190,12 +1231,15 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
         const int32_t r = logistic_fast_s16(&r_act, add_fast_s16(&r_pre, gx_r[j], gh_r[j]));
         xp[j] = (int16_t)mul_fast_s16(&r_mul, r, h[j]);
     }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
     fc_s16(&layer->hn_fc, xp, gh_n);
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     for (int32_t j = 0; j < H; ++j) {
         const int32_t n = tanh_fast_s16(&n_act, add_fast_s16(&n_pre, gx_n[j], gh_n[j]));
         const int32_t diff = sub_fast_s16(&h_minus_n, h[j], n);
         h[j] = (int16_t)add_fast_s16(&h_new, n, mul_fast_s16(&z_mul, gx_z[j], diff));
     }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 }
 
 /* ---------------------------------------------------------------- 16x8 model */

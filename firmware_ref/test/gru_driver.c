@@ -7,7 +7,9 @@
  * named grukit_model). Stream (int32 words): sequences N, steps T, then N x T x input_size inputs.
  * Output, one case line per (sequence, step): the states of layer 0, 1, ... then y; after each sequence one
  * more case: y after restoring the state saved at step T/2 and replaying steps T/2 .. T-1 (must equal the
- * last step's y). With DRIVER_MEASURE (bare metal), "TICKS <case> <ticks>" times each step call.
+ * last step's y). With DRIVER_MEASURE (bare metal), "TICKS <case> <ticks>" times each step call; with
+ * DRIVER_PROFILE as well (and the kernel built with GRUKIT_PROFILE_MARK=grukit_profile_mark), "UNITS <case>
+ * <ticks>" gives the part of that step spent in the gates' element-wise ops (the marks' own ticks removed).
  */
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +36,24 @@ typedef grukit_model_value_t value_t;
 static uint64_t g_ticks_overhead;
 #endif
 
+#ifdef DRIVER_PROFILE
+/* The kernel's phase marks (GRUKIT_PROFILE_MARK=grukit_profile_mark): ticks spent in the element-wise phase
+ * of each step, less each mark pair's own ticks (measured once, on an empty pair). */
+static uint64_t g_units_ticks, g_mark_ticks, g_mark_overhead;
+static int32_t g_phase;
+
+void grukit_profile_mark(int32_t phase);
+void grukit_profile_mark(int32_t phase)
+{
+    const uint64_t now = board_ticks();
+    if (g_phase == 1 && phase == 0) {
+        g_units_ticks += now - g_mark_ticks - g_mark_overhead;
+    }
+    g_phase = phase;
+    g_mark_ticks = board_ticks();
+}
+#endif
+
 #define STATE_LEN (GRUKIT_MODEL_STATE_BYTES / (int32_t)sizeof(value_t))
 #define MAX_STEPS 256
 
@@ -48,6 +68,10 @@ static void step(value_t *x, value_t *y, int32_t case_index)
     const uint64_t start = board_ticks();
     MODEL_FN(step)(&grukit_model, g_state, g_scratch, x, y);
     printf("TICKS %ld %lu\n", (long)case_index, (unsigned long)(board_ticks() - start - g_ticks_overhead));
+#ifdef DRIVER_PROFILE
+    printf("UNITS %ld %lu\n", (long)case_index, (unsigned long)g_units_ticks);
+    g_units_ticks = 0;
+#endif
 #else
     (void)case_index;
     MODEL_FN(step)(&grukit_model, g_state, g_scratch, x, y);
@@ -75,6 +99,12 @@ int main(int argc, char **argv)
         const uint64_t a = board_ticks();
         g_ticks_overhead = board_ticks() - a;
     }
+#ifdef DRIVER_PROFILE
+    grukit_profile_mark(1); /* an empty element-wise phase: what a mark pair adds to one */
+    grukit_profile_mark(0);
+    g_mark_overhead = g_units_ticks;
+    g_units_ticks = 0;
+#endif
 #endif
     const int32_t sequences = golden_next_in(1, 1 << 20, "sequence count");
     const int32_t steps = golden_next_in(1, MAX_STEPS, "step count");
