@@ -374,35 +374,75 @@ static inline int32_t quad_mac_s8(int32_t w, int32_t x0, int32_t x1, int32_t acc
 }
 #endif
 
+#if !GRUKIT_GRU_DSP
+/* acc + the row's dot product: w its depth bytes, xw the widened input. */
+static inline int32_t dot_compact_s8(const int8_t *w, const int32_t *xw, int32_t depth, int32_t acc)
+{
+    const int32_t quad_end = depth & ~3;
+    const int32_t *xq = xw;
+    for (const int8_t *const w_end = w + quad_end; w < w_end; w += 4, xq += 2) {
+#if GRUKIT_GRU_DSP
+        acc = quad_mac_s8(load_unaligned_s32(w), xq[0], xq[1], acc);
+#else
+        acc += w[0] * widened_column(xq, 0) + w[2] * widened_column(xq, 1) + w[1] * widened_column(xq, 2) +
+               w[3] * widened_column(xq, 3);
+#endif
+    }
+    for (int32_t k = quad_end; k < depth; ++k, ++w) {
+        acc += *w * widened_column(xw, k);
+    }
+    return acc;
+}
+#else
+/* Two rows (w and w1) at once: each input word pair loaded once for both (w1 = w for a lone last row). */
+static inline void dot2_compact_s8(const int8_t *w, const int8_t *w1, const int32_t *xw, int32_t depth,
+                                   int32_t acc[2])
+{
+    const int32_t quad_end = depth & ~3;
+    const int32_t *xq = xw;
+    int32_t a0 = acc[0], a1 = acc[1];
+    for (const int8_t *const w_end = w + quad_end; w < w_end; w += 4, w1 += 4, xq += 2) {
+        const int32_t x0 = xq[0], x1 = xq[1];
+        a0 = quad_mac_s8(load_unaligned_s32(w), x0, x1, a0);
+        a1 = quad_mac_s8(load_unaligned_s32(w1), x0, x1, a1);
+    }
+    for (int32_t k = quad_end; k < depth; ++k, ++w, ++w1) {
+        const int32_t x = widened_column(xw, k);
+        a0 += *w * x;
+        a1 += *w1 * x;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+}
+#endif
+
 /*
- * The compact product: rows one after another, each a dot product over its own bytes. Exact as the packed
- * form: every partial sum of a row is a partial sum of the terms the generator bounded (|bias2| + sum |2 w
- * (x + offset)| < 2^29 shifted), so SMLAD never wraps and the portable sum never overflows.
+ * The compact product: rows one after another, each a dot product over its own bytes (two rows at a time on
+ * the DSP path). Exact as the packed form: every partial sum of a row is a partial sum of the terms the
+ * generator bounded, so SMLAD never wraps and the portable sum never overflows.
  */
 static GRUKIT_NOINLINE void fc_compact_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 {
     const grukit_fc_compact_s8 *c = fc->compact;
-    const int32_t depth = fc->depth, quad_end = depth & ~3;
-    const int8_t *w = c->weights;
-    int32_t part = 0, part_left = c->part_rows;
-    for (int32_t o = 0; o < fc->rows; ++o) {
-        int32_t acc = c->bias2 != NULL ? c->bias2[o] : 0;
-        const int32_t *xq = xw;
-        for (const int8_t *const w_end = w + quad_end; w < w_end; w += 4, xq += 2) {
+    const int32_t depth = fc->depth, rows = fc->rows;
+    for (int32_t part = 0, first = 0; first < rows; ++part, first += c->part_rows) {
+        const int32_t end = first + c->part_rows, zero_point = c->zero_point[part];
+        for (int32_t o = first; o < end;) {
+            const int8_t *const w = c->weights + o * depth;
+            int32_t acc[2] = {c->bias2 != NULL ? c->bias2[o] : 0, 0};
 #if GRUKIT_GRU_DSP
-            acc = quad_mac_s8(load_unaligned_s32(w), xq[0], xq[1], acc);
+            int32_t n = o + 1 < end ? 2 : 1;
+            if (n == 2) {
+                acc[1] = c->bias2 != NULL ? c->bias2[o + 1] : 0;
+            }
+            dot2_compact_s8(w, n == 2 ? w + depth : w, xw, depth, acc);
 #else
-            acc += w[0] * widened_column(xq, 0) + w[2] * widened_column(xq, 1) + w[1] * widened_column(xq, 2) +
-                   w[3] * widened_column(xq, 3);
+            int32_t n = 1;
+            acc[0] = dot_compact_s8(w, xw, depth, acc[0]);
 #endif
-        }
-        for (int32_t k = quad_end; k < depth; ++k, ++w) {
-            acc += *w * widened_column(xw, k);
-        }
-        out[o] = (int8_t)sat_s8(requant_compact_s32(acc, c->multiplier[o], c->shift[o], c->zero_point[part]));
-        if (--part_left == 0) {
-            ++part;
-            part_left = c->part_rows;
+            for (const int32_t *a = acc; n > 0; --n, ++a, ++o) {
+                out[o] = (int8_t)sat_s8(requant_compact_s32(*a, c->multiplier[o], c->shift[o], zero_point));
+            }
         }
     }
 }
