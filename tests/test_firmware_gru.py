@@ -412,3 +412,78 @@ def test_cortex_m4_16x8_matches_numpy(spec, dsp, tmp_path):
     golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
     elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines)
     check(case, fb.run_qemu(elf, machine="mps2-an386"))
+
+
+# ---------------------------------------------------------------- Armv6-M's high multiply
+
+
+@pytest.mark.parametrize("spec", [RANDOM_MODELS[1], RANDOM_MODELS[7]], ids=[RANDOM_MODELS[1][0], RANDOM_MODELS[7][0]])
+def test_split_high_multiply_of_armv6m_matches_numpy_on_the_host(spec, tmp_path):
+    """The Cortex-M0+'s high multiply from 16-bit halves (no 64-bit product on Armv6-M), forced on the host
+    with GRUKIT_MUL_HIGH_SPLIT and built with UBSan + ASan: every requantization of both schemes goes
+    through it, and every state and output must still be the NumPy runtime's."""
+    if not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
+        pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
+    case = make_case(*spec)
+    out = tmp_path / case.name
+    c_export.export_c(case.qmodel, out)
+    defines = {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', "GRUKIT_MUL_HIGH_SPLIT": None}
+    exe = fb.build_host([GRU_SOURCE, out / "grukit_model.c", GRU_DRIVER], tmp_path / "driver", sanitize=True,
+                        defines=defines)
+    check(case, fb.run_host(exe, golden_stream(case).write_text(tmp_path / "golden.txt")))
+
+
+SPLIT_PROBE = r"""
+#define GRUKIT_MUL_HIGH_SPLIT 1
+#include "grukit_gru.c"
+#include <stdio.h>
+
+static int check(int32_t x, int32_t m, int32_t acc)
+{
+    const int32_t want = acc + (int32_t)(((int64_t)x * m + (INT64_C(1) << 31)) >> 32);
+    const int32_t got = mul_high_rounded_acc_s32(x, m, acc);
+    if (got != want) {
+        printf("MISMATCH x=%ld m=%ld acc=%ld got=%ld want=%ld\n", (long)x, (long)m, (long)acc, (long)got, (long)want);
+        return 1;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    static const int32_t edges[] = {INT32_MIN, INT32_MIN + 1, -65537, -65536, -65535, -32769, -32768, -1, 0, 1,
+                                    32767, 32768, 65535, 65536, 65537, INT32_MAX - 1, INT32_MAX};
+    static const int32_t multipliers[] = {0, 1, 32767, 32768, 65535, 65536, 1 << 30, (1 << 30) + 1, INT32_MAX};
+    uint32_t state = 12345u;
+    for (size_t i = 0; i < sizeof edges / sizeof *edges; ++i) {
+        for (size_t j = 0; j < sizeof multipliers / sizeof *multipliers; ++j) {
+            if (check(edges[i], multipliers[j], 7)) return 1;
+        }
+    }
+    for (long n = 0; n < 20000000L; ++n) { /* the rounding boundary: x m within 2^16 of a multiple of 2^32 */
+        state = state * 1664525u + 1013904223u;
+        const int32_t x = (int32_t)state;
+        state = state * 1664525u + 1013904223u;
+        const int32_t m = (int32_t)(state >> 1);
+        if (check(x, m, 0)) return 1;
+        if ((n & 1023) == 0) { /* x with low bits chosen so that x m + 2^31 lands next to a multiple of 2^32 */
+            for (int32_t d = -2; d <= 2; ++d) {
+                const int64_t boundary = (((int64_t)x * m) >> 32) * (INT64_C(1) << 32) - (INT64_C(1) << 31);
+                if (m != 0 && check((int32_t)(boundary / m + d), m, 0)) return 1;
+            }
+        }
+    }
+    printf("OK\n");
+    return 0;
+}
+"""
+
+
+def test_split_high_multiply_equals_the_64_bit_product(tmp_path):
+    """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) against the 64-bit product it replaces:
+    edge values and 20 million pseudo-random pairs, with extra points next to the rounding boundaries, where a
+    wrong carry or rounding term shows (a whole-model run almost never reaches them)."""
+    probe = tmp_path / "split_probe.c"
+    probe.write_text(SPLIT_PROBE)
+    exe = fb.build_host([probe], tmp_path / "split_probe", sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path))
+    assert fb.run_host(exe, timeout_s=600).strip() == "OK"
