@@ -404,18 +404,44 @@ def weight_form(packed: np.ndarray, w: np.ndarray, sparse: bool):
     return words, block_groups, group_index
 
 
+def _stacked_input_offset(name: str, parts: list) -> tuple[int, int]:
+    """(input zero point, max |x - zp|) of stacked products, which must share their input's zero point."""
+    offsets = {int(params.input_zero_point) for _, params in parts}
+    if len(offsets) != 1:
+        raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
+    zp_in = offsets.pop()
+    return zp_in, _offset_range(zp_in)
+
+
+def _part_rows_s8(name: str, fc, params, reach: int, first: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """One stacked part's int8 weights (as int64), biases and each row's grukit_requant_s32, bounded by
+    |bias| + reach sum |w| (rows named from ``first``)."""
+    w = np.asarray(fc.w_q, np.int8).astype(np.int64)
+    bias = np.zeros(w.shape[0], np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
+    bounds = np.abs(bias) + reach * np.abs(w).sum(axis=1)
+    zp = params.output_zero_point
+    requants = [requant_s32(m, s, zp, b, f"{name} row {first + o}")
+                for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+    return w, bias, requants
+
+
 def compact_shift(q: RequantS32) -> int:
     """grukit_fc_compact_s8's shift byte of a row's requantization (which never has both shifts)."""
     assert not (q.left_shift and q.right_shift)
     return q.left_shift if q.left_shift else -q.right_shift
 
 
-def pack_compact_s8(w: np.ndarray) -> np.ndarray:
-    """int8 [O, K] -> grukit_fc_compact_s8's bytes: row after row, each whole column quad as (0, 2, 1, 3)."""
+def _swap_quad_middles(w: np.ndarray) -> np.ndarray:
+    """[O, K] with columns 1 and 2 of every whole quad swapped, (0, 2, 1, 3): its own inverse."""
     w = np.asarray(w, np.int64).copy()
     quads = w.shape[1] // 4 * 4
     w[:, :quads] = w[:, :quads].reshape(w.shape[0], -1, 4)[..., [0, 2, 1, 3]].reshape(w.shape[0], quads)
-    return w.ravel()
+    return w
+
+
+def pack_compact_s8(w: np.ndarray) -> np.ndarray:
+    """int8 [O, K] -> grukit_fc_compact_s8's bytes: row after row, each whole column quad as (0, 2, 1, 3)."""
+    return _swap_quad_middles(w).ravel()
 
 
 def prepare_fc_s8(name: str, parts: list, sparse: bool = True, compact: bool = False) -> FcS8:
@@ -424,26 +450,17 @@ def prepare_fc_s8(name: str, parts: list, sparse: bool = True, compact: bool = F
     grukit_fc_compact_s8 instead (parts unpadded, the same requantizations)."""
     if compact:
         return _prepare_fc_compact_s8(name, parts)
-    offsets = {int(params.input_zero_point) for _, params in parts}
-    if len(offsets) != 1:
-        raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
-    zp_in = offsets.pop()
-    reach = _offset_range(zp_in)
+    zp_in, reach = _stacked_input_offset(name, parts)
     weights, biases, requants = [], [], []
     depth = pad = 0
     for fc, params in parts:
-        w = np.asarray(fc.w_q, np.int8)
-        rows, depth = w.shape
-        if (w == -128).any():
+        if (np.asarray(fc.w_q) == -128).any():
             raise UnsupportedModelError(f"{name}: weight -128 (the C kernel packs symmetric weights in [-127, 127])")
-        bias = np.zeros(rows, np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
-        bounds = np.abs(bias) + reach * np.abs(w.astype(np.int64)).sum(axis=1)
-        zp = params.output_zero_point
-        start = len(biases)
-        requants += [requant_s32(m, s, zp, b, f"{name} row {start + o}")
-                     for o, (m, s, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+        w, bias, part_requants = _part_rows_s8(name, fc, params, reach, len(biases))
+        requants += part_requants
+        rows, depth = w.shape
         pad = -rows % 4
-        weights.append(np.concatenate([w.astype(np.int64), np.zeros((pad, depth), np.int64)]))
+        weights.append(np.concatenate([w, np.zeros((pad, depth), np.int64)]))
         biases += [*bias.tolist(), *[0] * pad]
         requants += [RequantS32(0, 0, 1, 0)] * pad  # a padding row's output is 0
     w_all = np.concatenate(weights)
@@ -471,26 +488,18 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
     the products read the raw int8 input (input_offset 0): the full sums are the packed form's, and every
     partial sum stays within 2 (|bias| + |zp| sum |w| + 128 sum |w|) <= 2 (|bias| + 2 reach sum |w|) < 2^31
     (reach >= 128, and requant_s32 keeps |bias| + reach sum |w| below 2^29)."""
-    offsets = {int(params.input_zero_point) for _, params in parts}
-    if len(offsets) != 1:
-        raise UnsupportedModelError(f"{name}: stacked gate products with different input zero points {offsets}")
-    zp_in = offsets.pop()
-    reach = _offset_range(zp_in)
+    zp_in, reach = _stacked_input_offset(name, parts)
     weights, biases, requants, zero_points = [], [], [], []  # biases with the input offset folded in
     part_rows = {np.asarray(fc.w_q).shape[0] for fc, _ in parts}
     if len(part_rows) != 1 or len(parts) > 3:
         raise UnsupportedModelError(f"{name}: stacked parts of rows {sorted(part_rows)} (the compact form takes up "
                                     "to 3 parts of one size)")
     for fc, params in parts:
-        w = np.asarray(fc.w_q, np.int8).astype(np.int64)
-        bias = np.zeros(w.shape[0], np.int64) if fc.bias_q is None else np.asarray(fc.bias_q, np.int64)
-        bounds = np.abs(bias) + reach * np.abs(w).sum(axis=1)
-        zp = int(params.output_zero_point)
-        requants += [requant_s32(m, sh, zp, b, f"{name} row {len(biases) + o}")
-                     for o, (m, sh, b) in enumerate(zip(params.output_multiplier, params.output_shift, bounds))]
+        w, bias, part_requants = _part_rows_s8(name, fc, params, reach, len(biases))
+        requants += part_requants
         weights.append(w)
         biases += (bias - zp_in * w.sum(axis=1)).tolist()
-        zero_points.append(zp)
+        zero_points.append(int(params.output_zero_point))
     w_all = np.concatenate(weights)
     bias2 = 2 * np.asarray(biases, np.int64)
     compact = FcCompactS8(pack_compact_s8(w_all), bias2 if bias2.any() else None,
@@ -865,10 +874,7 @@ def requant_compact_s32(x2, multiplier: int, shift: int, zero_point: int) -> np.
 
 def unpack_compact_s8(c: FcCompactS8, rows: int, depth: int) -> np.ndarray:
     """The int8 weights [rows, depth] of grukit_fc_compact_s8's bytes (pack_compact_s8 undone)."""
-    w = np.asarray(c.weights, np.int64).reshape(rows, depth).copy()
-    quads = depth // 4 * 4
-    w[:, :quads] = w[:, :quads].reshape(rows, -1, 4)[..., [0, 2, 1, 3]].reshape(rows, quads)
-    return w
+    return _swap_quad_middles(np.asarray(c.weights, np.int64).reshape(rows, depth))
 
 
 def fc_compact_s8(fc: FcS8, xw: np.ndarray) -> np.ndarray:
@@ -922,7 +928,7 @@ def sub_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
 
 def add_term_s8(x, multiplier: int, offset: int, e: int) -> np.ndarray:
     """add_term_s8: a computed ADD / SUB input term, doubled (no rounding or sign term for e = 0)."""
-    x2 = shl_s32(x, 21) + offset
+    x2 = shl_s32(x, ADD_INPUT_SHIFT + 1) + offset
     if e == 0:
         return 2 * mul_high_rounded_acc_s32(x2, multiplier, 0)
     return 2 * requant_fast_s32(x2, multiplier, 1 << (e - 1), e)

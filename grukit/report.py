@@ -412,8 +412,9 @@ def to_markdown(r: Report) -> str:
         out += [_md_table(PRUNE_HEADER, _prune_rows(r)), ""]
     out += ["## Size, latency and memory against the target", "", _md_table(TARGET_HEADER, _target_rows(r)), ""]
     out += [f"- {line}" for line in _latency_lines(r)] + [""]
+    forms = _forms_rows(r)
     if r.forms:
-        out += [_forms_line(r), ""] + ([_md_table(FORMS_HEADER, _forms_rows(r)), ""] if _forms_rows(r) else [])
+        out += [_forms_line(r), ""] + ([_md_table(FORMS_HEADER, forms), ""] if forms else [])
     out += ["## Bit-exactness against the NumPy integer runtime", ""]
     out += [_md_table(BIT_EXACT_HEADER, _bit_exact_rows(r)) if r.bit_exact else f"Nothing compared: {NOT_AVAILABLE}.", ""]
     for runtime, matrix in r.confusion.items():
@@ -579,10 +580,11 @@ def to_html(r: Report) -> str:
     parts += ["<h2>Size, latency and memory against the target</h2>", _html_table(TARGET_HEADER, _target_rows(r)),
               "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _latency_lines(r)) + "</ul>",
               _img(_plot_budget(r), "budget use")]
+    forms = _forms_rows(r)
     if r.forms:
         parts.append(f"<p>{e(_forms_line(r))}</p>")
-        if _forms_rows(r):
-            parts.append(_html_table(FORMS_HEADER, _forms_rows(r)))
+        if forms:
+            parts.append(_html_table(FORMS_HEADER, forms))
     parts += ["<h2>Scores per runtime</h2>", _html_table(_score_header(r), _score_rows(r))]
     if r.prune:
         parts += ["<h2>Pruning</h2>", "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _prune_lines(r)) + "</ul>",

@@ -114,16 +114,17 @@ def check(case: Case, stdout: str) -> None:
         index += 1
 
 
-def export(case: Case, build_dir: Path) -> tuple[Path, dict]:
+def export(case: Case, build_dir: Path, optimize: str = "speed") -> tuple[Path, dict]:
+    """The model's generated .c and the driver's defines (the constants in the ``optimize`` form)."""
     out = build_dir / case.name
-    c_export.export_c(case.qmodel, out)
+    c_export.export_c(case.qmodel, out, optimize=optimize)
     return out / "grukit_model.c", {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"'}
 
 
-def run_on_host(case: Case, build_dir: Path, sanitize: bool) -> None:
+def run_on_host(case: Case, build_dir: Path, sanitize: bool, extra_defines: dict | None = None) -> None:
     model_c, defines = export(case, build_dir)
     exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], build_dir / f"{case.name}_{sanitize}", sanitize=sanitize,
-                        defines=defines)
+                        defines={**defines, **(extra_defines or {})})
     golden = golden_stream(case).write_text(build_dir / f"{case.name}.golden.txt")
     check(case, fb.run_host(exe, golden))
 
@@ -424,13 +425,7 @@ def test_split_high_multiply_of_armv6m_matches_numpy_on_the_host(spec, tmp_path)
     through it, and every state and output must still be the NumPy runtime's."""
     if not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
         pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
-    case = make_case(*spec)
-    out = tmp_path / case.name
-    c_export.export_c(case.qmodel, out)
-    defines = {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', "GRUKIT_MUL_HIGH_SPLIT": None}
-    exe = fb.build_host([GRU_SOURCE, out / "grukit_model.c", GRU_DRIVER], tmp_path / "driver", sanitize=True,
-                        defines=defines)
-    check(case, fb.run_host(exe, golden_stream(case).write_text(tmp_path / "golden.txt")))
+    run_on_host(make_case(*spec), tmp_path, sanitize=True, extra_defines={"GRUKIT_MUL_HIGH_SPLIT": None})
 
 
 SPLIT_PROBE = r"""

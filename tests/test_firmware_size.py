@@ -26,8 +26,8 @@ from grukit.firmware_ref import kernel as KN
 from grukit.firmware_ref.measure import built_flash_bytes
 from grukit.runtime.int_gru_reference import run_int_reference
 from grukit.verify import assert_identical
-from test_firmware_gru import (CORE_IDS, DATA, GRU_DRIVER, GRU_SOURCE, RANDOM_MODELS, check, demo_case, golden_stream,
-                               make_case)
+from test_firmware_gru import (CORE_IDS, DATA, GRU_DRIVER, GRU_SOURCE, RANDOM_MODELS, check, demo_case, export,
+                               golden_stream, make_case)
 
 S8_MODELS = [m for m in RANDOM_MODELS if m[2] == "int8"]
 
@@ -118,12 +118,10 @@ def test_size_form_of_the_demo_on_helium_matches_numpy(tmp_path):
 
 
 def _run_size_form(case, dsp: bool, machine: str, tmp_path) -> None:
-    out = tmp_path / case.name
-    c_export.export_c(case.qmodel, out, optimize="size")
+    model_c, defines = export(case, tmp_path, optimize="size")
     golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_size.py (NumPy runtime)")
-    defines = {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', "GRUKIT_FORM_SIZE_ONLY": None}
-    elf = fb.build_arm([GRU_SOURCE, out / "grukit_model.c", GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp,
-                       defines=defines, machine=machine)
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp,
+                       defines={**defines, "GRUKIT_FORM_SIZE_ONLY": None}, machine=machine)
     check(case, fb.run_qemu(elf, machine=machine))
 
 
