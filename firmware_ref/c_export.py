@@ -11,7 +11,7 @@ What goes into the structs is decided by ``grukit.firmware_ref.kernel.prepare_mo
 Prepare: packed weights, tables, the SMMLAR-form requantizations, and the bounds that make them exact;
 each product dense or block-sparse, whichever is smaller); this module only writes those records as C.
 ``sparse=False`` (every writer and ``constant_bytes``) keeps every product dense; ``optimize="size"`` writes the
-int8 kernel's size form (compact products, computed ADD / SUB).
+kernel's size form (compact products; for int8 also computed ADD / SUB).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from grukit.firmware_ref.build import firmware_dir
 from grukit.firmware_ref.kernel import (AddFastS8, AddFastS16, AddTableS8, DenseS8, DenseS16, FcS8, FcS16,
                                         GruLayerS8, GruLayerS16, MulFastS8, RequantS32, TableInputS16, prepare_model)
 
-# The kernel compiled for one form of the _s8 constants only (grukit_gru.h): what a firmware of that form builds
-# (the generated library's CMakeLists.txt and library.json pass it; 16x8 models take the speed one, harmlessly).
+# The kernel compiled for one form of the constants only (grukit_gru.h): what a firmware of that form builds
+# (the generated library's CMakeLists.txt and library.json pass it).
 FORM_ONLY_DEFINE = {"speed": "GRUKIT_FORM_SPEED_ONLY", "size": "GRUKIT_FORM_SIZE_ONLY"}
 ADD_FAST_S8_BYTES = 36  # sizeof(grukit_add_fast_s8): its parameters stand where the speed form's tables are
 
@@ -115,11 +115,16 @@ def _fc_s8(cf: _CFile, fc: FcS8) -> str:
             f"{sparse}, NULL}}")
 
 
+def _compact_weights(cf: _CFile, fc, weights: np.ndarray) -> str:
+    """A compact product's int8 weights (kernel.pack_compact_s8's bytes): the array's symbol."""
+    return cf.array(f"{fc.name}_weights", "int8_t", weights, per_line=32,
+                    comment=f"{fc.name}: {fc.rows} rows x {fc.depth} columns, column quads stored (0, 2, 1, 3)")
+
+
 def _fc_compact_s8(cf: _CFile, fc: FcS8) -> str:
     """The grukit_fc_compact_s8 of a size-mode product (its arrays and the struct): the struct's symbol."""
     c = fc.compact
-    w_sym = cf.array(f"{fc.name}_weights", "int8_t", c.weights, per_line=32,
-                     comment=f"{fc.name}: {fc.rows} rows x {fc.depth} columns, column quads stored (0, 2, 1, 3)")
+    w_sym = _compact_weights(cf, fc, c.weights)
     b_sym = "NULL" if c.bias2 is None else cf.array(f"{fc.name}_bias2", "int32_t", c.bias2, per_line=8)
     m_sym = cf.array(f"{fc.name}_multiplier", "int32_t", c.multiplier, per_line=8)
     s_sym = cf.array(f"{fc.name}_shift", "int8_t", c.shift, per_line=32)
@@ -174,10 +179,13 @@ def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
 
 def _fc_s16(cf: _CFile, fc: FcS16) -> str:
     if fc.rows == 0:
-        return "{0, 0, NULL, NULL, NULL, NULL}"
+        return "{0, 0, NULL, NULL, NULL, NULL, NULL}"
+    if fc.compact_weights is not None:
+        w_sym = _compact_weights(cf, fc, fc.compact_weights)
+        return f"{{{fc.rows}, {fc.depth}, NULL, {cf.requants_s64(f'{fc.name}_requant', fc.requant)}, NULL, NULL, {w_sym}}}"
     w_sym, sparse = _weights(cf, fc)
     q_sym = cf.requants_s64(f"{fc.name}_requant", fc.requant)
-    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}, {sparse}}}"
+    return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}, {sparse}, NULL}}"
 
 
 def _add_s16(p: AddFastS16) -> str:
@@ -413,8 +421,9 @@ def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True,
     (main.c does) links libm (-lm) for round(). ``export_c_library`` writes all of that as one folder.
     sparse: write each product whose zero 4x8 weight groups make the block-sparse form smaller in that form
     (the kernel then skips them); False writes every product dense.
-    optimize: "speed" (the default: packed weights and tables) or "size" (int8 only: a byte per weight and five
-    per row, ADD / SUB terms computed instead of tabulated; no block-sparse form). Both give the same integers.
+    optimize: "speed" (the default: packed weights and tables) or "size" (a byte per weight, no padding rows or
+    columns; int8 also five bytes per row and its ADD / SUB terms computed instead of tabulated; no block-sparse
+    form). Both give the same integers.
     """
     out = Path(out_dir)
     return _write_model(qmodel, out, out, name, sparse, optimize)

@@ -61,7 +61,7 @@ def run_c_host(qmodel, x_q: np.ndarray, sparse: bool = True, sanitize: bool = Fa
     (strict flags, -O2) once per model and process, then run over every sequence, the state reset before
     each. Returns what ``qmodel.run_int(x_q)`` returns: y_q [N, O] (last-step model) or [N, T, O] (per-step),
     and the states of each layer [N, T, H], in the model's integer dtypes. sparse: as export_c's (False: every
-    product dense); optimize: as export_c's ("size": the int8 kernel's size form). sanitize: built with UBSan and ASan, any undefined behaviour or bad access ending the run
+    product dense); optimize: as export_c's ("size": the kernel's size form). sanitize: built with UBSan and ASan, any undefined behaviour or bad access ending the run
     with an error (FirmwareBuildError). Raises BadInputError for an input of the wrong dtype or shape, FirmwareBuildError when
     there is no host cc or the build fails."""
     x_q = np.asarray(x_q)

@@ -200,9 +200,10 @@ class FcS16:
     rows: int
     depth: int
     weights: np.ndarray  # int32 words, packed quads
-    requant: tuple[RequantS64, ...]
+    requant: tuple[RequantS64, ...]  # 4 * ceil(rows / 4), padding rows included; compact: rows, no padding
     block_groups: np.ndarray | None = None  # sparse form, as FcS8's
     group_index: np.ndarray | None = None
+    compact_weights: np.ndarray | None = None  # size mode: int8 [rows * depth] as FcCompactS8.weights; weights empty
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,11 @@ class GruLayerS16:
     z_act: TableInputS16
     r_act: TableInputS16
     n_act: TableInputS16
+
+    @property
+    def compact(self) -> bool:
+        """Size mode: compact products, gate g at rows g * H."""
+        return self.x_fc.compact_weights is not None
 
 
 @dataclass(frozen=True)
@@ -630,10 +636,13 @@ def requant_s64(multiplier: int, shift: int, bias: int, dot_bound: int, what: st
     return RequantS64(start, reduced << k, right, left)
 
 
-def prepare_fc_s16(name: str, parts: list, clamped: bool = False, sparse: bool = True) -> FcS16:
+def prepare_fc_s16(name: str, parts: list, clamped: bool = False, sparse: bool = True,
+                   compact: bool = False) -> FcS16:
     """One grukit_fc_s16 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows. clamped: a
     head layer, whose fused activation's clamp the grukit_dense_s16 around it applies. Block-sparse when
-    ``sparse`` and smaller (weight_form)."""
+    ``sparse`` and smaller (weight_form). compact: the size mode's form instead, the parts' rows in a row with
+    no padding, a byte per weight (pack_compact_s8) and the same requantizations (every partial sum of a row
+    is a sum of some of the terms requant_s64 bounded, in any order)."""
     weights, requants = [], []
     depth = pad = 0
     for fc, params in parts:
@@ -649,10 +658,13 @@ def prepare_fc_s16(name: str, parts: list, clamped: bool = False, sparse: bool =
         requants += [requant_s64(int(m), int(s), int(b), int(d), f"{name} row {start + o}")
                      for o, (m, s, b, d) in enumerate(zip(params.output_multiplier, params.output_shift, bias,
                                                            dot_bounds))]
-        pad = -rows % 4
+        pad = 0 if compact else -rows % 4
         weights.append(np.concatenate([w, np.zeros((pad, depth), np.int64)]))
         requants += [RequantS64(0, 0, 0, 0)] * pad  # a padding row's output is 0
     w_all = np.concatenate(weights)
+    if compact:
+        return FcS16(name, len(requants), depth, np.zeros(0, np.int64), tuple(requants),
+                     compact_weights=pack_compact_s8(w_all))
     words, block_groups, group_index = weight_form(pack_quads_s16(w_all), w_all, sparse)
     return FcS16(name, len(requants) - pad, depth, words, tuple(requants), block_groups, group_index)
 
@@ -709,12 +721,13 @@ def prepare_table_input_s16(p) -> TableInputS16:
     return TableInputS16(multiplier, 1 << (shift - 1) if shift > 0 else 0, shift)
 
 
-def prepare_layer_s16(li: int, layer, sparse: bool = True) -> GruLayerS16:
-    """grukit_gru_layer_s16 of one QuantizedLayer (sparse: allow block-sparse products)."""
+def prepare_layer_s16(li: int, layer, sparse: bool = True, compact: bool = False) -> GruLayerS16:
+    """grukit_gru_layer_s16 of one QuantizedLayer (sparse: allow block-sparse products; compact: the size
+    mode's compact products)."""
     check_graph(layer.linear_before_reset)
     pre, tag = layer.prepared, f"l{li}"
     r_mul = "r_gh" if layer.linear_before_reset else "r_h"
-    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16, sparse=sparse)
+    x_fc, h_fc, hn_fc = _stacked_products(tag, layer, prepare_fc_s16, NO_FC_S16, sparse=sparse, compact=compact)
     adds = {name: prepare_add_s16(f"{tag}_{name}", pre[name]) for name in ("z_pre", "r_pre", "n_pre", "h_minus_n",
                                                                            "h_new")}
     return GruLayerS16(tag, layer.input_size, layer.hidden_size, layer.linear_before_reset, x_fc, h_fc, hn_fc,
@@ -731,32 +744,30 @@ def prepare_dense_s8(name: str, dense, sparse: bool = True, compact: bool = Fals
                    dense.prepared.qmin, dense.prepared.qmax, table)
 
 
-def prepare_dense_s16(name: str, dense, sparse: bool = True) -> DenseS16:
+def prepare_dense_s16(name: str, dense, sparse: bool = True, compact: bool = False) -> DenseS16:
     """grukit_dense_s16 of one QuantizedDense."""
     op = {None: ACT_NONE, LOGISTIC: ACT_LOGISTIC, TANH: ACT_TANH}[dense.act_op]
     act_input = None if dense.act_op is None else prepare_table_input_s16(dense.act_prepared)
-    return DenseS16(prepare_fc_s16(name, [(dense.fc, dense.prepared)], clamped=True, sparse=sparse),
+    return DenseS16(prepare_fc_s16(name, [(dense.fc, dense.prepared)], clamped=True, sparse=sparse,
+                                   compact=compact),
                     dense.prepared.qmin, dense.prepared.qmax, op, act_input)
 
 
-OPTIMIZE = ("speed", "size")  # grukit export --c / deploy --optimize: the _s8 kernel's two forms
+OPTIMIZE = ("speed", "size")  # grukit export --c / deploy --optimize: the kernel's two forms
 
 
-def check_optimize(optimize: str, scheme) -> None:
-    """Refuse (BadInputError) an unknown mode, and size for a scheme that has no size form."""
+def check_optimize(optimize: str) -> None:
+    """Refuse (BadInputError) an unknown mode."""
     if optimize not in OPTIMIZE:
         raise BadInputError(f"--optimize {optimize!r}: expected one of {', '.join(OPTIMIZE)}")
-    if optimize == "size" and scheme is not INT8:
-        raise BadInputError(f"--optimize size is the int8 kernel's (scheme {scheme} has no ADD / SUB tables to drop "
-                            "and keeps its 16-byte 64-bit requantization records): use --optimize speed")
 
 
 def prepare_model(qmodel, sparse: bool = True, optimize: str = "speed") -> KernelModel:
     """The kernel's constants for a QuantizedGRUModel (``grukit.core.quantized``). sparse: each product
     (x_fc, h_fc, hn_fc of every layer, every head layer) takes the block-sparse form where that needs fewer
-    flash bytes; False keeps every product dense (to compare both on one model). optimize "size" (int8 only):
-    every product compact and the ADD / SUB terms computed (sparse does not apply)."""
-    check_optimize(optimize, qmodel.scheme)
+    flash bytes; False keeps every product dense (to compare both on one model). optimize "size": every product
+    compact and (int8) the ADD / SUB terms computed (sparse does not apply)."""
+    check_optimize(optimize)
     s8 = qmodel.scheme is INT8
     form = {"sparse": sparse, **({"compact": True} if optimize == "size" else {})}
     prepare_layer, prepare_dense = (prepare_layer_s8, prepare_dense_s8) if s8 else (prepare_layer_s16,
@@ -872,15 +883,15 @@ def requant_compact_s32(x2, multiplier: int, shift: int, zero_point: int) -> np.
     return requant_fast_s32(x2, multiplier, (1 << (e - 1)) + int(shl_s32(zero_point, e)), e)
 
 
-def unpack_compact_s8(c: FcCompactS8, rows: int, depth: int) -> np.ndarray:
-    """The int8 weights [rows, depth] of grukit_fc_compact_s8's bytes (pack_compact_s8 undone)."""
-    return _swap_quad_middles(np.asarray(c.weights, np.int64).reshape(rows, depth))
+def unpack_compact_s8(weights: np.ndarray, rows: int, depth: int) -> np.ndarray:
+    """The int8 weights [rows, depth] of a compact product's bytes (pack_compact_s8 undone)."""
+    return _swap_quad_middles(np.asarray(weights, np.int64).reshape(rows, depth))
 
 
 def fc_compact_s8(fc: FcS8, xw: np.ndarray) -> np.ndarray:
     """fc_compact_s8 over a batch: widened xw [N, K8] -> int8 [N, rows]."""
     c = fc.compact
-    w = unpack_compact_s8(c, fc.rows, fc.depth)
+    w = unpack_compact_s8(c.weights, fc.rows, fc.depth)
     bias2 = np.zeros(fc.rows, np.int64) if c.bias2 is None else np.asarray(c.bias2, np.int64)
     # every partial sum is a partial sum of the bounded terms: the full sums' check covers the C's int32
     acc = _check_s32(bias2 + xw[:, : fc.depth] @ w.T, f"{fc.name} accumulator")
@@ -1009,7 +1020,11 @@ def _dot_sparse_s16(fc: FcS16, xp: np.ndarray) -> np.ndarray:
 
 def fc_s16(fc: FcS16, x: np.ndarray) -> np.ndarray:
     """fc_s16 over a batch: int16 x [N, depth] -> int16 [N, 4 * ceil(rows / 4)] (padding rows give 0); the
-    block-sparse form when fc.block_groups is set."""
+    block-sparse form when fc.block_groups is set; the compact form [N, rows] when fc.compact_weights is."""
+    if fc.compact_weights is not None:
+        w = unpack_compact_s8(fc.compact_weights, fc.rows, fc.depth)
+        dot = _check_s32(np.asarray(x, np.int64) @ w.T, f"{fc.name} dot product")
+        return np.stack([requant_row_s16(dot[:, o], q) for o, q in enumerate(fc.requant)], axis=1)
     k8 = _round_up(fc.depth, 8)
     xp = np.zeros((x.shape[0], k8), np.int64)
     xp[:, : fc.depth] = x
@@ -1070,9 +1085,10 @@ def tanh_fast_s16(p: TableInputS16, x) -> np.ndarray:
 
 def gru_step_s16(layer: GruLayerS16, x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """grukit_gru_step_s16 over a batch: int16 x [N, I], h [N, H] -> the new h [N, H] (int64 values)."""
-    H, h4 = layer.hidden_size, _round_up(layer.hidden_size, 4)
+    H = layer.hidden_size
+    stride = H if layer.compact else _round_up(H, 4)
     gx, gh = fc_s16(layer.x_fc, x), fc_s16(layer.h_fc, h)
-    gate = lambda acc, g: acc[:, g * h4 : g * h4 + H]  # noqa: E731
+    gate = lambda acc, g: acc[:, g * stride : g * stride + H]  # noqa: E731
     h = np.asarray(h, np.int64)
     z = logistic_fast_s16(layer.z_act, add_fast_s16(layer.z_pre, gate(gx, 0), gate(gh, 0)))
     r = logistic_fast_s16(layer.r_act, add_fast_s16(layer.r_pre, gate(gx, 1), gate(gh, 1)))

@@ -74,7 +74,7 @@ def measure_step_instructions(qmodel, machine: str = "mps2-an386", steps: int = 
     """Mean instructions of one whole model step (all layers, all ops, the head) in QEMU, or None (with an
     EmulationUnavailable warning giving the reason, see emulation_unavailable_reason) when the toolchain,
     QEMU or the machine is absent. sparse, optimize: as export_c's (False: every product dense; "size": the
-    int8 kernel's size form)."""
+    kernel's size form)."""
     reason = emulation_unavailable_reason(machine)
     if reason is not None:
         warnings.warn(reason, EmulationUnavailable, stacklevel=2)

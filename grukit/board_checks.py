@@ -9,7 +9,6 @@ from pathlib import Path
 
 from grukit.core.errors import UnsupportedModelError
 from grukit.core.model import GRUModel
-from grukit.core.scheme import INT8
 from grukit.firmware_ref.c_export import buffer_sizes, constant_bytes, export_c
 from grukit.firmware_ref import build
 from grukit.firmware_ref.kernel import prepare_model
@@ -89,7 +88,7 @@ def _flash(model: GRUModel, qmodel, scheme, built, board: Target, optimize: str 
                       built.note() + ("" if on_core else f"; an estimate for {board.core}"))
     if qmodel is not None:
         c_bytes = constant_bytes(qmodel, optimize=optimize)
-        code = SIZE_FORM_KERNEL_CODE_BYTES if optimize == "size" else KERNEL_CODE_BYTES[qmodel.scheme]
+        code = (SIZE_FORM_KERNEL_CODE_BYTES if optimize == "size" else KERNEL_CODE_BYTES)[qmodel.scheme]
         return Figure(c_bytes + code, True,
                       f"model constants {c_bytes:,} counted in the generated C ({optimize} form) + {qmodel.scheme} "
                       f"kernel code {code:,} estimated (grukit.runtime.cost_model.KERNEL_CODE_BYTES; no ARM "
@@ -159,13 +158,11 @@ def _figures_of_generated(model: GRUModel, qmodel, boards: list[Target], scheme:
 
 def compare_forms(model: GRUModel, qmodel, boards: list[Target], figures: dict, report: Report) -> None:
     """report.forms: flash and instructions per step of the C constants' two forms (--optimize speed / size)
-    on each board, the deployed form's from ``figures``, the other's built and measured the same way (int8;
-    16x8 has one form)."""
+    on each board, the deployed form's from ``figures``, the other's built and measured the same way."""
     chosen = report.optimize
     other = {"speed": "size", "size": "speed"}[chosen]
-    if qmodel is None or qmodel.scheme is not INT8:
-        report.forms = {"deployed": chosen, "boards": {}, "note": "the size form is the int8 kernel's"
-                        if qmodel is not None else BIDIRECTIONAL_REASON}
+    if qmodel is None:
+        report.forms = {"deployed": chosen, "boards": {}, "note": BIDIRECTIONAL_REASON}
         return
     try:
         other_figures = _figures_of_generated(model, qmodel, boards, report.scheme, other)

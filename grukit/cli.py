@@ -178,7 +178,6 @@ def _inspect(args) -> int:
 
 def _export(args) -> int:
     from grukit.artifacts import check_output_dir, staged_output, write_artifacts  # per command (see the top)
-    from grukit.core.scheme import scheme_named  # per command (see the top of this module)
     from grukit.firmware_ref.kernel import check_optimize  # per command (see the top of this module)
     from grukit.inputs import load_input_range, load_x  # per command (see the top of this module)
 
@@ -188,7 +187,7 @@ def _export(args) -> int:
         raise BadInputError("--input-range sets the integer model's input quantization and needs --calib")
     if args.optimize != "speed" and not args.c:
         raise BadInputError("--optimize chooses the form of the C constants and needs --c")
-    check_optimize(args.optimize, scheme_named(args.scheme))
+    check_optimize(args.optimize)
     check_output_dir(Path(args.out))  # before any work
     model = grukit.load(args.model)
     input_range = load_input_range(args.input_range, model.input_size)

@@ -97,7 +97,7 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
     (``grukit.artifacts.staged_output``): an error or Ctrl-C leaves out_dir as it was.
     """
     scheme = scheme_named(scheme)
-    check_optimize(optimize, scheme)
+    check_optimize(optimize)
     _check_limits(max_drop, max_latency_ms, task)
     boards, final_out = _boards(target), Path(out_dir)
     check_output_dir(final_out)

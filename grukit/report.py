@@ -74,8 +74,9 @@ or follow from the model (a bidirectional GRU has no integer, TFLite or C form).
                      a large bias fits its accumulator); [] when nothing was adjusted
     optimize         "speed" | "size": the form of the generated C constants (grukit deploy --optimize)
     forms            {deployed: form, note: str, boards: {board -> {form -> {flash_bytes, flash_estimate,
-                     instructions_per_step, measured}}}}: both forms of the int8 C constants on each board, so
-                     the trade is visible (empty boards for 16x8, whose kernel has one form; note says why)
+                     instructions_per_step, measured}}}}: both forms of the C constants on each board, so the
+                     trade is visible (empty boards when there is no C, or the other form is refused; note says
+                     why)
     prune            null without pruning, else {method: str (criterion, scope, refit; how an automatic ratio
                      was found), ratio: float, layers: [{hidden_before, hidden_after}], params_before,
                      params_after, macs_before, macs_after: int, search: null | {max_drop, task, sequences,

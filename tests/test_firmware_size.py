@@ -1,12 +1,12 @@
-"""The size form of the int8 C constants (grukit export --c --optimize size): compact products and computed
-ADD / SUB terms, against the NumPy runtime's integers.
+"""The size form of the C constants (grukit export --c --optimize size): compact products (both schemes) and
+computed ADD / SUB terms (int8), against the NumPy runtime's integers.
 
 The speed form's tests (tests/test_firmware_gru.py, test_firmware_kernel.py) run the same models through the
 same drivers; here the constants are generated with optimize="size". Every integer is compared and a failure
 names the first mismatch: the Python twin (kernel.run_model) against the op-by-op specification, the C on the
 host (strict, and with UBSan + ASan), and the C on emulated cores (Cortex-M4 DSP and portable, M0+, RV32, and
-the Cortex-M55's Helium path on every int8 golden model and the demo). Then what the form is for: fewer flash
-bytes, the build that leaves the other form out, the CLI and the deploy report.
+the Cortex-M55's Helium path on every golden model of both schemes and the demo). Then what the form is for:
+fewer flash bytes, the build that leaves the other form out, the CLI and the deploy report.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from grukit.firmware_ref import kernel as KN
 from grukit.firmware_ref.measure import built_flash_bytes
 from grukit.runtime.int_gru_reference import run_int_reference
 from grukit.verify import assert_identical
-from test_firmware_gru import (CORE_IDS, DATA, GRU_DRIVER, GRU_SOURCE, RANDOM_MODELS, check, demo_case, export,
-                               golden_stream, make_case)
+from test_firmware_gru import (CORE_IDS, DATA, GRU_DRIVER, GRU_SOURCE, RANDOM_MODELS, SANITIZED, check, demo_case,
+                               export, golden_stream, make_case)
 
 S8_MODELS = [m for m in RANDOM_MODELS if m[2] == "int8"]
+S16_MODELS = [m for m in RANDOM_MODELS if m[2] == "16x8"]
 
 
 def _twin_matches(qmodel, x_q, what: str) -> None:
@@ -40,7 +41,7 @@ def _twin_matches(qmodel, x_q, what: str) -> None:
         assert_identical(got, expected, f"{what}: layer {layer} states")
 
 
-@pytest.mark.parametrize("spec", S8_MODELS, ids=[m[0] for m in S8_MODELS])
+@pytest.mark.parametrize("spec", RANDOM_MODELS, ids=[m[0] for m in RANDOM_MODELS])
 def test_size_twin_equals_the_specification(spec):
     """Inputs 3x wider than calibration: the input quantization, the gates and the state saturate."""
     case = make_case(*spec)
@@ -48,8 +49,9 @@ def test_size_twin_equals_the_specification(spec):
     _twin_matches(case.qmodel, case.qmodel.quantize_input(random_inputs(900, N=24, T=16, I=I, scale=3.0)), case.name)
 
 
-def test_size_twin_equals_the_runtime_on_the_demo():
-    case = demo_case("int8")
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_size_twin_equals_the_runtime_on_the_demo(scheme):
+    case = demo_case(scheme)
     _twin_matches(case.qmodel, case.x_q, case.name)
 
 
@@ -72,14 +74,13 @@ def test_compact_weights_round_trip_with_a_tail():
     w = np.arange(-60, 61, dtype=np.int64)[:7 * 11].reshape(7, 11)
     packed = KN.pack_compact_s8(w)
     assert list(packed[:4]) == [w[0, 0], w[0, 2], w[0, 1], w[0, 3]] and list(packed[8:11]) == list(w[0, 8:])
-    compact = KN.FcCompactS8(packed, None, np.zeros(7, np.int64), np.zeros(7, np.int64), 7, (0, 0, 0))
-    assert_identical(KN.unpack_compact_s8(compact, 7, 11), w, "round trip")
+    assert_identical(KN.unpack_compact_s8(packed, 7, 11), w, "round trip")
 
 
-@pytest.mark.parametrize("spec", S8_MODELS, ids=[m[0] for m in S8_MODELS])
+@pytest.mark.parametrize("spec", RANDOM_MODELS, ids=[m[0] for m in RANDOM_MODELS])
 def test_size_form_host_matches_numpy(spec, tmp_path):
     case = make_case(*spec)
-    sanitize = spec[0] in {"s8_lbr0_odd", "s8_mixed_nohead"}
+    sanitize = spec[0] in SANITIZED
     if sanitize and not fb.sanitizers_work(fb.require_host_cc(), tmp_path):
         pytest.skip("the host cc cannot link -fsanitize=undefined,address (install libasan / libubsan)")
     y, states = host.run_c_host(case.qmodel, case.x_q, optimize="size", sanitize=sanitize)
@@ -90,14 +91,16 @@ def test_size_form_host_matches_numpy(spec, tmp_path):
 
 
 # (model, DSP path, machine): the size form on every kind of core the speed form runs on; on the Cortex-M55
-# (Helium: the products and the element-wise ops on MVE vectors) every int8 golden model.
+# (Helium: the products on MVE vectors, int8's element-wise ops too) every golden model of both schemes.
 SIZE_RUNS = [
-    (S8_MODELS[1], True, "mps2-an386"),  # Cortex-M4: unaligned LDR + SXTB16 / SMLAD quads, odd depth tails
-    (S8_MODELS[1], False, "mps2-an386"),  # Cortex-M4, portable loops
-    *((spec, True, "mps3-an547") for spec in S8_MODELS),  # Cortex-M55, Helium
+    *((spec, dsp, "mps2-an386") for spec in (S8_MODELS[1], S16_MODELS[1]) for dsp in (True, False)),  # Cortex-M4:
+    # unaligned LDR + SXTB16 / SMLAD quads and odd depth tails, and the portable loops
+    *((spec, True, "mps3-an547") for spec in RANDOM_MODELS),  # Cortex-M55, Helium
     (S8_MODELS[1], False, "mps3-an547"),  # Cortex-M55, portable loops (GRUKIT_PORTABLE_ONLY: no MVE either)
     (S8_MODELS[1], False, "microbit"),  # Cortex-M0+ (no unaligned loads: the portable path reads bytes)
+    (S16_MODELS[2], False, "microbit"),
     (S8_MODELS[2], False, "virt"),  # RISC-V RV32
+    (S16_MODELS[1], False, "virt"),
 ]
 
 
@@ -112,9 +115,10 @@ def test_size_form_on_emulated_cores_matches_numpy(spec, dsp, machine, tmp_path)
     _run_size_form(make_case(*spec), dsp, machine, tmp_path)
 
 
-def test_size_form_of_the_demo_on_helium_matches_numpy(tmp_path):
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_size_form_of_the_demo_on_helium_matches_numpy(scheme, tmp_path):
     fb.require_arm_tools("mps3-an547")
-    _run_size_form(demo_case("int8"), True, "mps3-an547", tmp_path)
+    _run_size_form(demo_case(scheme), True, "mps3-an547", tmp_path)
 
 
 def _run_size_form(case, dsp: bool, machine: str, tmp_path) -> None:
@@ -143,39 +147,42 @@ def test_size_form_takes_the_issue_s_flash_budget(tmp_path):
 
 INIT_PROBE = """#include <stdio.h>
 #include GRUKIT_MODEL_HEADER
-static int8_t state[GRUKIT_MODEL_STATE_BYTES];
-int main(void) { printf("%d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+static grukit_model_value_t state[GRUKIT_MODEL_STATE_BYTES];
+int main(void) { printf("%d\\n", INIT(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
                  return 0; }
 """
 
 
+@pytest.mark.parametrize("spec", [S8_MODELS[0], S16_MODELS[0]], ids=["int8", "16x8"])
 @pytest.mark.parametrize("optimize,define,status", [
     ("size", "GRUKIT_FORM_SPEED_ONLY", 3), ("speed", "GRUKIT_FORM_SIZE_ONLY", 3),
     ("size", "GRUKIT_FORM_SIZE_ONLY", 0), ("speed", "GRUKIT_FORM_SPEED_ONLY", 0)])
-def test_a_build_without_the_model_s_form_refuses_it_at_init(optimize, define, status, tmp_path):
+def test_a_build_without_the_model_s_form_refuses_it_at_init(spec, optimize, define, status, tmp_path):
     """GRUKIT_ERROR_FORM_NOT_BUILT (3) rather than running constants the build has no code for."""
-    case = make_case(*S8_MODELS[0])
+    case = make_case(*spec)
+    init = "grukit_model_s8_init" if spec[2] == "int8" else "grukit_model_s16_init"
     out = tmp_path / "model"
     c_export.export_c(case.qmodel, out, optimize=optimize)
     probe = tmp_path / "probe.c"
     probe.write_text(INIT_PROBE)
     exe = fb.build_host([GRU_SOURCE, out / "grukit_model.c", probe], tmp_path / "probe",
-                        defines={"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', define: None})
+                        defines={"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"', "INIT": init, define: None})
     assert fb.run_host(exe).strip() == str(status)
 
 
-def test_export_writes_the_size_form_and_refuses_what_has_none(tmp_path, capsys):
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_export_writes_the_size_form(scheme, tmp_path):
     model, calib = str(DATA / "demo_model.onnx"), str(DATA / "demo_calib.npz")
-    assert main(["export", model, "--calib", calib, "--c", "--optimize", "size", "--out", str(tmp_path / "size")]) == 0
-    header = (tmp_path / "size" / "grukit_model" / "src" / "grukit_model.h").read_text()
+    out = tmp_path / "size"
+    assert main(["export", model, "--calib", calib, "--c", "--scheme", scheme, "--optimize", "size", "--out",
+                 str(out)]) == 0
+    header = (out / "grukit_model" / "src" / "grukit_model.h").read_text()
     assert "#define GRUKIT_MODEL_FORM_SIZE 1" in header
-    cmake = (tmp_path / "size" / "grukit_model" / "CMakeLists.txt").read_text()
-    assert "GRUKIT_FORM_SIZE_ONLY" in cmake
-    capsys.readouterr()
-    code = main(["export", model, "--calib", calib, "--c", "--scheme", "16x8", "--optimize", "size", "--out",
-                 str(tmp_path / "s16")])
-    assert code == 2 and "--optimize size is the int8 kernel's" in capsys.readouterr().err
-    assert not (tmp_path / "s16").exists()
+    assert "GRUKIT_FORM_SIZE_ONLY" in (out / "grukit_model" / "CMakeLists.txt").read_text()
+
+
+def test_export_refuses_optimize_without_c(tmp_path, capsys):
+    model, calib = str(DATA / "demo_model.onnx"), str(DATA / "demo_calib.npz")
     code = main(["export", model, "--calib", calib, "--optimize", "size", "--out", str(tmp_path / "no_c")])
     assert code == 2 and "needs --c" in capsys.readouterr().err
 

@@ -21,18 +21,19 @@
  *        for TFLite's 64-bit requantization (bias and rounding folded into an int64 start value), the
  *        element-wise ops fused per hidden unit in the SMMLAR form, LOGISTIC / TANH from TFLite's
  *        interpolated sigmoid table.
- * The _s8 kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
- * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8, tables of ADD
- * / SUB input terms, 16-byte requantization records) and size (grukit_fc_compact_s8: a byte per weight and five
- * per row; grukit_add_fast_s8: ADD / SUB terms computed, no term tables). Both give the same integers. The
+ * Each kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
+ * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8; for _s8 also
+ * tables of ADD / SUB input terms and 16-byte requantization records) and size (compact products, a byte per
+ * weight with no padding: grukit_fc_compact_s8 with five bytes per row, or grukit_fc_s16's compact_weights;
+ * _s8's grukit_add_fast_s8: ADD / SUB terms computed, no term tables). Both give the same integers. The
  * kernel runs both unless compiled with -DGRUKIT_FORM_SPEED_ONLY or -DGRUKIT_FORM_SIZE_ONLY, which leave the
  * other form's code out (about 1-2 KB of flash on a Cortex-M; the generated header says which form a model
- * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_s8_init refuses one this build cannot run).
+ * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_*_init refuses one this build cannot run).
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; on a core with Helium (__ARM_FEATURE_MVE, e.g. Cortex-M55)
- * the size form's products run as tail-predicated VMLADAVA.S8 loops and its requantizations and element-wise
- * ops on 4-lane vectors (the speed form keeps the DSP path there). The results are bit-identical to the
- * portable C path (define GRUKIT_PORTABLE_ONLY to force the portable path).
+ * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops, and _s8's
+ * requantizations and element-wise ops on 4-lane vectors (the speed form keeps the DSP path there). The
+ * results are bit-identical to the portable C path (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
  * Streaming use (see the generated main.c):
  *     static int8_t state[MODEL_STATE_BYTES];
@@ -340,9 +341,14 @@ typedef struct {
      *  the int8 weights of columns (c0, c2, c1, c3) in bytes 0..3; the depth zero padded to a multiple of 8.
      *  Sparse: [sum of block_groups][2][4 rows], the stored groups only; NULL when none is stored. */
     const int32_t *weights;
-    const grukit_requant_s64 *requant; /**< [4 * ceil(O/4)], padding rows all 0 (output 0). */
+    /** [4 * ceil(O/4)], padding rows all 0 (output 0); the compact form: [O], no padding rows. */
+    const grukit_requant_s64 *requant;
     const uint8_t *block_groups;       /**< Sparse form: uint8 [ceil(O/4)], as grukit_fc_s8's; NULL: dense. */
     const uint8_t *group_index;        /**< Sparse form: uint8 [sum of block_groups], as grukit_fc_s8's. */
+    /** The compact form (size mode) or NULL: int8 [O * K] as grukit_fc_compact_s8's weights (row after row,
+     *  each whole column quad stored as columns 0, 2, 1, 3); weights, block_groups and group_index are then
+     *  NULL, and the outputs are O in a row, with no padding rows between the stacked gates. */
+    const int8_t *compact_weights;
 } grukit_fc_s16;
 
 /**
@@ -378,7 +384,9 @@ typedef struct {
     int32_t input_size;          /**< I >= 1. */
     int32_t hidden_size;         /**< H >= 1. */
     int32_t linear_before_reset; /**< 0 or 1. */
-    grukit_fc_s16 x_fc;          /**< gx_z, gx_r, gx_n stacked, gate g at rows g * H4; input x. */
+    /** gx_z, gx_r, gx_n stacked, gate g at rows g * H4 (size mode: every product compact, gate g at rows
+     *  g * H); input x. */
+    grukit_fc_s16 x_fc;
     grukit_fc_s16 h_fc;          /**< gh_z, gh_r (and gh_n when linear_before_reset is 1); input h. */
     grukit_fc_s16 hn_fc;         /**< linear_before_reset 0: gh_n = R_n (r * h); rows 0 otherwise. */
     grukit_add_fast_s16 z_pre, r_pre, n_pre, h_minus_n, h_new;

@@ -154,6 +154,15 @@ static inline int32_t requant_general_s32(int32_t x2, const grukit_requant_s32 *
     return (y + (q->right_shift > 0 ? (shifted >> 31) : 0)) >> q->right_shift;
 }
 
+#if GRUKIT_GRU_MVE
+/* requant_fast_s32 on 4 lanes (right_shift >= 1; VRMULH is SMMULR, VSHL by a negative register shifts right). */
+static inline int32x4_t requant_fast_mve(int32x4_t x2, int32_t multiplier, int32_t rounding, int32_t right_shift)
+{
+    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(multiplier)), rounding);
+    return vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(x2, 31)), -right_shift);
+}
+#endif
+
 /* ---------------------------------------------------------------- int8 products */
 
 static inline int32_t pack_s16x2(int32_t lo, int32_t hi)
@@ -770,12 +779,6 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
     product_s8(&layer->h_fc, h, xw, gh)
 
 #if GRUKIT_FORM_SIZE && GRUKIT_GRU_MVE
-/* requant_fast_s32 on 4 lanes (right_shift >= 1). */
-static inline int32x4_t requant_fast_mve(int32x4_t x2, int32_t multiplier, int32_t rounding, int32_t right_shift)
-{
-    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(multiplier)), rounding);
-    return vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(x2, 31)), -right_shift);
-}
 
 /* add_term_s8 on 4 lanes. */
 static inline int32x4_t add_term_mve(int32x4_t x, int32_t multiplier, int32_t offset, int32_t e)
@@ -1043,6 +1046,13 @@ static inline int32_t sat_s16(int32_t x)
 #endif
 }
 
+/* TFLite's 64-bit requantization of one row (grukit_requant_s64): one SMLAL, a shift, SSAT. */
+static inline int32_t requant_row_s16(int32_t dot, const grukit_requant_s64 *q)
+{
+    const int64_t v = q->start + (int64_t)shl_s32(dot, q->left_shift) * q->multiplier; /* |v| < 2^63 */
+    return sat_s16((int32_t)(v >> 32) >> q->right_shift);
+}
+
 /* xp = x (int16 [n]) zero padded to a multiple of 8: the products read whole 8-column groups as words. */
 static void pad_s16(const int16_t *x, int32_t n, int16_t *xp)
 {
@@ -1050,6 +1060,7 @@ static void pad_s16(const int16_t *x, int32_t n, int16_t *xp)
     memset(xp + n, 0, 2 * (size_t)(round_up8(n) - n));
 }
 
+#if GRUKIT_FORM_SPEED
 #if GRUKIT_GRU_DSP
 /*
  * One 8-column group of one block: 32 MACs in 6 LDRD (2 of inputs, 4 of weights), 16 SXTB16, 16 SMLAD (xw
@@ -1161,12 +1172,6 @@ static inline const int32_t *dot_block_sparse_s16(const int32_t *w, const int16_
     return w;
 }
 
-/* TFLite's 64-bit requantization of one row (grukit_requant_s64): one SMLAL, a shift, SSAT. */
-static inline int32_t requant_row_s16(int32_t dot, const grukit_requant_s64 *q)
-{
-    const int64_t v = q->start + (int64_t)shl_s32(dot, q->left_shift) * q->multiplier; /* |v| < 2^63 */
-    return sat_s16((int32_t)(v >> 32) >> q->right_shift);
-}
 
 static inline void requant_block_s16(const int32_t acc[4], const grukit_requant_s64 *q, int16_t *out)
 {
@@ -1191,9 +1196,112 @@ static GRUKIT_NOINLINE void fc_sparse_s16(const grukit_fc_s16 *fc, const int16_t
     }
 }
 
-/* out[o] for every o < 4 * ceil(rows / 4) (padding rows give 0); xp padded as pad_s16 leaves it. */
-static void fc_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
+#endif /* GRUKIT_FORM_SPEED */
+
+#if GRUKIT_FORM_SIZE
+#if GRUKIT_GRU_MVE
+/*
+ * acc[r] = sum_k w_r[k] * x[k] for 4 rows at once (the last ones may repeat a row): a tail-predicated
+ * low-overhead loop (DLSTP.16 / LETP), 8 columns per iteration, the int16 input loaded once for the four
+ * VMLADAVA.S16 and each row's 8 int8 weights widened by VLDRB.S16; the last iteration's lanes past depth are
+ * predicated off. 10 instructions per 32 MACs.
+ */
+static inline void dot4_mve_s16(const int8_t *w0, const int8_t *w1, const int8_t *w2, const int8_t *w3,
+                                const int16_t *x, int32_t depth, int32_t acc[4])
 {
+    /* VMLADAVA accumulates into an even-numbered register; VLDRB.S16 takes a low base register ("l"). */
+    register int32_t a0 __asm__("r0") = 0;
+    register int32_t a1 __asm__("r8") = 0;
+    register int32_t a2 __asm__("r10") = 0;
+    register int32_t a3 __asm__("r12") = 0;
+    __asm__ volatile(
+        "dlstp.16 lr, %[n]\n\t"
+        "1:\n\t"
+        "vldrh.16 q0, [%[x]], #16\n\t"
+        "vldrb.s16 q1, [%[w0]], #8\n\t"
+        "vmlava.s16 %[a0], q1, q0\n\t"
+        "vldrb.s16 q2, [%[w1]], #8\n\t"
+        "vmlava.s16 %[a1], q2, q0\n\t"
+        "vldrb.s16 q3, [%[w2]], #8\n\t"
+        "vmlava.s16 %[a2], q3, q0\n\t"
+        "vldrb.s16 q1, [%[w3]], #8\n\t"
+        "vmlava.s16 %[a3], q1, q0\n\t"
+        "letp lr, 1b\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w0] "+l"(w0), [w1] "+l"(w1),
+          [w2] "+l"(w2), [w3] "+l"(w3)
+        : [n] "r"(depth)
+        : "lr", "q0", "q1", "q2", "q3", "memory");
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* x's whole column quads reordered in place to the compact weights' order (0, 2, 1, 3); the tail as it is. */
+static void swap_quad_middles_s16(int16_t *x, int32_t n)
+{
+    for (const int16_t *const end = x + (n & ~3); x < end; x += 4) {
+        const int16_t t = x[1];
+        x[1] = x[2];
+        x[2] = t;
+    }
+}
+#endif
+
+/*
+ * The 16x8 compact product (size mode): rows one after another, each over its own bytes. xp (int16, 4-byte
+ * aligned) is read as the int8 compact loops read their widened input (both hold int16 columns in order, two
+ * per word): the same dot loops, two rows at a time on the DSP path; on Helium four rows at a time with
+ * VMLADAVA.S16 (xp's quads reordered in place first). Exact as the packed form: every partial sum of a row is
+ * a sum of some of the terms requant_s64 bounded, so neither SMLAD nor VMLADAVA wraps.
+ */
+static GRUKIT_NOINLINE void fc_compact_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
+{
+    const int32_t depth = fc->depth, rows = fc->rows;
+    const grukit_requant_s64 *const q = fc->requant;
+#if GRUKIT_GRU_MVE
+    swap_quad_middles_s16(xp, depth);
+    for (int32_t o = 0; o < rows; o += 4) {
+        const int8_t *const w = fc->compact_weights + o * depth;
+        const int32_t last = (rows - o < 4 ? rows - o : 4) - 1; /* rows past the end re-read the last one */
+        int32_t acc[4];
+        dot4_mve_s16(w, w + (last < 1 ? last : 1) * depth, w + (last < 2 ? last : 2) * depth, w + last * depth,
+                     xp, depth, acc);
+        for (int32_t r = 0; r <= last; ++r) {
+            out[o + r] = (int16_t)requant_row_s16(acc[r], &q[o + r]);
+        }
+    }
+#else
+    const int32_t *const xw = (const int32_t *)(const void *)xp;
+    for (int32_t o = 0; o < rows;) {
+        const int8_t *const w = fc->compact_weights + o * depth;
+        int32_t acc[2] = {0, 0};
+#if GRUKIT_GRU_DSP
+        int32_t n = o + 1 < rows ? 2 : 1;
+        dot2_compact_s8(w, n == 2 ? w + depth : w, xw, depth, acc);
+#else
+        int32_t n = 1;
+        acc[0] = dot_compact_s8(w, xw, depth, 0);
+#endif
+        for (const int32_t *a = acc; n > 0; --n, ++a, ++o) {
+            out[o] = (int16_t)requant_row_s16(*a, &q[o]);
+        }
+    }
+#endif
+}
+#endif /* GRUKIT_FORM_SIZE */
+
+/* out[o] for every o < 4 * ceil(rows / 4) (padding rows give 0); xp padded as pad_s16 leaves it. The compact
+ * form writes rows outputs only, and on Helium reorders xp in place (the callers do not read it again). */
+static void fc_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
+{
+#if GRUKIT_FORM_SIZE
+    if (fc->compact_weights != NULL) {
+        fc_compact_s16(fc, xp, out);
+        return;
+    }
+#endif
+#if GRUKIT_FORM_SPEED
     if (fc->block_groups != NULL) {
         fc_sparse_s16(fc, xp, out);
         return;
@@ -1207,6 +1315,7 @@ static void fc_s16(const grukit_fc_s16 *fc, const int16_t *xp, int16_t *out)
         dot_block_s16(w, xp, groups, acc);
         requant_block_s16(acc, q, out);
     }
+#endif
 }
 
 /* ---------------------------------------------------------------- 16x8 element-wise ops */
@@ -1276,6 +1385,75 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
     return y >> 8;
 }
 
+#if GRUKIT_GRU_MVE
+/* The 16x8 element-wise ops on 4 lanes: the vector twins of the functions above, lane by lane the same
+ * integers (both forms: their element-wise ops are the same). */
+static inline int32x4_t sat_s16_mve(int32x4_t v)
+{
+    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT16_MAX)), vdupq_n_s32(INT16_MIN));
+}
+
+static inline int32x4_t add_term_s16_mve(const grukit_requant_s32 *q, int32_t sign_mask, int32x4_t x)
+{
+    const int32x4_t x2 = vshlq_n_s32(x, 16);
+    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(q->multiplier)), q->rounding);
+    return vshlq_r_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x2, 31), vdupq_n_s32(sign_mask))), -q->right_shift);
+}
+
+static inline int32x4_t add_fast_s16_mve(const grukit_add_fast_s16 *p, int32x4_t a, int32x4_t b, int subtract)
+{
+    const int32x4_t t1 = add_term_s16_mve(&p->input1, p->input1_sign_mask, a);
+    const int32x4_t t2 = add_term_s16_mve(&p->input2, p->input2_sign_mask, b);
+    const int32x4_t raw = subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2);
+    return sat_s16_mve(requant_fast_mve(vshlq_n_s32(raw, 1), p->output.multiplier, p->output.rounding,
+                                        p->output.right_shift));
+}
+
+static inline int32x4_t mul_fast_s16_mve(const grukit_requant_s32 *q, int32x4_t a, int32x4_t b)
+{
+    return sat_s16_mve(requant_fast_mve(vshlq_n_s32(vmulq_s32(a, b), 1), q->multiplier, q->rounding,
+                                        q->right_shift));
+}
+
+/* sigmoid_abs on 4 lanes: the two table entries by halfword gathers (index clamped to 254 for the lanes that
+ * take the saturated value). */
+static inline uint32x4_t sigmoid_abs_mve(uint32x4_t abs_v, uint32_t fraction_bits, uint32_t saturated)
+{
+    const uint32x4_t index = vshlq_r_u32(abs_v, -(int32_t)fraction_bits);
+    const uint32x4_t safe = vminq_u32(index, vdupq_n_u32(254u));
+    const uint32x4_t lo = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16, safe);
+    const uint32x4_t hi = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16 + 1, safe);
+    const uint32x4_t frac = vandq_u32(abs_v, vdupq_n_u32((1u << fraction_bits) - 1u));
+    const uint32x4_t value = vaddq_u32(vshlq_r_u32(lo, (int32_t)fraction_bits), vmulq_u32(frac, vsubq_u32(hi, lo)));
+    return vpselq_u32(vdupq_n_u32(saturated), value, vcmpcsq_n_u32(index, 255u));
+}
+
+static inline int32x4_t table_input_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
+{
+    return vshlq_r_s32(vaddq_n_s32(vmulq_n_s32(x, p->multiplier), p->rounding), -p->right_shift);
+}
+
+static inline int32x4_t logistic_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
+{
+    const int32x4_t v = table_input_s16_mve(p, x);
+    const int32x4_t s_q25 = vreinterpretq_s32_u32(
+        sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 9u, 0x7FFFu << 10));
+    const int32x4_t y = vpselq_s32(vaddq_n_s32(s_q25, 1 << 9), vsubq_s32(vdupq_n_s32((1 << 25) + (1 << 9) - 1), s_q25),
+                                   vcmpgeq_n_s32(v, 0));
+    return vshrq_n_s32(y, 10);
+}
+
+static inline int32x4_t tanh_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
+{
+    const int32x4_t v = table_input_s16_mve(p, x);
+    const int32x4_t s_q24 = vreinterpretq_s32_u32(
+        sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 8u, 0xFFFFu << 8));
+    const int32x4_t y = vpselq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)),
+                                   vsubq_s32(vdupq_n_s32((1 << 23) + (1 << 7) - 1), s_q24), vcmpgeq_n_s32(v, 0));
+    return vshrq_n_s32(y, 8);
+}
+#endif
+
 /* ---------------------------------------------------------------- 16x8 layer step */
 
 /* Scratch: int16 xp[max(I8, H8)] (x, h or r * h, zero padded), gx[3][H4], gh[3][H4]. */
@@ -1289,13 +1467,14 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
 {
     const int32_t H = layer->hidden_size;
     const int32_t h4 = round_up4(H);
+    const int32_t stride = layer->x_fc.compact_weights != NULL ? H : h4; /* gate g's rows start at g * stride */
     int16_t *xp = (int16_t *)(void *)scratch;
     int16_t *gx = xp + max_s32(round_up8(layer->input_size), round_up8(H));
     int16_t *gh = gx + 3 * h4;
     int16_t *gx_z = gx;
-    const int16_t *gx_r = gx + h4, *gx_n = gx + 2 * h4;
-    const int16_t *gh_z = gh, *gh_r = gh + h4;
-    int16_t *gh_n = gh + 2 * h4;
+    const int16_t *gx_r = gx + stride, *gx_n = gx + 2 * stride;
+    const int16_t *gh_z = gh, *gh_r = gh + stride;
+    int16_t *gh_n = gh + 2 * stride;
     /* Local copies: the compiler may keep them in registers across the int16 stores of the loop. */
     const grukit_add_fast_s16 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
     const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
@@ -1308,6 +1487,44 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
     fc_s16(&layer->h_fc, xp, gh);
 
     GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+#if GRUKIT_GRU_MVE
+    /* 4 hidden units per iteration, the last predicated. */
+    if (layer->linear_before_reset) {
+        for (int32_t j = 0; j < H; j += 4) {
+            const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+            const int32x4_t z = logistic_fast_s16_mve(
+                &z_act, add_fast_s16_mve(&z_pre, vldrhq_z_s32(gx_z + j, p), vldrhq_z_s32(gh_z + j, p), 0));
+            const int32x4_t r = logistic_fast_s16_mve(
+                &r_act, add_fast_s16_mve(&r_pre, vldrhq_z_s32(gx_r + j, p), vldrhq_z_s32(gh_r + j, p), 0));
+            const int32x4_t r_gh = mul_fast_s16_mve(&r_mul, r, vldrhq_z_s32(gh_n + j, p));
+            const int32x4_t n = tanh_fast_s16_mve(&n_act, add_fast_s16_mve(&n_pre, vldrhq_z_s32(gx_n + j, p), r_gh, 0));
+            const int32x4_t diff = add_fast_s16_mve(&h_minus_n, vldrhq_z_s32(h + j, p), n, 1);
+            vstrhq_p_s32(h + j, add_fast_s16_mve(&h_new, n, mul_fast_s16_mve(&z_mul, z, diff), 0), p);
+        }
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+        return;
+    }
+    for (int32_t j = 0; j < H; j += 4) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        vstrhq_p_s32(gx_z + j, logistic_fast_s16_mve(&z_act, add_fast_s16_mve(&z_pre, vldrhq_z_s32(gx_z + j, p),
+                                                                              vldrhq_z_s32(gh_z + j, p), 0)), p);
+        const int32x4_t r = logistic_fast_s16_mve(
+            &r_act, add_fast_s16_mve(&r_pre, vldrhq_z_s32(gx_r + j, p), vldrhq_z_s32(gh_r + j, p), 0));
+        vstrhq_p_s32(xp + j, mul_fast_s16_mve(&r_mul, r, vldrhq_z_s32(h + j, p)), p);
+    }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+    fc_s16(&layer->hn_fc, xp, gh_n);
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    for (int32_t j = 0; j < H; j += 4) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        const int32x4_t n = tanh_fast_s16_mve(
+            &n_act, add_fast_s16_mve(&n_pre, vldrhq_z_s32(gx_n + j, p), vldrhq_z_s32(gh_n + j, p), 0));
+        const int32x4_t diff = add_fast_s16_mve(&h_minus_n, vldrhq_z_s32(h + j, p), n, 1);
+        vstrhq_p_s32(h + j, add_fast_s16_mve(&h_new, n, mul_fast_s16_mve(&z_mul, vldrhq_z_s32(gx_z + j, p), diff), 0),
+                     p);
+    }
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+#else
     if (layer->linear_before_reset) {
         for (int32_t j = 0; j < H; ++j) {
             const int32_t z = logistic_fast_s16(&z_act, add_fast_s16(&z_pre, gx_z[j], gh_z[j]));
@@ -1336,6 +1553,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
         h[j] = (int16_t)add_fast_s16(&h_new, n, mul_fast_s16(&z_mul, gx_z[j], diff));
     }
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+#endif
 }
 
 /* ---------------------------------------------------------------- 16x8 model */
@@ -1383,9 +1601,34 @@ void grukit_model_s16_reset(const grukit_model_s16 *model, int16_t *state)
     memset(state, 0, (size_t)grukit_model_s16_get_state_size(model));
 }
 
+/* 1 if the product is of a form this build runs. */
+static int form_built_s16(const grukit_fc_s16 *fc)
+{
+    return fc->compact_weights != NULL ? GRUKIT_FORM_SIZE : GRUKIT_FORM_SPEED;
+}
+
+/* 1 if every layer and head product of the model is of a form this build runs. */
+static int forms_built_s16(const grukit_model_s16 *model)
+{
+    for (int32_t l = 0; l < model->num_layers; ++l) {
+        if (!form_built_s16(&model->layers[l].x_fc)) {
+            return 0;
+        }
+    }
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        if (!form_built_s16(&model->head[k].fc)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int grukit_model_s16_init(const grukit_model_s16 *model, int16_t *state, int32_t state_bytes,
                           int32_t scratch_bytes)
 {
+    if (!forms_built_s16(model)) {
+        return GRUKIT_ERROR_FORM_NOT_BUILT;
+    }
     if (state_bytes < grukit_model_s16_get_state_size(model)) {
         return GRUKIT_ERROR_STATE_TOO_SMALL;
     }
