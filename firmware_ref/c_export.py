@@ -32,6 +32,7 @@ from grukit.firmware_ref.kernel import (AddFastS8, AddFastS16, AddTableS8, Dense
 # The kernel compiled for one form of the constants only (grukit_gru.h): what a firmware of that form builds
 # (the generated library's CMakeLists.txt and library.json pass it).
 FORM_ONLY_DEFINE = {"speed": "GRUKIT_FORM_SPEED_ONLY", "size": "GRUKIT_FORM_SIZE_ONLY"}
+REQUANT4_S16_BYTES = 52  # sizeof(grukit_requant4_s16): 4 rows' requantizations
 ADD_FAST_S8_BYTES = 36  # sizeof(grukit_add_fast_s8): its parameters stand where the speed form's tables are
 
 
@@ -180,12 +181,28 @@ def _layer_s8(cf: _CFile, layer: GruLayerS8) -> str:
 def _fc_s16(cf: _CFile, fc: FcS16) -> str:
     if fc.rows == 0:
         return "{0, 0, NULL, NULL, NULL, NULL, NULL}"
-    if fc.compact_weights is not None:
-        w_sym = _compact_weights(cf, fc, fc.compact_weights)
-        return f"{{{fc.rows}, {fc.depth}, NULL, {cf.requants_s64(f'{fc.name}_requant', fc.requant)}, NULL, NULL, {w_sym}}}"
+    if fc.compact is not None:
+        return f"{{{fc.rows}, {fc.depth}, NULL, NULL, NULL, NULL, &{_fc_compact_s16(cf, fc)}}}"
     w_sym, sparse = _weights(cf, fc)
     q_sym = cf.requants_s64(f"{fc.name}_requant", fc.requant)
     return f"{{{fc.rows}, {fc.depth}, {w_sym}, {q_sym}, {sparse}, NULL}}"
+
+
+def _fc_compact_s16(cf: _CFile, fc: FcS16) -> str:
+    """The grukit_fc_compact_s16 of a size-mode product (its arrays and the struct): the struct's symbol."""
+    c = fc.compact
+    w_sym = _compact_weights(cf, fc, c.weights)
+    blocks = [f"{{{{{', '.join(f'{int(v)}u' for v in c.start_lo[b:b + 4])}}}, "
+              f"{{{', '.join(_i32_literal(int(v)) for v in c.start_hi[b:b + 4])}}}, "
+              f"{{{', '.join(str(int(v)) for v in c.multiplier[b:b + 4])}}}, "
+              f"{{{', '.join(str(int(v)) for v in c.shift[b:b + 4])}}}}}" for b in range(0, len(c.shift), 4)]
+    q_sym = f"{cf.prefix}_{fc.name}_requant"
+    cf.chunks.append(f"static const grukit_requant4_s16 {q_sym}[{len(blocks)}] = {{\n    "
+                     + ",\n    ".join(blocks) + "\n};\n")
+    cf.flash_bytes += REQUANT4_S16_BYTES * len(blocks)
+    sym = f"{cf.prefix}_{fc.name}_compact"
+    cf.chunks.append(f"static const grukit_fc_compact_s16 {sym} = {{{w_sym}, {q_sym}}};\n")
+    return sym
 
 
 def _add_s16(p: AddFastS16) -> str:

@@ -193,6 +193,19 @@ class GruLayerS8:
 
 
 @dataclass(frozen=True)
+class FcCompactS16:
+    """grukit_fc_compact_s16: the size mode's 16x8 product, a byte per weight and 13 per row (each row's
+    grukit_requant_s64 as its start split into words, the multiplier and one shift byte, in blocks of 4 rows:
+    grukit_requant4_s16; the arrays below are per row, padded with zero rows to a multiple of 4)."""
+
+    weights: np.ndarray  # int8 [rows * depth], as FcCompactS8.weights
+    start_lo: np.ndarray  # uint32 [4 * ceil(rows / 4)]: start mod 2^32
+    start_hi: np.ndarray  # int32: start >> 32
+    multiplier: np.ndarray  # int32
+    shift: np.ndarray  # int8: left_shift if > 0, else -right_shift
+
+
+@dataclass(frozen=True)
 class FcS16:
     """grukit_fc_s16. rows 0: no product."""
 
@@ -203,7 +216,7 @@ class FcS16:
     requant: tuple[RequantS64, ...]  # 4 * ceil(rows / 4), padding rows included; compact: rows, no padding
     block_groups: np.ndarray | None = None  # sparse form, as FcS8's
     group_index: np.ndarray | None = None
-    compact_weights: np.ndarray | None = None  # size mode: int8 [rows * depth] as FcCompactS8.weights; weights empty
+    compact: FcCompactS16 | None = None  # size mode (weights then empty, requant the rows' own)
 
 
 @dataclass(frozen=True)
@@ -251,7 +264,7 @@ class GruLayerS16:
     @property
     def compact(self) -> bool:
         """Size mode: compact products, gate g at rows g * H."""
-        return self.x_fc.compact_weights is not None
+        return self.x_fc.compact is not None
 
 
 @dataclass(frozen=True)
@@ -664,9 +677,20 @@ def prepare_fc_s16(name: str, parts: list, clamped: bool = False, sparse: bool =
     w_all = np.concatenate(weights)
     if compact:
         return FcS16(name, len(requants), depth, np.zeros(0, np.int64), tuple(requants),
-                     compact_weights=pack_compact_s8(w_all))
+                     compact=compact_form_s16(w_all, requants))
     words, block_groups, group_index = weight_form(pack_quads_s16(w_all), w_all, sparse)
     return FcS16(name, len(requants) - pad, depth, words, tuple(requants), block_groups, group_index)
+
+
+def compact_form_s16(w: np.ndarray, requants: list) -> FcCompactS16:
+    """grukit_fc_compact_s16 of int8 weights [O, K] and each row's grukit_requant_s64 (which never has both
+    shifts: left_shift > 0 needs ts < 16, right_shift > 0 needs ts > 32)."""
+    assert not any(q.left_shift and q.right_shift for q in requants)
+    requants = [*requants, *[RequantS64(0, 0, 0, 0)] * (-len(requants) % 4)]  # a padding row's output is 0
+    start = np.array([q.start for q in requants], np.int64)
+    return FcCompactS16(pack_compact_s8(w), start & 0xFFFFFFFF, start >> 32,
+                        np.array([q.multiplier for q in requants], np.int64),
+                        np.array([q.left_shift if q.left_shift else -q.right_shift for q in requants], np.int64))
 
 
 NO_FC_S16 = FcS16("", 0, 0, np.zeros(0, np.int64), ())
@@ -1006,6 +1030,15 @@ def requant_row_s16(dot, q: RequantS64) -> np.ndarray:
     return sat_s16((v >> 32) >> q.right_shift)
 
 
+def requant_compact_s16(dot, c: FcCompactS16) -> np.ndarray:
+    """requant_compact_s16 of dot products [N, rows]: requant_row_s16 with the record's start from its words."""
+    rows = dot.shape[1]
+    shift = c.shift[:rows]
+    start = (c.start_hi[:rows] << 32) | c.start_lo[:rows]
+    v = start + shl_s32(dot, np.maximum(shift, 0)) * c.multiplier[:rows]  # |v| < 2^63 (requant_s64)
+    return sat_s16((v >> 32) >> np.maximum(-shift, 0))
+
+
 def _dot_sparse_s16(fc: FcS16, xp: np.ndarray) -> np.ndarray:
     """dot_block_sparse_s16 over every block [N, 4 * blocks]: each block's stored groups added in order, every
     partial sum checked to fit int32."""
@@ -1020,11 +1053,12 @@ def _dot_sparse_s16(fc: FcS16, xp: np.ndarray) -> np.ndarray:
 
 def fc_s16(fc: FcS16, x: np.ndarray) -> np.ndarray:
     """fc_s16 over a batch: int16 x [N, depth] -> int16 [N, 4 * ceil(rows / 4)] (padding rows give 0); the
-    block-sparse form when fc.block_groups is set; the compact form [N, rows] when fc.compact_weights is."""
-    if fc.compact_weights is not None:
-        w = unpack_compact_s8(fc.compact_weights, fc.rows, fc.depth)
-        dot = _check_s32(np.asarray(x, np.int64) @ w.T, f"{fc.name} dot product")
-        return np.stack([requant_row_s16(dot[:, o], q) for o, q in enumerate(fc.requant)], axis=1)
+    block-sparse form when fc.block_groups is set; the compact form [N, rows] when fc.compact is."""
+    if fc.compact is not None:
+        c = fc.compact
+        dot = _check_s32(np.asarray(x, np.int64) @ unpack_compact_s8(c.weights, fc.rows, fc.depth).T,
+                         f"{fc.name} dot product")
+        return requant_compact_s16(dot, c)
     k8 = _round_up(fc.depth, 8)
     xp = np.zeros((x.shape[0], k8), np.int64)
     xp[:, : fc.depth] = x

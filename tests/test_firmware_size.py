@@ -77,6 +77,35 @@ def test_compact_weights_round_trip_with_a_tail():
     assert_identical(KN.unpack_compact_s8(packed, 7, 11), w, "round trip")
 
 
+def _high_word_from_lanes(d, multiplier, start_lo, start_hi):
+    """requant_compact_s16_mve's 32-bit lane arithmetic, modelled here: VMULH (the product's high word, a floor)
+    + start_hi + the carry of VMUL's low word + start_lo (an unsigned compare), wrapped to int32 as lanes wrap."""
+    product = d * multiplier
+    low_word = product & 0xFFFFFFFF
+    carry = ((low_word + start_lo) & 0xFFFFFFFF) < start_lo
+    return ((product >> 32) + start_hi + carry + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def test_the_vector_high_word_equals_the_64_bit_requantization():
+    """Helium's 16x8 compact requantization takes the high word of start + d * multiplier from 32-bit lanes: the
+    same integer as the int64 sum (the scalar kernel's SMLAL), on 4 million random values within the generator's
+    bounds (|value| < 2^63) and on the carry's edges (low words 0 and 2^32 - 1, sums at 2^32 - 1 and 2^32)."""
+    rng = np.random.default_rng(17)
+    n = 4_000_000
+    multiplier = rng.integers(0, (1 << 31) - (1 << 16), n, dtype=np.int64)
+    d = rng.integers(-(1 << 31), 1 << 31, n, dtype=np.int64)
+    start = rng.integers(-(1 << 62), 1 << 62, n, dtype=np.int64)
+    # The carry's edges: a start whose low word completes the product's to 2^32 - 1 or to 2^32 exactly.
+    low = (d * multiplier) & 0xFFFFFFFF
+    edge = rng.integers(0, 4, n)
+    start_lo = np.select([edge == 0, edge == 1, edge == 2], [(1 << 32) - 1 - low, ((1 << 32) - low) & 0xFFFFFFFF, 0],
+                         start & 0xFFFFFFFF)
+    start = ((start >> 32) << 32) | start_lo
+    expected = (start + d * multiplier) >> 32
+    got = _high_word_from_lanes(d, multiplier, start & 0xFFFFFFFF, start >> 32)
+    assert_identical(got, expected, "high word from 32-bit lanes vs int64")
+
+
 @pytest.mark.parametrize("spec", RANDOM_MODELS, ids=[m[0] for m in RANDOM_MODELS])
 def test_size_form_host_matches_numpy(spec, tmp_path):
     case = make_case(*spec)

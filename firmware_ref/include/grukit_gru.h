@@ -24,7 +24,7 @@
  * Each kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
  * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8; for _s8 also
  * tables of ADD / SUB input terms and 16-byte requantization records) and size (compact products, a byte per
- * weight with no padding: grukit_fc_compact_s8 with five bytes per row, or grukit_fc_s16's compact_weights;
+ * weight with no padding: grukit_fc_compact_s8 with five bytes per row, grukit_fc_compact_s16 with 13;
  * _s8's grukit_add_fast_s8: ADD / SUB terms computed, no term tables). Both give the same integers. The
  * kernel runs both unless compiled with -DGRUKIT_FORM_SPEED_ONLY or -DGRUKIT_FORM_SIZE_ONLY, which leave the
  * other form's code out (about 1-2 KB of flash on a Cortex-M; the generated header says which form a model
@@ -327,6 +327,26 @@ typedef struct {
 } grukit_requant_s64;
 
 /**
+ * The requantizations of 4 rows of a compact 16x8 product (13 bytes a row). Row r's is grukit_requant_s64's with
+ * start = start_hi[r] * 2^32 + start_lo[r] and one shift byte s = shift[r] (a row never has both shifts):
+ * left_shift = max(s, 0), right_shift = max(-s, 0). Rows past the product's end are all 0 (output 0). Helium
+ * requantizes the 4 rows as one vector, the high word of start + (dot << left_shift) * multiplier from 32-bit
+ * lanes: VMULH + start_hi + the carry out of VMUL's low word + start_lo (unsigned), the same integer.
+ */
+typedef struct {
+    uint32_t start_lo[4];  /**< start mod 2^32. */
+    int32_t start_hi[4];   /**< start >> 32. */
+    int32_t multiplier[4]; /**< as grukit_requant_s64's. */
+    int8_t shift[4];       /**< left_shift if > 0, else -right_shift; [-14, 8]. */
+} grukit_requant4_s16;
+
+/** A 16x8 product in the size mode's compact form: a byte per weight and 13 per row. */
+typedef struct grukit_fc_compact_s16 {
+    const int8_t *weights;               /**< int8 [O * K] as grukit_fc_compact_s8's (column quads 0, 2, 1, 3). */
+    const grukit_requant4_s16 *requant;  /**< [ceil(O / 4)]: rows 4 b .. 4 b + 3 in block b. */
+} grukit_fc_compact_s16;
+
+/**
  * A 16x8 fully connected product: out[o] = sat16(requant[o](sum_k w[o][k] * x[k])), x int16 (zero point 0),
  * the int8 weights four columns per word: one word, SXTB16 and SXTB16 ROR 8 give two int16 weight pairs for
  * two SMLADs with the input words (x0, x1) and (x2, x3). The int32 dot product is exact (the generator's
@@ -345,10 +365,9 @@ typedef struct {
     const grukit_requant_s64 *requant;
     const uint8_t *block_groups;       /**< Sparse form: uint8 [ceil(O/4)], as grukit_fc_s8's; NULL: dense. */
     const uint8_t *group_index;        /**< Sparse form: uint8 [sum of block_groups], as grukit_fc_s8's. */
-    /** The compact form (size mode) or NULL: int8 [O * K] as grukit_fc_compact_s8's weights (row after row,
-     *  each whole column quad stored as columns 0, 2, 1, 3); weights, block_groups and group_index are then
-     *  NULL, and the outputs are O in a row, with no padding rows between the stacked gates. */
-    const int8_t *compact_weights;
+    /** The compact form (size mode) or NULL: when set, rows and depth still hold, every array above is NULL,
+     *  and the outputs are O in a row, with no padding rows between the stacked gates. */
+    const struct grukit_fc_compact_s16 *compact;
 } grukit_fc_s16;
 
 /**

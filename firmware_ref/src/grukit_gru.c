@@ -161,6 +161,11 @@ static inline int32x4_t requant_fast_mve(int32x4_t x2, int32_t multiplier, int32
     const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(multiplier)), rounding);
     return vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(x2, 31)), -right_shift);
 }
+
+static inline int32x4_t sat_s16_mve(int32x4_t v)
+{
+    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT16_MAX)), vdupq_n_s32(INT16_MIN));
+}
 #endif
 
 /* ---------------------------------------------------------------- int8 products */
@@ -1200,43 +1205,6 @@ static GRUKIT_NOINLINE void fc_sparse_s16(const grukit_fc_s16 *fc, const int16_t
 
 #if GRUKIT_FORM_SIZE
 #if GRUKIT_GRU_MVE
-/*
- * acc[r] = sum_k w_r[k] * x[k] for 4 rows at once (the last ones may repeat a row): a tail-predicated
- * low-overhead loop (DLSTP.16 / LETP), 8 columns per iteration, the int16 input loaded once for the four
- * VMLADAVA.S16 and each row's 8 int8 weights widened by VLDRB.S16; the last iteration's lanes past depth are
- * predicated off. 10 instructions per 32 MACs.
- */
-static inline void dot4_mve_s16(const int8_t *w0, const int8_t *w1, const int8_t *w2, const int8_t *w3,
-                                const int16_t *x, int32_t depth, int32_t acc[4])
-{
-    /* VMLADAVA accumulates into an even-numbered register; VLDRB.S16 takes a low base register ("l"). */
-    register int32_t a0 __asm__("r0") = 0;
-    register int32_t a1 __asm__("r8") = 0;
-    register int32_t a2 __asm__("r10") = 0;
-    register int32_t a3 __asm__("r12") = 0;
-    __asm__ volatile(
-        "dlstp.16 lr, %[n]\n\t"
-        "1:\n\t"
-        "vldrh.16 q0, [%[x]], #16\n\t"
-        "vldrb.s16 q1, [%[w0]], #8\n\t"
-        "vmlava.s16 %[a0], q1, q0\n\t"
-        "vldrb.s16 q2, [%[w1]], #8\n\t"
-        "vmlava.s16 %[a1], q2, q0\n\t"
-        "vldrb.s16 q3, [%[w2]], #8\n\t"
-        "vmlava.s16 %[a2], q3, q0\n\t"
-        "vldrb.s16 q1, [%[w3]], #8\n\t"
-        "vmlava.s16 %[a3], q1, q0\n\t"
-        "letp lr, 1b\n\t"
-        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w0] "+l"(w0), [w1] "+l"(w1),
-          [w2] "+l"(w2), [w3] "+l"(w3)
-        : [n] "r"(depth)
-        : "lr", "q0", "q1", "q2", "q3", "memory");
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
-
 /* x's whole column quads reordered in place to the compact weights' order (0, 2, 1, 3); the tail as it is. */
 static void swap_quad_middles_s16(int16_t *x, int32_t n)
 {
@@ -1248,33 +1216,131 @@ static void swap_quad_middles_s16(int16_t *x, int32_t n)
 }
 #endif
 
+/* Row o's requantization in the compact records (grukit_requant4_s16): requant_row_s16's integer. */
+static inline int32_t requant_compact_s16(int32_t dot, const grukit_requant4_s16 *q, int32_t o)
+{
+    const grukit_requant4_s16 *const b = &q[o >> 2];
+    const int32_t r = o & 3, s = b->shift[r];
+    const int64_t start = (int64_t)(((uint64_t)(uint32_t)b->start_hi[r] << 32) | b->start_lo[r]);
+    const int64_t v = start + (int64_t)shl_s32(dot, s > 0 ? s : 0) * b->multiplier[r]; /* |v| < 2^63 */
+    return sat_s16((int32_t)(v >> 32) >> (s < 0 ? -s : 0));
+}
+
+#if GRUKIT_GRU_MVE
+/*
+ * The whole blocks of 4 rows of a compact 16x8 product on Helium, in one loop: per block the dot products of
+ * its rows (w, w + depth, w + 2 depth, w + 3 depth) with x (int16, in the weights' column order) in a
+ * tail-predicated loop (DLSTP.16 / LETP: 8 columns per iteration, the input loaded once for four VMLADAVA.S16,
+ * each row's weights widened by VLDRB.S16: 10 instructions per 32 MACs), then the 4 rows requantized as one
+ * vector from their grukit_requant4_s16 and stored as 4 int16: d = dot << max(s, 0); VMULH(d, m) + start_hi +
+ * the carry out of VMUL(d, m) + start_lo (an unsigned compare); shifted right by max(-s, 0); VQMOVNB to int16.
+ * About 30 instructions a block besides the dot products. Every register is fixed: the widening loads and
+ * narrowing stores take r0-r7 bases, VMLADAVA an even accumulator.
+ */
+static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, int32_t depth,
+                                           const grukit_requant4_s16 *q, int16_t *out, int32_t blocks)
+{
+    const int32_t pad = round_up8(depth) - depth; /* a row pointer ends 8 ceil(depth / 8) past its start */
+    const int16_t *const x_start = x;
+    register int32_t a0 __asm__("r0");
+    register const int8_t *w0 __asm__("r1") = w;
+    register const int8_t *w1 __asm__("r2");
+    register const int8_t *w2 __asm__("r3");
+    register const int8_t *w3 __asm__("r4");
+    register const grukit_requant4_s16 *rq __asm__("r5") = q;
+    register int16_t *ro __asm__("r6") = out;
+    register const int16_t *rx __asm__("r7") = x;
+    register int32_t a1 __asm__("r8");
+    register int32_t rn __asm__("r9") = depth;
+    register int32_t a2 __asm__("r10");
+    register int32_t count __asm__("r11") = blocks;
+    register int32_t a3 __asm__("r12");
+    __asm__ volatile(
+        "1:\n\t"
+        "add %[w1], %[w0], %[n]\n\t"
+        "add %[w2], %[w1], %[n]\n\t"
+        "add %[w3], %[w2], %[n]\n\t"
+        "movs %[a0], #0\n\t"
+        "mov %[a1], #0\n\t"
+        "mov %[a2], #0\n\t"
+        "mov %[a3], #0\n\t"
+        "dlstp.16 lr, %[n]\n\t"
+        "2:\n\t"
+        "vldrh.16 q0, [%[x]], #16\n\t"
+        "vldrb.s16 q1, [%[w0]], #8\n\t"
+        "vmlava.s16 %[a0], q1, q0\n\t"
+        "vldrb.s16 q2, [%[w1]], #8\n\t"
+        "vmlava.s16 %[a1], q2, q0\n\t"
+        "vldrb.s16 q3, [%[w2]], #8\n\t"
+        "vmlava.s16 %[a2], q3, q0\n\t"
+        "vldrb.s16 q1, [%[w3]], #8\n\t"
+        "vmlava.s16 %[a3], q1, q0\n\t"
+        "letp lr, 2b\n\t"
+        "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
+        "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+        "vldrb.s32 q3, [%[q], #48]\n\t" /* s */
+        "vmov.i32 q1, #0\n\t"
+        "vmax.s32 q2, q3, q1\n\t"
+        "vmin.s32 q3, q3, q1\n\t"
+        "vshl.s32 q0, q0, q2\n\t"       /* d = dot << max(s, 0) */
+        "vldrw.32 q2, [%[q], #32]\n\t"  /* m */
+        "vmul.i32 q1, q0, q2\n\t"       /* the low word of d m */
+        "vmulh.s32 q0, q0, q2\n\t"      /* its high word */
+        "vldrw.32 q2, [%[q]]\n\t"       /* start_lo */
+        "vadd.i32 q1, q1, q2\n\t"
+        "vcmp.u32 hi, q2, q1\n\t"       /* the carry: start_lo > the low words' sum */
+        "vldrw.32 q2, [%[q], #16]\n\t"  /* start_hi */
+        "vadd.i32 q0, q0, q2\n\t"
+        "mov lr, #1\n\t"
+        "vpst\n\t"
+        "vaddt.i32 q0, q0, lr\n\t"
+        "vshl.s32 q0, q0, q3\n\t"       /* >> max(-s, 0) */
+        "vqmovnb.s32 q0, q0\n\t"
+        "vstrh.32 q0, [%[out]], #8\n\t"
+        "adds %[q], #52\n\t"
+        "ldr lr, %[pad]\n\t"
+        "sub %[w0], %[w3], lr\n\t"      /* the next block's first row: w3's start + depth */
+        "ldr %[x], %[x_start]\n\t"
+        "subs %[count], %[count], #1\n\t"
+        "bne 1b\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
+          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
+        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start)
+        : "lr", "q0", "q1", "q2", "q3", "cc", "memory");
+}
+#endif
+
 /*
  * The 16x8 compact product (size mode): rows one after another, each over its own bytes. xp (int16, 4-byte
  * aligned) is read as the int8 compact loops read their widened input (both hold int16 columns in order, two
- * per word): the same dot loops, two rows at a time on the DSP path; on Helium four rows at a time with
- * VMLADAVA.S16 (xp's quads reordered in place first). Exact as the packed form: every partial sum of a row is
- * a sum of some of the terms requant_s64 bounded, so neither SMLAD nor VMLADAVA wraps.
+ * per word): the same dot loops, two rows at a time on the DSP path; on Helium four rows at a time
+ * (block_mve_s16; xp's quads reordered in place first, and the last 1-3 rows' block re-reading its last row
+ * into a local buffer). Exact as the packed form: every partial sum of a row is a sum of some of the terms
+ * requant_s64 bounded, so neither SMLAD nor VMLADAVA wraps.
  */
 static GRUKIT_NOINLINE void fc_compact_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
 {
     const int32_t depth = fc->depth, rows = fc->rows;
-    const grukit_requant_s64 *const q = fc->requant;
+    const grukit_fc_compact_s16 *const c = fc->compact;
 #if GRUKIT_GRU_MVE
     swap_quad_middles_s16(xp, depth);
-    for (int32_t o = 0; o < rows; o += 4) {
-        const int8_t *const w = fc->compact_weights + o * depth;
-        const int32_t last = (rows - o < 4 ? rows - o : 4) - 1; /* rows past the end re-read the last one */
-        int32_t acc[4];
-        dot4_mve_s16(w, w + (last < 1 ? last : 1) * depth, w + (last < 2 ? last : 2) * depth, w + last * depth,
-                     xp, depth, acc);
-        for (int32_t r = 0; r <= last; ++r) {
-            out[o + r] = (int16_t)requant_row_s16(acc[r], &q[o + r]);
+    const int32_t whole = rows >> 2;
+    if (whole > 0) {
+        blocks_mve_s16(c->weights, xp, depth, c->requant, out, whole);
+    }
+    for (int32_t o = 4 * whole; o < rows; ++o) { /* the last 1-3 rows, one at a time */
+        const int8_t *const w = c->weights + o * depth;
+        int32_t dot = 0;
+        for (int32_t k = 0; k < depth; k += 8) {
+            const mve_pred16_t p = vctp16q((uint32_t)(depth - k));
+            dot = vmladavaq_p_s16(dot, vldrhq_z_s16(xp + k, p), vldrbq_z_s16(w + k, p), p);
         }
+        out[o] = (int16_t)requant_compact_s16(dot, c->requant, o);
     }
 #else
     const int32_t *const xw = (const int32_t *)(const void *)xp;
     for (int32_t o = 0; o < rows;) {
-        const int8_t *const w = fc->compact_weights + o * depth;
+        const int8_t *const w = c->weights + o * depth;
         int32_t acc[2] = {0, 0};
 #if GRUKIT_GRU_DSP
         int32_t n = o + 1 < rows ? 2 : 1;
@@ -1284,7 +1350,7 @@ static GRUKIT_NOINLINE void fc_compact_s16(const grukit_fc_s16 *fc, int16_t *xp,
         acc[0] = dot_compact_s8(w, xw, depth, 0);
 #endif
         for (const int32_t *a = acc; n > 0; --n, ++a, ++o) {
-            out[o] = (int16_t)requant_row_s16(*a, &q[o]);
+            out[o] = (int16_t)requant_compact_s16(*a, c->requant, o);
         }
     }
 #endif
@@ -1296,7 +1362,7 @@ static GRUKIT_NOINLINE void fc_compact_s16(const grukit_fc_s16 *fc, int16_t *xp,
 static void fc_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
 {
 #if GRUKIT_FORM_SIZE
-    if (fc->compact_weights != NULL) {
+    if (fc->compact != NULL) {
         fc_compact_s16(fc, xp, out);
         return;
     }
@@ -1386,33 +1452,34 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
 }
 
 #if GRUKIT_GRU_MVE
-/* The 16x8 element-wise ops on 4 lanes: the vector twins of the functions above, lane by lane the same
- * integers (both forms: their element-wise ops are the same). */
-static inline int32x4_t sat_s16_mve(int32x4_t v)
+/*
+ * The 16x8 element-wise ops on 4 lanes: the vector twins of the functions above, lane by lane the same
+ * integers (both forms: their element-wise ops are the same). SMMULR(x2, m) with x2 = 2 y is VQRDMULH(y, m)
+ * (2 y m + 2^31 >> 32; no saturation: m >= 0), whose scalar operand keeps each multiplier in a core register.
+ */
+static inline int32x4_t add_term_s16_mve(const grukit_requant_s32 *q, int32x4_t sign_mask, int32x4_t x)
 {
-    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT16_MAX)), vdupq_n_s32(INT16_MIN));
+    const int32x4_t y = vaddq_n_s32(vqrdmulhq_n_s32(vshlq_n_s32(x, 15), q->multiplier), q->rounding);
+    return vshlq_r_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), -q->right_shift);
 }
 
-static inline int32x4_t add_term_s16_mve(const grukit_requant_s32 *q, int32_t sign_mask, int32x4_t x)
+/* requant_fast_s32 of the doubled x2 = 2 raw, then sat16. */
+static inline int32x4_t requant_sat_s16_mve(const grukit_requant_s32 *q, int32x4_t raw)
 {
-    const int32x4_t x2 = vshlq_n_s32(x, 16);
-    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(q->multiplier)), q->rounding);
-    return vshlq_r_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x2, 31), vdupq_n_s32(sign_mask))), -q->right_shift);
+    const int32x4_t y = vaddq_n_s32(vqrdmulhq_n_s32(raw, q->multiplier), q->rounding);
+    return sat_s16_mve(vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(raw, 31)), -q->right_shift));
 }
 
 static inline int32x4_t add_fast_s16_mve(const grukit_add_fast_s16 *p, int32x4_t a, int32x4_t b, int subtract)
 {
-    const int32x4_t t1 = add_term_s16_mve(&p->input1, p->input1_sign_mask, a);
-    const int32x4_t t2 = add_term_s16_mve(&p->input2, p->input2_sign_mask, b);
-    const int32x4_t raw = subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2);
-    return sat_s16_mve(requant_fast_mve(vshlq_n_s32(raw, 1), p->output.multiplier, p->output.rounding,
-                                        p->output.right_shift));
+    const int32x4_t t1 = add_term_s16_mve(&p->input1, vdupq_n_s32(p->input1_sign_mask), a);
+    const int32x4_t t2 = add_term_s16_mve(&p->input2, vdupq_n_s32(p->input2_sign_mask), b);
+    return requant_sat_s16_mve(&p->output, subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2));
 }
 
 static inline int32x4_t mul_fast_s16_mve(const grukit_requant_s32 *q, int32x4_t a, int32x4_t b)
 {
-    return sat_s16_mve(requant_fast_mve(vshlq_n_s32(vmulq_s32(a, b), 1), q->multiplier, q->rounding,
-                                        q->right_shift));
+    return requant_sat_s16_mve(q, vmulq_s32(a, b));
 }
 
 /* sigmoid_abs on 4 lanes: the two table entries by halfword gathers (index clamped to 254 for the lanes that
@@ -1433,24 +1500,96 @@ static inline int32x4_t table_input_s16_mve(const grukit_table_input_s16 *p, int
     return vshlq_r_s32(vaddq_n_s32(vmulq_n_s32(x, p->multiplier), p->rounding), -p->right_shift);
 }
 
+/* LOGISTIC: t = s + 2^9 for v >= 0, 2^25 + 2^10 - 1 - t below, as (t XOR m) + (m AND (2^25 + 2^10)) with the
+ * sign mask m = v >> 31 (t XOR -1 = -t - 1): no predicate. */
 static inline int32x4_t logistic_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
 {
     const int32x4_t v = table_input_s16_mve(p, x);
     const int32x4_t s_q25 = vreinterpretq_s32_u32(
         sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 9u, 0x7FFFu << 10));
-    const int32x4_t y = vpselq_s32(vaddq_n_s32(s_q25, 1 << 9), vsubq_s32(vdupq_n_s32((1 << 25) + (1 << 9) - 1), s_q25),
-                                   vcmpgeq_n_s32(v, 0));
+    const int32x4_t m = vshrq_n_s32(v, 31);
+    const int32x4_t y = vaddq_s32(veorq_s32(vaddq_n_s32(s_q25, 1 << 9), m), vandq_s32(m, vdupq_n_s32((1 << 25) + (1 << 10))));
     return vshrq_n_s32(y, 10);
 }
 
+/* TANH: t = s - 2^23 + 2^7 for v >= 0, 2^8 - 1 - t below: (t XOR m) + (m AND 2^8). */
 static inline int32x4_t tanh_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
 {
     const int32x4_t v = table_input_s16_mve(p, x);
     const int32x4_t s_q24 = vreinterpretq_s32_u32(
         sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 8u, 0xFFFFu << 8));
-    const int32x4_t y = vpselq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)),
-                                   vsubq_s32(vdupq_n_s32((1 << 23) + (1 << 7) - 1), s_q24), vcmpgeq_n_s32(v, 0));
+    const int32x4_t m = vshrq_n_s32(v, 31);
+    const int32x4_t y = vaddq_s32(veorq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)), m), vandq_s32(m, vdupq_n_s32(1 << 8)));
     return vshrq_n_s32(y, 8);
+}
+
+/* One gate: act(add(a, b)), a LOGISTIC or TANH gate. */
+static inline int32x4_t gate_s16_mve(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *in, int tanh_gate,
+                                     int32x4_t a, int32x4_t b)
+{
+    const int32x4_t v = add_fast_s16_mve(add, a, b, 0);
+    return tanh_gate ? tanh_fast_s16_mve(in, v) : logistic_fast_s16_mve(in, v);
+}
+
+/* The state update of 4 units: add(n, mul(z, sub(h, n))). */
+static inline int32x4_t update_s16_mve(const grukit_add_fast_s16 *h_minus_n, const grukit_add_fast_s16 *h_new,
+                                       const grukit_requant_s32 *z_mul, int32x4_t z, int32x4_t n, int32x4_t h)
+{
+    return add_fast_s16_mve(h_new, n, mul_fast_s16_mve(z_mul, z, add_fast_s16_mve(h_minus_n, h, n, 1)), 0);
+}
+
+/* The passes below run every hidden unit, 4 per iteration, with unpredicated vectors, then the last 1-3 units
+ * predicated (their lanes past H loaded as 0 and not stored). */
+
+/* out = act(add(a, b)) for every hidden unit. */
+static GRUKIT_NOINLINE void gate_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                              int tanh_gate, const int16_t *a, const int16_t *b, int16_t *out,
+                                              int32_t n)
+{
+    const grukit_add_fast_s16 add = *pre;
+    const grukit_table_input_s16 in = *act;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vstrhq_s32(out + j, gate_s16_mve(&add, &in, tanh_gate, vldrhq_s32(a + j), vldrhq_s32(b + j)));
+    }
+    if (j < n) {
+        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
+        vstrhq_p_s32(out + j, gate_s16_mve(&add, &in, tanh_gate, vldrhq_z_s32(a + j, p), vldrhq_z_s32(b + j, p)), p);
+    }
+}
+
+/* out = mul(r, b) for every hidden unit. */
+static GRUKIT_NOINLINE void mul_pass_s16_mve(const grukit_requant_s32 *mul, const int16_t *r, const int16_t *b,
+                                             int16_t *out, int32_t n)
+{
+    const grukit_requant_s32 q = *mul;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vstrhq_s32(out + j, mul_fast_s16_mve(&q, vldrhq_s32(r + j), vldrhq_s32(b + j)));
+    }
+    if (j < n) {
+        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
+        vstrhq_p_s32(out + j, mul_fast_s16_mve(&q, vldrhq_z_s32(r + j, p), vldrhq_z_s32(b + j, p)), p);
+    }
+}
+
+/* h = add(n, mul(z, sub(h, n))) for every hidden unit: the state update. */
+static GRUKIT_NOINLINE void update_pass_s16_mve(const grukit_gru_layer_s16 *layer, const int16_t *z,
+                                                const int16_t *n_gate, int16_t *h)
+{
+    const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
+    const grukit_requant_s32 z_mul = layer->z_mul;
+    const int32_t H = layer->hidden_size;
+    int32_t j = 0;
+    for (; j + 4 <= H; j += 4) {
+        vstrhq_s32(h + j, update_s16_mve(&h_minus_n, &h_new, &z_mul, vldrhq_s32(z + j), vldrhq_s32(n_gate + j),
+                                         vldrhq_s32(h + j)));
+    }
+    if (j < H) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        vstrhq_p_s32(h + j, update_s16_mve(&h_minus_n, &h_new, &z_mul, vldrhq_z_s32(z + j, p),
+                                           vldrhq_z_s32(n_gate + j, p), vldrhq_z_s32(h + j, p)), p);
+    }
 }
 #endif
 
@@ -1467,7 +1606,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
 {
     const int32_t H = layer->hidden_size;
     const int32_t h4 = round_up4(H);
-    const int32_t stride = layer->x_fc.compact_weights != NULL ? H : h4; /* gate g's rows start at g * stride */
+    const int32_t stride = layer->x_fc.compact != NULL ? H : h4; /* gate g's rows start at g * stride */
     int16_t *xp = (int16_t *)(void *)scratch;
     int16_t *gx = xp + max_s32(round_up8(layer->input_size), round_up8(H));
     int16_t *gh = gx + 3 * h4;
@@ -1475,11 +1614,6 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
     const int16_t *gx_r = gx + stride, *gx_n = gx + 2 * stride;
     const int16_t *gh_z = gh, *gh_r = gh + stride;
     int16_t *gh_n = gh + 2 * stride;
-    /* Local copies: the compiler may keep them in registers across the int16 stores of the loop. */
-    const grukit_add_fast_s16 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
-    const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
-    const grukit_requant_s32 r_mul = layer->r_mul, z_mul = layer->z_mul;
-    const grukit_table_input_s16 z_act = layer->z_act, r_act = layer->r_act, n_act = layer->n_act;
 
     pad_s16(x, layer->input_size, xp);
     fc_s16(&layer->x_fc, xp, gx);
@@ -1488,43 +1622,27 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
 
     GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
 #if GRUKIT_GRU_MVE
-    /* 4 hidden units per iteration, the last predicated. */
+    /* One pass over the hidden units per gate, each with its parameters in registers; z, r and n in place of
+     * gx_z, gx_r and gx_n. */
+    gate_pass_s16_mve(&layer->z_pre, &layer->z_act, 0, gx_z, gh_z, gx_z, H);
+    gate_pass_s16_mve(&layer->r_pre, &layer->r_act, 0, gx_r, gh_r, (int16_t *)gx_r, H);
     if (layer->linear_before_reset) {
-        for (int32_t j = 0; j < H; j += 4) {
-            const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-            const int32x4_t z = logistic_fast_s16_mve(
-                &z_act, add_fast_s16_mve(&z_pre, vldrhq_z_s32(gx_z + j, p), vldrhq_z_s32(gh_z + j, p), 0));
-            const int32x4_t r = logistic_fast_s16_mve(
-                &r_act, add_fast_s16_mve(&r_pre, vldrhq_z_s32(gx_r + j, p), vldrhq_z_s32(gh_r + j, p), 0));
-            const int32x4_t r_gh = mul_fast_s16_mve(&r_mul, r, vldrhq_z_s32(gh_n + j, p));
-            const int32x4_t n = tanh_fast_s16_mve(&n_act, add_fast_s16_mve(&n_pre, vldrhq_z_s32(gx_n + j, p), r_gh, 0));
-            const int32x4_t diff = add_fast_s16_mve(&h_minus_n, vldrhq_z_s32(h + j, p), n, 1);
-            vstrhq_p_s32(h + j, add_fast_s16_mve(&h_new, n, mul_fast_s16_mve(&z_mul, z, diff), 0), p);
-        }
+        mul_pass_s16_mve(&layer->r_mul, gx_r, gh_n, gh_n, H); /* r_gh */
+    } else {
+        mul_pass_s16_mve(&layer->r_mul, gx_r, h, xp, H); /* r_h, then gh_n = R_n (r * h) */
         GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-        return;
+        fc_s16(&layer->hn_fc, xp, gh_n);
+        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
-    for (int32_t j = 0; j < H; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        vstrhq_p_s32(gx_z + j, logistic_fast_s16_mve(&z_act, add_fast_s16_mve(&z_pre, vldrhq_z_s32(gx_z + j, p),
-                                                                              vldrhq_z_s32(gh_z + j, p), 0)), p);
-        const int32x4_t r = logistic_fast_s16_mve(
-            &r_act, add_fast_s16_mve(&r_pre, vldrhq_z_s32(gx_r + j, p), vldrhq_z_s32(gh_r + j, p), 0));
-        vstrhq_p_s32(xp + j, mul_fast_s16_mve(&r_mul, r, vldrhq_z_s32(h + j, p)), p);
-    }
-    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-    fc_s16(&layer->hn_fc, xp, gh_n);
-    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    for (int32_t j = 0; j < H; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        const int32x4_t n = tanh_fast_s16_mve(
-            &n_act, add_fast_s16_mve(&n_pre, vldrhq_z_s32(gx_n + j, p), vldrhq_z_s32(gh_n + j, p), 0));
-        const int32x4_t diff = add_fast_s16_mve(&h_minus_n, vldrhq_z_s32(h + j, p), n, 1);
-        vstrhq_p_s32(h + j, add_fast_s16_mve(&h_new, n, mul_fast_s16_mve(&z_mul, vldrhq_z_s32(gx_z + j, p), diff), 0),
-                     p);
-    }
+    gate_pass_s16_mve(&layer->n_pre, &layer->n_act, 1, gx_n, gh_n, (int16_t *)gx_n, H);
+    update_pass_s16_mve(layer, gx_z, gx_n, h);
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 #else
+    /* Local copies: the compiler may keep them in registers across the int16 stores of the loop. */
+    const grukit_add_fast_s16 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
+    const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
+    const grukit_requant_s32 r_mul = layer->r_mul, z_mul = layer->z_mul;
+    const grukit_table_input_s16 z_act = layer->z_act, r_act = layer->r_act, n_act = layer->n_act;
     if (layer->linear_before_reset) {
         for (int32_t j = 0; j < H; ++j) {
             const int32_t z = logistic_fast_s16(&z_act, add_fast_s16(&z_pre, gx_z[j], gh_z[j]));
@@ -1604,7 +1722,7 @@ void grukit_model_s16_reset(const grukit_model_s16 *model, int16_t *state)
 /* 1 if the product is of a form this build runs. */
 static int form_built_s16(const grukit_fc_s16 *fc)
 {
-    return fc->compact_weights != NULL ? GRUKIT_FORM_SIZE : GRUKIT_FORM_SPEED;
+    return fc->compact != NULL ? GRUKIT_FORM_SIZE : GRUKIT_FORM_SPEED;
 }
 
 /* 1 if every layer and head product of the model is of a form this build runs. */
