@@ -1455,19 +1455,22 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
 /*
  * The 16x8 element-wise ops on 4 lanes: the vector twins of the functions above, lane by lane the same
  * integers (both forms: their element-wise ops are the same). SMMULR(x2, m) with x2 = 2 y is VQRDMULH(y, m)
- * (2 y m + 2^31 >> 32; no saturation: m >= 0), whose scalar operand keeps each multiplier in a core register.
+ * (2 y m + 2^31 >> 32; no saturation: m >= 0), and every rounding constant of a 16x8 requantization is 2^(e - 1)
+ * (0 for e = 0; the zero points are 0), so the add-and-shift is one VRSHL by -e: scalar operands throughout, the
+ * parameters stay in core registers.
  */
 static inline int32x4_t add_term_s16_mve(const grukit_requant_s32 *q, int32x4_t sign_mask, int32x4_t x)
 {
-    const int32x4_t y = vaddq_n_s32(vqrdmulhq_n_s32(vshlq_n_s32(x, 15), q->multiplier), q->rounding);
-    return vshlq_r_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), -q->right_shift);
+    const int32x4_t y = vqrdmulhq_n_s32(vshlq_n_s32(x, 15), q->multiplier);
+    return vrshlq_n_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), -q->right_shift);
 }
 
-/* requant_fast_s32 of the doubled x2 = 2 raw, then sat16. */
+/* requant_fast_s32 of the doubled x2 = 2 raw, then sat16: VQSHL by 16 saturates exactly the values outside int16
+ * (to INT32_MIN / INT32_MAX, which the shift back turns into -32768 / 32767). */
 static inline int32x4_t requant_sat_s16_mve(const grukit_requant_s32 *q, int32x4_t raw)
 {
-    const int32x4_t y = vaddq_n_s32(vqrdmulhq_n_s32(raw, q->multiplier), q->rounding);
-    return sat_s16_mve(vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(raw, 31)), -q->right_shift));
+    const int32x4_t y = vaddq_s32(vqrdmulhq_n_s32(raw, q->multiplier), vshrq_n_s32(raw, 31));
+    return vshrq_n_s32(vqshlq_n_s32(vrshlq_n_s32(y, -q->right_shift), 16), 16);
 }
 
 static inline int32x4_t add_fast_s16_mve(const grukit_add_fast_s16 *p, int32x4_t a, int32x4_t b, int subtract)
@@ -1486,40 +1489,42 @@ static inline int32x4_t mul_fast_s16_mve(const grukit_requant_s32 *q, int32x4_t 
  * take the saturated value). */
 static inline uint32x4_t sigmoid_abs_mve(uint32x4_t abs_v, uint32_t fraction_bits, uint32_t saturated)
 {
-    const uint32x4_t index = vshlq_r_u32(abs_v, -(int32_t)fraction_bits);
+    /* fraction_bits is 8 or 9 (a constant where this is inlined): immediate shifts */
+    const uint32x4_t index = fraction_bits == 9u ? vshrq_n_u32(abs_v, 9) : vshrq_n_u32(abs_v, 8);
     const uint32x4_t safe = vminq_u32(index, vdupq_n_u32(254u));
     const uint32x4_t lo = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16, safe);
     const uint32x4_t hi = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16 + 1, safe);
-    const uint32x4_t frac = vandq_u32(abs_v, vdupq_n_u32((1u << fraction_bits) - 1u));
-    const uint32x4_t value = vaddq_u32(vshlq_r_u32(lo, (int32_t)fraction_bits), vmulq_u32(frac, vsubq_u32(hi, lo)));
+    const uint32x4_t below = fraction_bits == 9u ? vshlq_n_u32(index, 9) : vshlq_n_u32(index, 8);
+    const uint32x4_t lo_scaled = fraction_bits == 9u ? vshlq_n_u32(lo, 9) : vshlq_n_u32(lo, 8);
+    const uint32x4_t value = vaddq_u32(lo_scaled, vmulq_u32(vsubq_u32(abs_v, below), vsubq_u32(hi, lo)));
     return vpselq_u32(vdupq_n_u32(saturated), value, vcmpcsq_n_u32(index, 255u));
 }
 
 static inline int32x4_t table_input_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
 {
-    return vshlq_r_s32(vaddq_n_s32(vmulq_n_s32(x, p->multiplier), p->rounding), -p->right_shift);
+    return vrshlq_n_s32(vmulq_n_s32(x, p->multiplier), -p->right_shift);
 }
 
-/* LOGISTIC: t = s + 2^9 for v >= 0, 2^25 + 2^10 - 1 - t below, as (t XOR m) + (m AND (2^25 + 2^10)) with the
- * sign mask m = v >> 31 (t XOR -1 = -t - 1): no predicate. */
+/* LOGISTIC: t = s + 2^9 for v >= 0, 2^25 + 2^10 - 1 - t below, as (t XOR m) - m (2^25 + 2^10) with the sign
+ * mask m = v >> 31 (t XOR -1 = -t - 1): no predicate. */
 static inline int32x4_t logistic_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
 {
     const int32x4_t v = table_input_s16_mve(p, x);
     const int32x4_t s_q25 = vreinterpretq_s32_u32(
         sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 9u, 0x7FFFu << 10));
     const int32x4_t m = vshrq_n_s32(v, 31);
-    const int32x4_t y = vaddq_s32(veorq_s32(vaddq_n_s32(s_q25, 1 << 9), m), vandq_s32(m, vdupq_n_s32((1 << 25) + (1 << 10))));
+    const int32x4_t y = vsubq_s32(veorq_s32(vaddq_n_s32(s_q25, 1 << 9), m), vmulq_n_s32(m, (1 << 25) + (1 << 10)));
     return vshrq_n_s32(y, 10);
 }
 
-/* TANH: t = s - 2^23 + 2^7 for v >= 0, 2^8 - 1 - t below: (t XOR m) + (m AND 2^8). */
+/* TANH: t = s - 2^23 + 2^7 for v >= 0, 2^8 - 1 - t below: (t XOR m) - m 2^8. */
 static inline int32x4_t tanh_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
 {
     const int32x4_t v = table_input_s16_mve(p, x);
     const int32x4_t s_q24 = vreinterpretq_s32_u32(
         sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 8u, 0xFFFFu << 8));
     const int32x4_t m = vshrq_n_s32(v, 31);
-    const int32x4_t y = vaddq_s32(veorq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)), m), vandq_s32(m, vdupq_n_s32(1 << 8)));
+    const int32x4_t y = vsubq_s32(veorq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)), m), vshlq_n_s32(m, 8));
     return vshrq_n_s32(y, 8);
 }
 
@@ -1541,10 +1546,9 @@ static inline int32x4_t update_s16_mve(const grukit_add_fast_s16 *h_minus_n, con
 /* The passes below run every hidden unit, 4 per iteration, with unpredicated vectors, then the last 1-3 units
  * predicated (their lanes past H loaded as 0 and not stored). */
 
-/* out = act(add(a, b)) for every hidden unit. */
-static GRUKIT_NOINLINE void gate_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                              int tanh_gate, const int16_t *a, const int16_t *b, int16_t *out,
-                                              int32_t n)
+/* out = act(add(a, b)) for every hidden unit (inlined into one function per activation). */
+static inline void gate_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                     int tanh_gate, const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
 {
     const grukit_add_fast_s16 add = *pre;
     const grukit_table_input_s16 in = *act;
@@ -1556,6 +1560,18 @@ static GRUKIT_NOINLINE void gate_pass_s16_mve(const grukit_add_fast_s16 *pre, co
         const mve_pred16_t p = vctp32q((uint32_t)(n - j));
         vstrhq_p_s32(out + j, gate_s16_mve(&add, &in, tanh_gate, vldrhq_z_s32(a + j, p), vldrhq_z_s32(b + j, p)), p);
     }
+}
+
+static GRUKIT_NOINLINE void logistic_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                                  const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+{
+    gate_pass_s16_mve(pre, act, 0, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void tanh_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                              const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+{
+    gate_pass_s16_mve(pre, act, 1, a, b, out, n);
 }
 
 /* out = mul(r, b) for every hidden unit. */
@@ -1624,8 +1640,8 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
 #if GRUKIT_GRU_MVE
     /* One pass over the hidden units per gate, each with its parameters in registers; z, r and n in place of
      * gx_z, gx_r and gx_n. */
-    gate_pass_s16_mve(&layer->z_pre, &layer->z_act, 0, gx_z, gh_z, gx_z, H);
-    gate_pass_s16_mve(&layer->r_pre, &layer->r_act, 0, gx_r, gh_r, (int16_t *)gx_r, H);
+    logistic_pass_s16_mve(&layer->z_pre, &layer->z_act, gx_z, gh_z, gx_z, H);
+    logistic_pass_s16_mve(&layer->r_pre, &layer->r_act, gx_r, gh_r, (int16_t *)gx_r, H);
     if (layer->linear_before_reset) {
         mul_pass_s16_mve(&layer->r_mul, gx_r, gh_n, gh_n, H); /* r_gh */
     } else {
@@ -1634,7 +1650,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
         fc_s16(&layer->hn_fc, xp, gh_n);
         GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
-    gate_pass_s16_mve(&layer->n_pre, &layer->n_act, 1, gx_n, gh_n, (int16_t *)gx_n, H);
+    tanh_pass_s16_mve(&layer->n_pre, &layer->n_act, gx_n, gh_n, (int16_t *)gx_n, H);
     update_pass_s16_mve(layer, gx_z, gx_n, h);
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 #else
