@@ -32,7 +32,8 @@ from grukit.firmware_ref.kernel import (AddFastS8, AddFastS16, AddTableS8, Dense
 # The kernel compiled for one form of the constants only (grukit_gru.h): what a firmware of that form builds
 # (the generated library's CMakeLists.txt and library.json pass it).
 FORM_ONLY_DEFINE = {"speed": "GRUKIT_FORM_SPEED_ONLY", "size": "GRUKIT_FORM_SIZE_ONLY"}
-REQUANT4_S16_BYTES = 52  # sizeof(grukit_requant4_s16): 4 rows' requantizations
+REQUANT4_S8_BYTES = 36  # sizeof(grukit_requant4_s8): 4 rows' requantizations
+REQUANT4_S16_BYTES = 52  # sizeof(grukit_requant4_s16)
 ADD_FAST_S8_BYTES = 36  # sizeof(grukit_add_fast_s8): its parameters stand where the speed form's tables are
 
 
@@ -126,13 +127,23 @@ def _fc_compact_s8(cf: _CFile, fc: FcS8) -> str:
     """The grukit_fc_compact_s8 of a size-mode product (its arrays and the struct): the struct's symbol."""
     c = fc.compact
     w_sym = _compact_weights(cf, fc, c.weights)
-    b_sym = "NULL" if c.bias2 is None else cf.array(f"{fc.name}_bias2", "int32_t", c.bias2, per_line=8)
-    m_sym = cf.array(f"{fc.name}_multiplier", "int32_t", c.multiplier, per_line=8)
-    s_sym = cf.array(f"{fc.name}_shift", "int8_t", c.shift, per_line=32)
+    q_sym = _requant4(cf, f"{fc.name}_requant", "grukit_requant4_s8", REQUANT4_S8_BYTES,
+                      [[_i32_literal(int(v)) for v in c.bias2], [str(int(v)) for v in c.multiplier],
+                       [str(int(v)) for v in c.shift]])
     sym = f"{cf.prefix}_{fc.name}_compact"
     zps = ", ".join(map(str, c.zero_point))
-    cf.chunks.append(f"static const grukit_fc_compact_s8 {sym} = {{{w_sym}, {b_sym}, {m_sym}, {s_sym}, "
-                     f"{c.part_rows}, {{{zps}}}}};\n")
+    cf.chunks.append(f"static const grukit_fc_compact_s8 {sym} = {{{w_sym}, {q_sym}, {c.part_rows}, {{{zps}}}}};\n")
+    return sym
+
+
+def _requant4(cf: _CFile, name: str, ctype: str, nbytes: int, fields: list) -> str:
+    """An array of grukit_requant4_s8 / _s16 records: each field's per-row literals (a multiple of 4 rows), four
+    rows to a record. Returns its symbol."""
+    blocks = ["{" + ", ".join("{" + ", ".join(f[b:b + 4]) + "}" for f in fields) + "}"
+              for b in range(0, len(fields[0]), 4)]
+    sym = f"{cf.prefix}_{name}"
+    cf.chunks.append(f"static const {ctype} {sym}[{len(blocks)}] = {{\n    " + ",\n    ".join(blocks) + "\n};\n")
+    cf.flash_bytes += nbytes * len(blocks)
     return sym
 
 
@@ -192,14 +203,9 @@ def _fc_compact_s16(cf: _CFile, fc: FcS16) -> str:
     """The grukit_fc_compact_s16 of a size-mode product (its arrays and the struct): the struct's symbol."""
     c = fc.compact
     w_sym = _compact_weights(cf, fc, c.weights)
-    blocks = [f"{{{{{', '.join(f'{int(v)}u' for v in c.start_lo[b:b + 4])}}}, "
-              f"{{{', '.join(_i32_literal(int(v)) for v in c.start_hi[b:b + 4])}}}, "
-              f"{{{', '.join(str(int(v)) for v in c.multiplier[b:b + 4])}}}, "
-              f"{{{', '.join(str(int(v)) for v in c.shift[b:b + 4])}}}}}" for b in range(0, len(c.shift), 4)]
-    q_sym = f"{cf.prefix}_{fc.name}_requant"
-    cf.chunks.append(f"static const grukit_requant4_s16 {q_sym}[{len(blocks)}] = {{\n    "
-                     + ",\n    ".join(blocks) + "\n};\n")
-    cf.flash_bytes += REQUANT4_S16_BYTES * len(blocks)
+    q_sym = _requant4(cf, f"{fc.name}_requant", "grukit_requant4_s16", REQUANT4_S16_BYTES,
+                      [[f"{int(v)}u" for v in c.start_lo], [_i32_literal(int(v)) for v in c.start_hi],
+                       [str(int(v)) for v in c.multiplier], [str(int(v)) for v in c.shift]])
     sym = f"{cf.prefix}_{fc.name}_compact"
     cf.chunks.append(f"static const grukit_fc_compact_s16 {sym} = {{{w_sym}, {q_sym}}};\n")
     return sym

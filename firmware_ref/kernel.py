@@ -101,12 +101,13 @@ class RequantS64:
 
 @dataclass(frozen=True)
 class FcCompactS8:
-    """grukit_fc_compact_s8: the size mode's product, a byte per weight and five per row."""
+    """grukit_fc_compact_s8: the size mode's product, a byte per weight and nine per row (in blocks of 4 rows:
+    grukit_requant4_s8; the arrays below are per row, padded with zero rows to a multiple of 4)."""
 
     weights: np.ndarray  # int8 [rows * depth], each row's whole column quads stored as columns (0, 2, 1, 3)
-    bias2: np.ndarray | None  # int32 [rows], 2 (bias - input zp x sum of the row's weights); None when all 0
-    multiplier: np.ndarray  # int32 [rows]
-    shift: np.ndarray  # int8 [rows]: left_shift if > 0, else -right_shift
+    bias2: np.ndarray  # int32 [4 * ceil(rows / 4)], 2 (bias - input zp x sum of the row's weights)
+    multiplier: np.ndarray  # int32
+    shift: np.ndarray  # int8: left_shift if > 0, else -right_shift
     part_rows: int
     zero_point: tuple[int, int, int]
 
@@ -520,10 +521,10 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
         biases += (bias - zp_in * w.sum(axis=1)).tolist()
         zero_points.append(int(params.output_zero_point))
     w_all = np.concatenate(weights)
-    bias2 = 2 * np.asarray(biases, np.int64)
-    compact = FcCompactS8(pack_compact_s8(w_all), bias2 if bias2.any() else None,
-                          np.array([q.multiplier for q in requants], np.int64),
-                          np.array([compact_shift(q) for q in requants], np.int64), part_rows.pop(),
+    pad = [0] * (-len(biases) % 4)  # a padding row's record is all 0 (its output is never stored)
+    compact = FcCompactS8(pack_compact_s8(w_all), 2 * np.array(biases + pad, np.int64),
+                          np.array([q.multiplier for q in requants] + pad, np.int64),
+                          np.array([compact_shift(q) for q in requants] + pad, np.int64), part_rows.pop(),
                           tuple(zero_points + [0] * (3 - len(zero_points))))
     empty = np.zeros(0, np.int64)
     return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), 0, 0, compact=compact)
@@ -916,7 +917,7 @@ def fc_compact_s8(fc: FcS8, xw: np.ndarray) -> np.ndarray:
     """fc_compact_s8 over a batch: widened xw [N, K8] -> int8 [N, rows]."""
     c = fc.compact
     w = unpack_compact_s8(c.weights, fc.rows, fc.depth)
-    bias2 = np.zeros(fc.rows, np.int64) if c.bias2 is None else np.asarray(c.bias2, np.int64)
+    bias2 = np.asarray(c.bias2[: fc.rows], np.int64)
     # every partial sum is a partial sum of the bounded terms: the full sums' check covers the C's int32
     acc = _check_s32(bias2 + xw[:, : fc.depth] @ w.T, f"{fc.name} accumulator")
     out = np.empty_like(acc)

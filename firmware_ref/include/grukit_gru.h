@@ -24,7 +24,7 @@
  * Each kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
  * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8; for _s8 also
  * tables of ADD / SUB input terms and 16-byte requantization records) and size (compact products, a byte per
- * weight with no padding: grukit_fc_compact_s8 with five bytes per row, grukit_fc_compact_s16 with 13;
+ * weight with no padding: grukit_fc_compact_s8 with nine bytes per row, grukit_fc_compact_s16 with 13;
  * _s8's grukit_add_fast_s8: ADD / SUB terms computed, no term tables). Both give the same integers. The
  * kernel runs both unless compiled with -DGRUKIT_FORM_SPEED_ONLY or -DGRUKIT_FORM_SIZE_ONLY, which leave the
  * other form's code out (about 1-2 KB of flash on a Cortex-M; the generated header says which form a model
@@ -83,15 +83,25 @@ typedef struct {
 } grukit_requant_s32;
 
 /**
+ * The requantizations of 4 rows of a compact int8 product (grukit_fc_compact_s8; nine bytes a row). Rows past
+ * the product's end are all 0 (never stored).
+ */
+typedef struct {
+    int32_t bias2[4];      /**< 2 (bias - input zero point x sum of the row's weights). */
+    int32_t multiplier[4]; /**< 0 or [2^30, 2^31 - 1]. */
+    int8_t shift[4];       /**< s as in grukit_fc_compact_s8, in [-30, 28]. */
+} grukit_requant4_s8;
+
+/**
  * The compact form of an int8 fully connected product (grukit export --optimize size): one byte per weight and
- * five per row, no padding. Row o computes acc = bias2[o] + sum_k w[o][k] * 2 x[k] on the raw int8 input (the
+ * nine per row, no padding. Row o computes acc = bias2[o] + sum_k w[o][k] * 2 x[k] on the raw int8 input (the
  * input zero point is folded into bias2: the doubled sum of the packed form) and out[o] = sat8(requant(acc))
  * with grukit_requant_s32's arithmetic:
  *     shift[o] = s >= 0: left_shift s, right_shift 0, rounding zp;
  *     shift[o] = s < 0:  right_shift e = -s, rounding 2^(e - 1) + zp * 2^e,
- * zp the output zero point of the row's part (the stacked gates each have their own). The generator derives
- * s from the same grukit_requant_s32 the packed form stores (which never has both shifts), so both forms give
- * the same integers; its bounds are the packed form's.
+ * zp the output zero point of the row's part (the stacked gates each have their own), row o's fields in
+ * requant[o / 4] at o % 4. The generator derives s from the same grukit_requant_s32 the packed form stores
+ * (which never has both shifts), so both forms give the same integers; its bounds are the packed form's.
  */
 typedef struct {
     /** int8 [rows][depth], row after row, no padding: within a row every whole group of 4 columns is stored as
@@ -99,10 +109,7 @@ typedef struct {
      *  and (x2, x3); the last depth % 4 columns in order. Rows start at any byte (an unaligned word load on
      *  the DSP path, which the Armv7-M and Armv8-M mainline cores allow). */
     const int8_t *weights;
-    const int32_t *bias2;      /**< int32 [rows]: 2 (bias - input zero point x sum of the row's weights); NULL
-                                    when every one is 0. */
-    const int32_t *multiplier; /**< int32 [rows]: 0 or [2^30, 2^31 - 1]. */
-    const int8_t *shift;       /**< int8 [rows]: s as above, in [-30, 28]. */
+    const grukit_requant4_s8 *requant; /**< [ceil(rows / 4)]: rows 4 b .. 4 b + 3 in block b. */
     int32_t part_rows;         /**< rows per output zero point: H for the stacked gates, rows for a head layer. */
     int32_t zero_point[3];     /**< row o's output zero point is zero_point[o / part_rows]. */
 } grukit_fc_compact_s8;

@@ -448,23 +448,27 @@ static GRUKIT_NOINLINE void fc_compact_s8(const grukit_fc_s8 *fc, const int32_t 
 {
     const grukit_fc_compact_s8 *c = fc->compact;
     const int32_t depth = fc->depth, rows = fc->rows;
-    for (int32_t part = 0, first = 0; first < rows; ++part, first += c->part_rows) {
-        const int32_t end = first + c->part_rows, zero_point = c->zero_point[part];
-        for (int32_t o = first; o < end;) {
+    int32_t part = 0, part_end = c->part_rows, zero_point = c->zero_point[0];
+    const grukit_requant4_s8 *q = c->requant;
+    /* Row by row in blocks of 4 (a block's record read at constant offsets), the output zero point switching
+     * at each part's end; rows past the end in the last block have zero records and are not computed. */
+    for (int32_t o = 0; o < rows; ++q) {
+        for (int32_t r = 0; r < 4 && o < rows;) {
             const int8_t *const w = c->weights + o * depth;
-            int32_t acc[2] = {c->bias2 != NULL ? c->bias2[o] : 0, 0};
+            int32_t acc[2] = {q->bias2[r], q->bias2[r + 1 < 4 ? r + 1 : r]};
 #if GRUKIT_GRU_DSP
-            int32_t n = o + 1 < end ? 2 : 1;
-            if (n == 2) {
-                acc[1] = c->bias2 != NULL ? c->bias2[o + 1] : 0;
-            }
+            int32_t n = o + 1 < rows ? 2 : 1; /* r is 0 or 2: a pair stays in its block */
             dot2_compact_s8(w, n == 2 ? w + depth : w, xw, depth, acc);
 #else
             int32_t n = 1;
             acc[0] = dot_compact_s8(w, xw, depth, acc[0]);
 #endif
-            for (const int32_t *a = acc; n > 0; --n, ++a, ++o) {
-                out[o] = (int8_t)sat_s8(requant_compact_s32(*a, c->multiplier[o], c->shift[o], zero_point));
+            for (const int32_t *a = acc; n > 0; --n, ++a, ++o, ++r) {
+                if (o == part_end) {
+                    zero_point = c->zero_point[++part];
+                    part_end += c->part_rows;
+                }
+                out[o] = (int8_t)sat_s8(requant_compact_s32(*a, q->multiplier[r], q->shift[r], zero_point));
             }
         }
     }
@@ -531,48 +535,108 @@ static inline int32x4_t sat_s8_mve(int32x4_t v)
     return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT8_MAX)), vdupq_n_s32(INT8_MIN));
 }
 
-/* requant_compact_s32 lane by lane: a lane's shift s >= 0 is a left shift before the multiply, s < 0 a right
- * shift e = -s after it. VRMULH is SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and
- * RoundingDivideByPOT's -1 for a negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero
- * point is added after the shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form. */
-static inline int32x4_t requant_compact_mve(int32x4_t x2, int32x4_t multiplier, int32x4_t shift, int32_t zero_point)
-{
-    const int32x4_t y = vrmulhq_s32(vshlq_s32(x2, vmaxq_s32(shift, vdupq_n_s32(0))), multiplier);
-    const int32x4_t negative = vandq_s32(vshrq_n_s32(y, 31), vshrq_n_s32(shift, 31));
-    return vaddq_n_s32(vrshlq_s32(vaddq_s32(y, negative), vminq_s32(shift, vdupq_n_s32(0))), zero_point);
-}
-
 /*
- * acc[r] = sum_k w_r[k] * x[k] over depth bytes, for 2 rows at once: a tail-predicated low-overhead loop
- * (DLSTP.8 / LETP), 16 columns per iteration, the input loaded once for both VMLADAVA.S8; the last
- * iteration's lanes past depth are predicated off (no load, nothing added). 6 instructions per 32 MACs.
+ * The whole blocks of 4 rows of a compact int8 product on Helium (rows of one part: one output zero point), in
+ * one loop: per block the dot products of its rows (w, w + depth, w + 2 depth, w + 3 depth) with x (the raw int8
+ * input in the weights' column order) in a tail-predicated loop (DLSTP.8 / LETP: 16 columns per iteration, the
+ * input loaded once for four VMLADAVA.S8: 10 instructions per 64 MACs), then the 4 rows requantized as one
+ * vector from their grukit_requant4_s8 and stored as 4 int8. requant_compact_s32 lane by lane: x2 = 2 dot +
+ * bias2; a lane's shift s >= 0 is a left shift before the multiply, s < 0 a right shift e = -s after it; VRMULH is
+ * SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and RoundingDivideByPOT's -1 for a
+ * negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero point is added after the
+ * shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form; two saturating narrows (VQMOVNB)
+ * to int8. Every register is fixed: the narrowing store and the widening shift load take r0-r7 bases,
+ * VMLADAVA an even accumulator.
  */
-static inline void dot2_mve_s8(const int8_t *w0, const int8_t *w1, const int8_t *x, int32_t depth, int32_t *acc)
+static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
+                                          int8_t *out, int32_t blocks, int32_t zero_point)
 {
-    register int32_t a0 __asm__("r0") = 0; /* VMLADAVA accumulates into an even-numbered register */
-    register int32_t a1 __asm__("r2") = 0;
+    const int32_t pad = ((depth + 15) & ~15) - depth; /* a row pointer ends 16 ceil(depth / 16) past its start */
+    const int8_t *const x_start = x;
+    register int32_t a0 __asm__("r0");
+    register const int8_t *w0 __asm__("r1") = w;
+    register const int8_t *w1 __asm__("r2");
+    register const int8_t *w2 __asm__("r3");
+    register const int8_t *w3 __asm__("r4");
+    register const grukit_requant4_s8 *rq __asm__("r5") = q;
+    register int8_t *ro __asm__("r6") = out;
+    register const int8_t *rx __asm__("r7") = x;
+    register int32_t a1 __asm__("r8");
+    register int32_t rn __asm__("r9") = depth;
+    register int32_t a2 __asm__("r10");
+    register int32_t count __asm__("r11") = blocks;
+    register int32_t a3 __asm__("r12");
     __asm__ volatile(
-        "dlstp.8 lr, %[n]\n\t"
         "1:\n\t"
+        "add %[w1], %[w0], %[n]\n\t"
+        "add %[w2], %[w1], %[n]\n\t"
+        "add %[w3], %[w2], %[n]\n\t"
+        "movs %[a0], #0\n\t"
+        "mov %[a1], #0\n\t"
+        "mov %[a2], #0\n\t"
+        "mov %[a3], #0\n\t"
+        "dlstp.8 lr, %[n]\n\t"
+        "2:\n\t"
         "vldrb.8 q0, [%[x]], #16\n\t"
         "vldrb.8 q1, [%[w0]], #16\n\t"
         "vmlava.s8 %[a0], q1, q0\n\t"
         "vldrb.8 q2, [%[w1]], #16\n\t"
         "vmlava.s8 %[a1], q2, q0\n\t"
-        "letp lr, 1b\n\t"
-        : [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(x), [w0] "+r"(w0), [w1] "+r"(w1)
-        : [n] "r"(depth)
-        : "lr", "q0", "q1", "q2", "memory");
-    acc[0] = a0;
-    acc[1] = a1;
+        "vldrb.8 q3, [%[w2]], #16\n\t"
+        "vmlava.s8 %[a2], q3, q0\n\t"
+        "vldrb.8 q1, [%[w3]], #16\n\t"
+        "vmlava.s8 %[a3], q1, q0\n\t"
+        "letp lr, 2b\n\t"
+        "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
+        "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+        "vldrw.32 q1, [%[q]]\n\t"      /* bias2 */
+        "vshl.i32 q0, q0, #1\n\t"
+        "vadd.i32 q0, q0, q1\n\t"      /* x2 */
+        "vldrb.s32 q3, [%[q], #32]\n\t" /* s */
+        "vmov.i32 q1, #0\n\t"
+        "vmax.s32 q2, q3, q1\n\t"
+        "vmin.s32 q1, q3, q1\n\t"      /* -e */
+        "vshl.s32 q0, q0, q2\n\t"      /* x2 << max(s, 0) */
+        "vldrw.32 q2, [%[q], #16]\n\t" /* multiplier */
+        "vrmulh.s32 q0, q0, q2\n\t"    /* y */
+        "vshr.s32 q2, q0, #31\n\t"
+        "vshr.s32 q3, q3, #31\n\t"
+        "vand q2, q2, q3\n\t"          /* -1 where y < 0 and e >= 1 */
+        "vadd.i32 q0, q0, q2\n\t"
+        "vrshl.s32 q0, q0, q1\n\t"
+        "ldr lr, %[zp]\n\t"
+        "vadd.i32 q0, q0, lr\n\t"
+        "vqmovnb.s32 q0, q0\n\t"
+        "vqmovnb.s16 q0, q0\n\t"
+        "vstrb.32 q0, [%[out]], #4\n\t"
+        "adds %[q], #36\n\t"
+        "ldr lr, %[pad]\n\t"
+        "sub %[w0], %[w3], lr\n\t"     /* the next block's first row: w3's start + depth */
+        "ldr %[x], %[x_start]\n\t"
+        "subs %[count], %[count], #1\n\t"
+        "bne 1b\n\t"
+        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
+          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
+        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [zp] "m"(zero_point)
+        : "lr", "q0", "q1", "q2", "q3", "cc", "memory");
 }
 
-/*
- * The compact product on Helium: 4 rows of a part (one output zero point) at a time (dot2_mve_s8 on the raw
- * int8 input, its zero point folded into bias2; rows past the part's end re-read its last row and are not
- * stored), then the 4 rows requantized as one vector. Exact as the scalar loop: the same integer sums and the
- * same requantization, lane by lane.
- */
+/* One row o of a compact int8 product on Helium (a part's rows outside its whole blocks of 4). */
+static int32_t row_mve_s8(const grukit_fc_compact_s8 *c, const int8_t *xp, int32_t depth, int32_t o,
+                          int32_t zero_point)
+{
+    const int8_t *const w = c->weights + o * depth;
+    int32_t dot = 0;
+    for (int32_t k = 0; k < depth; k += 16) {
+        const mve_pred16_t p = vctp8q((uint32_t)(depth - k));
+        dot = vmladavaq_p_s8(dot, vldrbq_z_s8(xp + k, p), vldrbq_z_s8(w + k, p), p);
+    }
+    const grukit_requant4_s8 *const q = &c->requant[o >> 2];
+    return sat_s8(requant_compact_s32(2 * dot + q->bias2[o & 3], q->multiplier[o & 3], q->shift[o & 3], zero_point));
+}
+
+/* The compact product on Helium: each part's whole blocks of 4 rows (blocks_mve_s8), its other rows one at a time.
+ * Exact as the scalar loop: the same integer sums and the same requantization, lane by lane. */
 static GRUKIT_NOINLINE void fc_compact_mve_s8(const grukit_fc_s8 *fc, const int8_t *x, int8_t *xp, int8_t *out)
 {
     const grukit_fc_compact_s8 *c = fc->compact;
@@ -580,22 +644,18 @@ static GRUKIT_NOINLINE void fc_compact_mve_s8(const grukit_fc_s8 *fc, const int8
     permute_quads_s8(x, depth, xp);
     for (int32_t part = 0, first = 0; first < fc->rows; ++part, first += c->part_rows) {
         const int32_t end = first + c->part_rows, zero_point = c->zero_point[part];
-        for (int32_t o = first; o < end; o += 4) {
-            const int32_t rows = end - o < 4 ? end - o : 4;
-            const int8_t *const w = c->weights + o * depth;
-            int32_t acc[4] = {0, 0, 0, 0};
-            dot2_mve_s8(w, w + (rows > 1 ? depth : 0), xp, depth, acc);
-            if (rows > 2) {
-                dot2_mve_s8(w + 2 * depth, w + (rows - 1) * depth, xp, depth, acc + 2);
+        const int32_t b0 = (first + 3) >> 2, b1 = end >> 2; /* the whole blocks in the part: [b0, b1) */
+        int32_t lo = end, hi = end;                         /* their rows: [lo, hi) */
+        if (b1 > b0) {
+            lo = 4 * b0, hi = 4 * b1;
+            blocks_mve_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point);
+        }
+        for (int32_t o = first; o < end; ++o) {
+            if (o == lo) {
+                o = hi - 1; /* past the blocks' rows */
+                continue;
             }
-            const mve_pred16_t lanes = vctp32q((uint32_t)rows);
-            int32x4_t x2 = vshlq_n_s32(vldrwq_s32(acc), 1);
-            if (c->bias2 != NULL) {
-                x2 = vaddq_s32(x2, vldrwq_z_s32(c->bias2 + o, lanes));
-            }
-            const int32x4_t y = requant_compact_mve(x2, vldrwq_z_s32(c->multiplier + o, lanes),
-                                                    vldrbq_z_s32(c->shift + o, lanes), zero_point);
-            vstrbq_p_s32(out + o, sat_s8_mve(y), lanes);
+            out[o] = (int8_t)row_mve_s8(c, xp, depth, o, zero_point);
         }
     }
 }
