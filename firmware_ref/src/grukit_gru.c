@@ -448,27 +448,24 @@ static GRUKIT_NOINLINE void fc_compact_s8(const grukit_fc_s8 *fc, const int32_t 
 {
     const grukit_fc_compact_s8 *c = fc->compact;
     const int32_t depth = fc->depth, rows = fc->rows;
-    int32_t part = 0, part_end = c->part_rows, zero_point = c->zero_point[0];
-    const grukit_requant4_s8 *q = c->requant;
-    /* Row by row in blocks of 4 (a block's record read at constant offsets), the output zero point switching
-     * at each part's end; rows past the end in the last block have zero records and are not computed. */
-    for (int32_t o = 0; o < rows; ++q) {
-        for (int32_t r = 0; r < 4 && o < rows;) {
+    for (int32_t part = 0, first = 0; first < rows; ++part, first += c->part_rows) {
+        const int32_t end = first + c->part_rows, zero_point = c->zero_point[part];
+        for (int32_t o = first; o < end;) {
             const int8_t *const w = c->weights + o * depth;
-            int32_t acc[2] = {q->bias2[r], q->bias2[r + 1 < 4 ? r + 1 : r]};
+            int32_t acc[2] = {c->requant[o >> 2].bias2[o & 3], 0};
 #if GRUKIT_GRU_DSP
-            int32_t n = o + 1 < rows ? 2 : 1; /* r is 0 or 2: a pair stays in its block */
+            int32_t n = o + 1 < end ? 2 : 1;
+            if (n == 2) {
+                acc[1] = c->requant[(o + 1) >> 2].bias2[(o + 1) & 3];
+            }
             dot2_compact_s8(w, n == 2 ? w + depth : w, xw, depth, acc);
 #else
             int32_t n = 1;
             acc[0] = dot_compact_s8(w, xw, depth, acc[0]);
 #endif
-            for (const int32_t *a = acc; n > 0; --n, ++a, ++o, ++r) {
-                if (o == part_end) {
-                    zero_point = c->zero_point[++part];
-                    part_end += c->part_rows;
-                }
-                out[o] = (int8_t)sat_s8(requant_compact_s32(*a, q->multiplier[r], q->shift[r], zero_point));
+            for (const int32_t *a = acc; n > 0; --n, ++a, ++o) {
+                const grukit_requant4_s8 *const q = &c->requant[o >> 2]; /* row o's fields at lane o % 4 */
+                out[o] = (int8_t)sat_s8(requant_compact_s32(*a, q->multiplier[o & 3], q->shift[o & 3], zero_point));
             }
         }
     }
@@ -845,80 +842,150 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
 
 #if GRUKIT_FORM_SIZE && GRUKIT_GRU_MVE
 
-/* add_term_s8 on 4 lanes. */
-static inline int32x4_t add_term_mve(int32x4_t x, int32_t multiplier, int32_t offset, int32_t e)
+/*
+ * The size form's element-wise ops on 4 lanes: the vector twins of add_calc_s8 / sub_calc_s8 / mul_fast_s8, lane
+ * by lane the same integers. Every doubled value here is even: SMMULR(2 y, m) is VQRDMULH(y, m) (2 y m + 2^31
+ * >> 32; no saturation: m >= 0), with its scalar operand in a core register; an input term's rounding is
+ * exactly 2^(e - 1) (0 for e = 0), so its add-and-shift is one VRSHL by -e; an output's rounding is 2^(e - 1) +
+ * zp 2^e, so VRSHL then + zp. VQSHL by 24 and back saturates to int8.
+ */
+static inline int32x4_t add_term_s8_mve(int32x4_t x, int32_t multiplier, int32_t half_offset, int32x4_t sign_mask,
+                                        int32_t e)
 {
-    const int32x4_t x2 = vaddq_n_s32(vshlq_n_s32(x, 21), offset);
-    const int32x4_t term = e == 0 ? vrmulhq_s32(x2, vdupq_n_s32(multiplier))
-                                  : requant_fast_mve(x2, multiplier, 1 << (e - 1), e);
-    return vshlq_n_s32(term, 1);
+    const int32x4_t y = vaddq_n_s32(vshlq_n_s32(x, 20), half_offset); /* x2 / 2 */
+    return vrshlq_n_s32(vaddq_s32(vqrdmulhq_n_s32(y, multiplier), vandq_s32(vshrq_n_s32(y, 31), sign_mask)), -e);
 }
 
-static inline int32x4_t add_calc_mve(const grukit_add_fast_s8 *p, int32x4_t a, int32x4_t b, int subtract)
+/* sat8(requant_fast_s32(2 raw, q)): q's rounding 2^(e - 1) + zp 2^e taken as VRSHL by -e and + zp. */
+static inline int32x4_t requant_sat_s8_mve(int32x4_t raw, int32_t multiplier, int32_t right_shift, int32_t zero_point)
 {
-    const int32x4_t t1 = add_term_mve(a, p->input1_multiplier, p->input1_offset, p->input1_shift);
-    const int32x4_t t2 = add_term_mve(b, p->input2_multiplier, p->input2_offset, p->input2_shift);
-    return sat_s8_mve(requant_fast_mve(subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2), p->output.multiplier,
-                                       p->output.rounding, p->output.right_shift));
+    const int32x4_t y = vaddq_s32(vqrdmulhq_n_s32(raw, multiplier), vshrq_n_s32(raw, 31));
+    return vshrq_n_s32(vqshlq_n_s32(vaddq_n_s32(vrshlq_n_s32(y, -right_shift), zero_point), 24), 24);
 }
 
-static inline int32x4_t mul_fast_mve(const grukit_mul_fast_s8 *p, int32x4_t a, int32x4_t b)
+/* The output zero point in a requantization's rounding constant 2^(e - 1) + zp 2^e (e >= 1). */
+static inline int32_t zero_point_of(const grukit_requant_s32 *q)
 {
-    const int32x4_t product2 = vmulq_s32(vaddq_n_s32(vmulq_n_s32(a, p->input1_scale), p->input1_offset_scaled),
-                                         vaddq_n_s32(b, p->input2_offset));
-    return sat_s8_mve(requant_fast_mve(product2, p->output.multiplier, p->output.rounding, p->output.right_shift));
+    return (q->rounding - (1 << (q->right_shift - 1))) >> q->right_shift;
+}
+
+/* An ADD or SUB (grukit_add_fast_s8) with its parameters unpacked once for a pass. */
+typedef struct {
+    int32_t m1, half_offset1, e1, m2, half_offset2, e2, m, e, zp;
+    int32x4_t sign1, sign2;
+} add_mve_s8;
+
+static inline add_mve_s8 add_params_mve(const grukit_add_fast_s8 *p)
+{
+    const add_mve_s8 a = {p->input1_multiplier, p->input1_offset / 2, p->input1_shift, p->input2_multiplier,
+                          p->input2_offset / 2, p->input2_shift, p->output.multiplier, p->output.right_shift,
+                          zero_point_of(&p->output), vdupq_n_s32(p->input1_shift > 0 ? -1 : 0),
+                          vdupq_n_s32(p->input2_shift > 0 ? -1 : 0)};
+    return a;
+}
+
+static inline int32x4_t add_s8_mve(const add_mve_s8 *p, int32x4_t a, int32x4_t b, int subtract)
+{
+    const int32x4_t t1 = add_term_s8_mve(a, p->m1, p->half_offset1, p->sign1, p->e1);
+    const int32x4_t t2 = add_term_s8_mve(b, p->m2, p->half_offset2, p->sign2, p->e2);
+    return requant_sat_s8_mve(subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2), p->m, p->e, p->zp);
+}
+
+/* mul_fast_s8: (a input1_scale + input1_offset_scaled) (b + input2_offset) is even (input1_scale >= 2). */
+static inline int32x4_t mul_s8_mve(const grukit_mul_fast_s8 *p, int32x4_t a, int32x4_t b)
+{
+    const int32x4_t half = vmulq_s32(vaddq_n_s32(vmulq_n_s32(a, p->input1_scale / 2), p->input1_offset_scaled / 2),
+                                     vaddq_n_s32(b, p->input2_offset));
+    return requant_sat_s8_mve(half, p->output.multiplier, p->output.right_shift, zero_point_of(&p->output));
 }
 
 /* table[v] on 4 lanes: a byte gather (table points at entry 0 of [-128, 127]). */
-static inline int32x4_t lookup_mve(const int8_t *table, int32x4_t v, mve_pred16_t p)
+static inline int32x4_t lookup_mve(const int8_t *table, int32x4_t v)
 {
-    return vldrbq_gather_offset_z_s32(table - 128, vreinterpretq_u32_s32(vaddq_n_s32(v, 128)), p);
+    return vldrbq_gather_offset_s32(table - 128, vreinterpretq_u32_s32(vaddq_n_s32(v, 128)));
 }
 
-/* The size form's element-wise ops on Helium, 4 hidden units per iteration (the last predicated): the
- * vector twins of GRUKIT_UNITS_S8's, lane by lane the same integers. */
+/* The passes below run every hidden unit, 4 per iteration, with unpredicated vectors, then the last 1-3 units
+ * predicated (their lanes past H loaded as 0 and not stored; a gather of such a lane reads the table's entry
+ * for the ADD's output of 0s, inside the table). */
+
+/* out = table(add(a, b)) for every hidden unit. */
+static GRUKIT_NOINLINE void gate_pass_s8_mve(const grukit_add_fast_s8 *pre, const int8_t *table, const int8_t *a,
+                                             const int8_t *b, int8_t *out, int32_t n)
+{
+    const add_mve_s8 add = add_params_mve(pre);
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vstrbq_s32(out + j, lookup_mve(table, add_s8_mve(&add, vldrbq_s32(a + j), vldrbq_s32(b + j), 0)));
+    }
+    if (j < n) {
+        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
+        vstrbq_p_s32(out + j, lookup_mve(table, add_s8_mve(&add, vldrbq_z_s32(a + j, p), vldrbq_z_s32(b + j, p), 0)),
+                     p);
+    }
+}
+
+/* out = mul(r, b) for every hidden unit. */
+static GRUKIT_NOINLINE void mul_pass_s8_mve(const grukit_mul_fast_s8 *mul, const int8_t *r, const int8_t *b,
+                                            int8_t *out, int32_t n)
+{
+    const grukit_mul_fast_s8 q = *mul;
+    int32_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        vstrbq_s32(out + j, mul_s8_mve(&q, vldrbq_s32(r + j), vldrbq_s32(b + j)));
+    }
+    if (j < n) {
+        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
+        vstrbq_p_s32(out + j, mul_s8_mve(&q, vldrbq_z_s32(r + j, p), vldrbq_z_s32(b + j, p)), p);
+    }
+}
+
+/* The state update of 4 units: add(n, mul(z, sub(h, n))). */
+static inline int32x4_t update_s8_mve(const add_mve_s8 *h_minus_n, const add_mve_s8 *h_new,
+                                      const grukit_mul_fast_s8 *z_mul, int32x4_t z, int32x4_t n, int32x4_t h)
+{
+    return add_s8_mve(h_new, n, mul_s8_mve(z_mul, z, add_s8_mve(h_minus_n, h, n, 1)), 0);
+}
+
+/* h = add(n, mul(z, sub(h, n))) for every hidden unit. */
+static GRUKIT_NOINLINE void update_pass_s8_mve(const grukit_gru_layer_s8 *layer, const int8_t *z, const int8_t *n_gate,
+                                               int8_t *h)
+{
+    const add_mve_s8 h_minus_n = add_params_mve(&layer->adds[3]), h_new = add_params_mve(&layer->adds[4]);
+    const grukit_mul_fast_s8 z_mul = layer->z_mul;
+    const int32_t H = layer->hidden_size;
+    int32_t j = 0;
+    for (; j + 4 <= H; j += 4) {
+        vstrbq_s32(h + j, update_s8_mve(&h_minus_n, &h_new, &z_mul, vldrbq_s32(z + j), vldrbq_s32(n_gate + j),
+                                        vldrbq_s32(h + j)));
+    }
+    if (j < H) {
+        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
+        vstrbq_p_s32(h + j, update_s8_mve(&h_minus_n, &h_new, &z_mul, vldrbq_z_s32(z + j, p),
+                                          vldrbq_z_s32(n_gate + j, p), vldrbq_z_s32(h + j, p)), p);
+    }
+}
+
+/* The size form's element-wise ops on Helium: one pass over the hidden units per gate, each with its
+ * parameters in registers; z, r and n in place of gx_z, gx_r and gx_n. */
 static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *layer, int8_t *h, int32_t *xw)
 {
     GRUKIT_STEP_BUFFERS_S8(H);
-    /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
-    const grukit_add_fast_s8 adds[5] = {layer->adds[0], layer->adds[1], layer->adds[2], layer->adds[3],
-                                        layer->adds[4]}; /* z_pre, r_pre, n_pre, h_minus_n, h_new */
     GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    gate_pass_s8_mve(&layer->adds[0], z_table, gx_z, gh_z, gx_z, H);
+    gate_pass_s8_mve(&layer->adds[1], r_table, gx_r, gh_r, gx_r, H);
     if (layer->linear_before_reset) {
-        for (int32_t j = 0; j < H; j += 4) {
-            const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-            const int32x4_t z = lookup_mve(z_table, add_calc_mve(&adds[0], vldrbq_z_s32(gx_z + j, p),
-                                                                 vldrbq_z_s32(gh_z + j, p), 0), p);
-            const int32x4_t r = lookup_mve(r_table, add_calc_mve(&adds[1], vldrbq_z_s32(gx_r + j, p),
-                                                                 vldrbq_z_s32(gh_r + j, p), 0), p);
-            const int32x4_t r_gh = mul_fast_mve(&r_mul, r, vldrbq_z_s32(gh_n + j, p));
-            const int32x4_t n = lookup_mve(n_table, add_calc_mve(&adds[2], vldrbq_z_s32(gx_n + j, p), r_gh, 0), p);
-            const int32x4_t diff = add_calc_mve(&adds[3], vldrbq_z_s32(h + j, p), n, 1);
-            vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, z, diff), 0), p);
-        }
+        mul_pass_s8_mve(&r_mul, gx_r, gh_n, gh_n, H); /* r_gh */
+    } else {
+        mul_pass_s8_mve(&r_mul, gx_r, h, r_h, H); /* r_h, then gh_n = R_n (r * h) */
         GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-        return;
+        product_s8(&layer->hn_fc, r_h, xw, gh_n);
+        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
-    for (int32_t j = 0; j < H; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        vstrbq_p_s32(z_buf + j, lookup_mve(z_table, add_calc_mve(&adds[0], vldrbq_z_s32(gx_z + j, p),
-                                                                 vldrbq_z_s32(gh_z + j, p), 0), p), p);
-        const int32x4_t r = lookup_mve(r_table, add_calc_mve(&adds[1], vldrbq_z_s32(gx_r + j, p),
-                                                             vldrbq_z_s32(gh_r + j, p), 0), p);
-        vstrbq_p_s32(r_h + j, mul_fast_mve(&r_mul, r, vldrbq_z_s32(h + j, p)), p);
-    }
+    gate_pass_s8_mve(&layer->adds[2], n_table, gx_n, gh_n, gx_n, H);
+    update_pass_s8_mve(layer, gx_z, gx_n, h);
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-    product_s8(&layer->hn_fc, r_h, xw, gh_n);
-    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    for (int32_t j = 0; j < H; j += 4) {
-        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        const int32x4_t n = lookup_mve(n_table, add_calc_mve(&adds[2], vldrbq_z_s32(gx_n + j, p),
-                                                             vldrbq_z_s32(gh_n + j, p), 0), p);
-        const int32x4_t diff = add_calc_mve(&adds[3], vldrbq_z_s32(h + j, p), n, 1);
-        vstrbq_p_s32(h + j, add_calc_mve(&adds[4], n, mul_fast_mve(&z_mul, vldrbq_z_s32(z_buf + j, p), diff), 0),
-                     p);
-    }
-    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+    (void)z_mul;
 }
 #endif
 
