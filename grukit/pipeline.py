@@ -89,8 +89,9 @@ def deploy(model_source, calib, val, target, scheme: str = "int8", max_drop: flo
     sensor's input range ("LO:HI", a .json / .toml file, or a (lo, hi) pair; ``grukit.inputs.
     load_input_range``, ``quantize_model``) instead of the calibration data's. observer: how activation
     ranges are chosen (``quantize_model``; "auto" picks per tensor on held-out calibration sequences).
-    optimize: the C constants' form, "speed" (default) or "size" (int8: a byte per weight, no ADD / SUB tables;
-    ``grukit.firmware_ref.c_export.export_c``); the board checks use it and the report compares both forms.
+    optimize: the C constants' form, "speed" (default) or "size" (a byte per weight, no padding; int8 without its
+    ADD / SUB tables; ``grukit.firmware_ref.c_export.export_c``); the board checks use it and the report compares
+    both forms.
 
     Bad input raises BadInputError / UnsupportedModelError before any report is written. Everything is
     written into a fresh folder beside out_dir that replaces it only when the run completes

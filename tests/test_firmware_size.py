@@ -216,12 +216,14 @@ def test_export_refuses_optimize_without_c(tmp_path, capsys):
     assert code == 2 and "needs --c" in capsys.readouterr().err
 
 
-def test_deploy_size_form_reports_both_forms(tmp_path, capsys):
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_deploy_size_form_reports_both_forms(scheme, tmp_path, capsys):
     """deploy --optimize size: the library holds the size form, the C kernel run is bit-exact on it, and the
     report shows both forms' flash and instructions on the board (measured when QEMU is there)."""
     out = tmp_path / "out"
     code = main(["deploy", str(DATA / "demo_model.onnx"), "--calib", str(DATA / "demo_calib.npz"), "--val",
-                 str(DATA / "demo_val.npz"), "--target", "stm32l476", "--optimize", "size", "--out", str(out)])
+                 str(DATA / "demo_val.npz"), "--target", "stm32l476", "--scheme", scheme, "--optimize", "size",
+                 "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["optimize"] == "size" and report["forms"]["deployed"] == "size"
