@@ -429,7 +429,9 @@ def test_split_high_multiply_of_armv6m_matches_numpy_on_the_host(spec, tmp_path)
 
 
 SPLIT_PROBE = r"""
+#ifdef PROBE_SPLIT
 #define GRUKIT_MUL_HIGH_SPLIT 1
+#endif
 #include "grukit_gru.c"
 #include <stdio.h>
 
@@ -474,11 +476,14 @@ int main(void)
 """
 
 
-def test_split_high_multiply_equals_the_64_bit_product(tmp_path):
-    """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) against the 64-bit product it replaces:
-    edge values and 20 million pseudo-random pairs, with extra points next to the rounding boundaries, where a
-    wrong carry or rounding term shows (a whole-model run almost never reaches them)."""
+@pytest.mark.parametrize("split", [True, False], ids=["armv6m-split", "portable-high-low"])
+def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
+    """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) and its portable form (the high word plus the
+    low word's top bit, for RV32's MULH) against the 64-bit product with + 2^31 they replace: edge values and 20
+    million pseudo-random pairs, with extra points next to the rounding boundaries, where a wrong carry or
+    rounding term shows (a whole-model run almost never reaches them)."""
     probe = tmp_path / "split_probe.c"
     probe.write_text(SPLIT_PROBE)
-    exe = fb.build_host([probe], tmp_path / "split_probe", sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path))
+    exe = fb.build_host([probe], tmp_path / "split_probe", sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path),
+                        defines={"PROBE_SPLIT": None} if split else {})
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"

@@ -129,7 +129,10 @@ static inline int32_t mul_high_rounded_acc_s32(int32_t x, int32_t multiplier, in
 #elif defined(GRUKIT_MUL_HIGH_SPLIT_USED)
     return acc + mul_high_rounded_split(x, multiplier);
 #else
-    return acc + (int32_t)(((int64_t)x * multiplier + (INT64_C(1) << 31)) >> 32);
+    /* With x m = H 2^32 + L (L the unsigned low word), (x m + 2^31) >> 32 = H + (L >> 31): a high multiply (RV32
+     * MULH), a low one and a shift, rather than a 64-bit add with its carry. */
+    const int32_t high = (int32_t)(((int64_t)x * multiplier) >> 32);
+    return acc + high + (int32_t)(((uint32_t)x * (uint32_t)multiplier) >> 31);
 #endif
 }
 
