@@ -567,6 +567,7 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
     register int32_t count __asm__("r11") = blocks;
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
+        "vmov.i32 q4, #0\n\t"
         "1:\n\t"
         "add %[w1], %[w0], %[n]\n\t"
         "add %[w2], %[w1], %[n]\n\t"
@@ -589,15 +590,14 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         "letp lr, 2b\n\t"
         "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
         "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
-        "vldrw.32 q1, [%[q]]\n\t"      /* bias2 */
+        "vldrb.s32 q3, [%[q], #32]\n\t" /* s */
+        "vldrw.32 q2, [%[q], #16]\n\t" /* multiplier */
+        "vldrw.32 q1, [%[q]], #36\n\t" /* bias2; q to the next block's record */
         "vshl.i32 q0, q0, #1\n\t"
         "vadd.i32 q0, q0, q1\n\t"      /* x2 */
-        "vldrb.s32 q3, [%[q], #32]\n\t" /* s */
-        "vmov.i32 q1, #0\n\t"
-        "vmax.s32 q2, q3, q1\n\t"
-        "vmin.s32 q1, q3, q1\n\t"      /* -e */
-        "vshl.s32 q0, q0, q2\n\t"      /* x2 << max(s, 0) */
-        "vldrw.32 q2, [%[q], #16]\n\t" /* multiplier */
+        "vmax.s32 q1, q3, q4\n\t"      /* q4: 0 */
+        "vshl.s32 q0, q0, q1\n\t"      /* x2 << max(s, 0) */
+        "vmin.s32 q1, q3, q4\n\t"      /* -e */
         "vrmulh.s32 q0, q0, q2\n\t"    /* y */
         "vshr.s32 q2, q0, #31\n\t"
         "vshr.s32 q3, q3, #31\n\t"
@@ -609,7 +609,6 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         "vqmovnb.s32 q0, q0\n\t"
         "vqmovnb.s16 q0, q0\n\t"
         "vstrb.32 q0, [%[out]], #4\n\t"
-        "adds %[q], #36\n\t"
         "ldr lr, %[pad]\n\t"
         "sub %[w0], %[w3], lr\n\t"     /* the next block's first row: w3's start + depth */
         "ldr %[x], %[x_start]\n\t"
@@ -618,7 +617,7 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
           [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
         : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [zp] "m"(zero_point)
-        : "lr", "q0", "q1", "q2", "q3", "cc", "memory");
+        : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 
 /* One row o of a compact int8 product on Helium (a part's rows outside its whole blocks of 4). */
@@ -1364,7 +1363,7 @@ static inline int32_t requant_compact_s16(int32_t dot, const grukit_requant4_s16
  * each row's weights widened by VLDRB.S16: 10 instructions per 32 MACs), then the 4 rows requantized as one
  * vector from their grukit_requant4_s16 and stored as 4 int16: d = dot << max(s, 0); VMULH(d, m) + start_hi +
  * the carry out of VMUL(d, m) + start_lo (an unsigned compare); shifted right by max(-s, 0); VQMOVNB to int16.
- * About 30 instructions a block besides the dot products. Every register is fixed: the widening loads and
+ * 32 instructions a block besides the dot products. Every register is fixed: the widening loads and
  * narrowing stores take r0-r7 bases, VMLADAVA an even accumulator.
  */
 static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, int32_t depth,
@@ -1386,6 +1385,7 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
     register int32_t count __asm__("r11") = blocks;
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
+        "vmov.i32 q4, #0\n\t"
         "1:\n\t"
         "add %[w1], %[w0], %[n]\n\t"
         "add %[w2], %[w1], %[n]\n\t"
@@ -1409,25 +1409,23 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
         "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
         "vldrb.s32 q3, [%[q], #48]\n\t" /* s */
-        "vmov.i32 q1, #0\n\t"
-        "vmax.s32 q2, q3, q1\n\t"
-        "vmin.s32 q3, q3, q1\n\t"
+        "vmax.s32 q2, q3, q4\n\t"       /* q4: 0 */
+        "vmin.s32 q3, q3, q4\n\t"
         "vshl.s32 q0, q0, q2\n\t"       /* d = dot << max(s, 0) */
         "vldrw.32 q2, [%[q], #32]\n\t"  /* m */
         "vmul.i32 q1, q0, q2\n\t"       /* the low word of d m */
         "vmulh.s32 q0, q0, q2\n\t"      /* its high word */
-        "vldrw.32 q2, [%[q]]\n\t"       /* start_lo */
-        "vadd.i32 q1, q1, q2\n\t"
-        "vcmp.u32 hi, q2, q1\n\t"       /* the carry: start_lo > the low words' sum */
         "vldrw.32 q2, [%[q], #16]\n\t"  /* start_hi */
         "vadd.i32 q0, q0, q2\n\t"
+        "vldrw.32 q2, [%[q]], #52\n\t"  /* start_lo; q to the next block's record */
+        "vadd.i32 q1, q1, q2\n\t"
+        "vcmp.u32 hi, q2, q1\n\t"       /* the carry: start_lo > the low words' sum */
         "mov lr, #1\n\t"
         "vpst\n\t"
         "vaddt.i32 q0, q0, lr\n\t"
         "vshl.s32 q0, q0, q3\n\t"       /* >> max(-s, 0) */
         "vqmovnb.s32 q0, q0\n\t"
         "vstrh.32 q0, [%[out]], #8\n\t"
-        "adds %[q], #52\n\t"
         "ldr lr, %[pad]\n\t"
         "sub %[w0], %[w3], lr\n\t"      /* the next block's first row: w3's start + depth */
         "ldr %[x], %[x_start]\n\t"
@@ -1436,7 +1434,7 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
           [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
         : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start)
-        : "lr", "q0", "q1", "q2", "q3", "cc", "memory");
+        : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 #endif
 
