@@ -445,8 +445,8 @@ def export_c(qmodel, out_dir, name: str = "grukit_model", sparse: bool = True,
     sparse: write each product whose zero 4x8 weight groups make the block-sparse form smaller in that form
     (the kernel then skips them); False writes every product dense.
     optimize: "speed" (the default: packed weights and tables) or "size" (a byte per weight, no padding rows or
-    columns; int8 also five bytes per row and its ADD / SUB terms computed instead of tabulated; no block-sparse
-    form). Both give the same integers.
+    columns, the requantizations in records of 4 rows, nine bytes a row for int8 and 13 for 16x8; int8's ADD / SUB
+    terms computed instead of tabulated; no block-sparse form). Both give the same integers.
     """
     out = Path(out_dir)
     return _write_model(qmodel, out, out, name, sparse, optimize)

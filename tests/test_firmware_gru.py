@@ -431,6 +431,8 @@ def test_split_high_multiply_of_armv6m_matches_numpy_on_the_host(spec, tmp_path)
 SPLIT_PROBE = r"""
 #ifdef PROBE_SPLIT
 #define GRUKIT_MUL_HIGH_SPLIT 1
+#else
+#define GRUKIT_MUL_HIGH_LOW 1
 #endif
 #include "grukit_gru.c"
 #include <stdio.h>
@@ -476,10 +478,10 @@ int main(void)
 """
 
 
-@pytest.mark.parametrize("split", [True, False], ids=["armv6m-split", "portable-high-low"])
+@pytest.mark.parametrize("split", [True, False], ids=["armv6m-split", "rv32-high-low"])
 def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
-    """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) and its portable form (the high word plus the
-    low word's top bit, for RV32's MULH) against the 64-bit product with + 2^31 they replace: edge values and 20
+    """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) and its RV32 form (GRUKIT_MUL_HIGH_LOW: the
+    high word plus the low word's top bit, for MULH) against the 64-bit product with + 2^31 they replace: edge values and 20
     million pseudo-random pairs, with extra points next to the rounding boundaries, where a wrong carry or
     rounding term shows (a whole-model run almost never reaches them)."""
     probe = tmp_path / "split_probe.c"

@@ -128,11 +128,14 @@ static inline int32_t mul_high_rounded_acc_s32(int32_t x, int32_t multiplier, in
     return r;
 #elif defined(GRUKIT_MUL_HIGH_SPLIT_USED)
     return acc + mul_high_rounded_split(x, multiplier);
-#else
-    /* With x m = H 2^32 + L (L the unsigned low word), (x m + 2^31) >> 32 = H + (L >> 31): a high multiply (RV32
-     * MULH), a low one and a shift, rather than a 64-bit add with its carry. */
+#elif defined(__riscv) || defined(GRUKIT_MUL_HIGH_LOW)
+    /* With x m = H 2^32 + L (L the unsigned low word), (x m + 2^31) >> 32 = H + (L >> 31): MULH, MUL and a shift
+     * on RV32, rather than a 64-bit add with its carry (SLTU and two ADDs). GRUKIT_MUL_HIGH_LOW selects it
+     * anywhere (the host probe checks it). */
     const int32_t high = (int32_t)(((int64_t)x * multiplier) >> 32);
     return acc + high + (int32_t)(((uint32_t)x * (uint32_t)multiplier) >> 31);
+#else
+    return acc + (int32_t)(((int64_t)x * multiplier + (INT64_C(1) << 31)) >> 32);
 #endif
 }
 
@@ -156,20 +159,6 @@ static inline int32_t requant_general_s32(int32_t x2, const grukit_requant_s32 *
     const int32_t y = mul_high_rounded_acc_s32(shifted, q->multiplier, q->rounding);
     return (y + (q->right_shift > 0 ? (shifted >> 31) : 0)) >> q->right_shift;
 }
-
-#if GRUKIT_GRU_MVE
-/* requant_fast_s32 on 4 lanes (right_shift >= 1; VRMULH is SMMULR, VSHL by a negative register shifts right). */
-static inline int32x4_t requant_fast_mve(int32x4_t x2, int32_t multiplier, int32_t rounding, int32_t right_shift)
-{
-    const int32x4_t y = vaddq_n_s32(vrmulhq_s32(x2, vdupq_n_s32(multiplier)), rounding);
-    return vshlq_r_s32(vaddq_s32(y, vshrq_n_s32(x2, 31)), -right_shift);
-}
-
-static inline int32x4_t sat_s16_mve(int32x4_t v)
-{
-    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT16_MAX)), vdupq_n_s32(INT16_MIN));
-}
-#endif
 
 /* ---------------------------------------------------------------- int8 products */
 
@@ -528,11 +517,6 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
     for (; k < n; ++k) {
         xp[k] = x[k];
     }
-}
-
-static inline int32x4_t sat_s8_mve(int32x4_t v)
-{
-    return vmaxq_s32(vminq_s32(v, vdupq_n_s32(INT8_MAX)), vdupq_n_s32(INT8_MIN));
 }
 
 /*
