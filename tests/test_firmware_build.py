@@ -1,5 +1,6 @@
-"""The firmware build itself: the C sigmoid table is the runtime's, and the SysTick instruction counter of
-each emulated machine (SysTick on Cortex-M, minstret on RISC-V) counts an assembly loop of known length."""
+"""The firmware build itself: the C sigmoid table is the runtime's, the SysTick instruction counter of each
+emulated machine (SysTick on Cortex-M, minstret on RISC-V) counts an assembly loop of known length, and the kernel
+compiles at every optimization level a firmware uses."""
 
 from __future__ import annotations
 
@@ -74,3 +75,15 @@ def test_phase_marks_split_a_step_and_cost_nothing_unprofiled(tmp_path):
         disassembly = build.run_program(["arm-none-eabi-objdump", "-d", str(elf)], "objdump")
         assert "grukit_profile_mark" not in disassembly
     assert abs(per_unit[16] - per_unit[32]) < 0.2 * per_unit[16], per_unit  # a per-unit cost, not a per-step one
+
+
+@pytest.mark.parametrize("machine", ["mps2-an386", "mps3-an547", "microbit"])
+@pytest.mark.parametrize("level", ["-O0", "-Og", "-Os", "-O3"])
+def test_kernel_compiles_at_every_optimization_level(machine, level, tmp_path):
+    """A firmware's debug build (-O0 keeps a frame pointer in r7) and its size or speed build compile the kernel,
+    strictly: the Helium assembly loops fix every other register, so r7 must stay free."""
+    fb.require_arm_tools(machine)
+    flags = [level if f == "-O2" else f for f in build.arm_flags(machine)]
+    build.run_program([build.MACHINES[machine].compiler, *flags, *build.include_flags(), "-c",
+                       str(fb.FIRMWARE / "src" / "grukit_gru.c"), "-o", str(tmp_path / "grukit_gru.o")],
+                      "cross compile", 120)

@@ -529,14 +529,15 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
  * SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and RoundingDivideByPOT's -1 for a
  * negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero point is added after the
  * shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form; two saturating narrows (VQMOVNB)
- * to int8. Every register is fixed: the narrowing store and the widening shift load take r0-r7 bases,
- * VMLADAVA an even accumulator.
+ * to int8. Every register is fixed (the narrowing store and the widening shift load take r0-r7 bases, VMLADAVA
+ * an even accumulator) except r7, which a build with a frame pointer (-O0) keeps for it.
  */
 static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
                                           int8_t *out, int32_t blocks, int32_t zero_point)
 {
     const int32_t pad = ((depth + 15) & ~15) - depth; /* a row pointer ends 16 ceil(depth / 16) past its start */
     const int8_t *const x_start = x;
+    int8_t *const out_end = out + 4 * blocks;
     register int32_t a0 __asm__("r0");
     register const int8_t *w0 __asm__("r1") = w;
     register const int8_t *w1 __asm__("r2");
@@ -544,11 +545,10 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
     register const int8_t *w3 __asm__("r4");
     register const grukit_requant4_s8 *rq __asm__("r5") = q;
     register int8_t *ro __asm__("r6") = out;
-    register const int8_t *rx __asm__("r7") = x;
+    register const int8_t *rx __asm__("r9") = x;
     register int32_t a1 __asm__("r8");
-    register int32_t rn __asm__("r9") = depth;
+    register int32_t rn __asm__("r11") = depth;
     register int32_t a2 __asm__("r10");
-    register int32_t count __asm__("r11") = blocks;
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
@@ -596,11 +596,12 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         "ldr lr, %[pad]\n\t"
         "sub %[w0], %[w3], lr\n\t"     /* the next block's first row: w3's start + depth */
         "ldr %[x], %[x_start]\n\t"
-        "subs %[count], %[count], #1\n\t"
+        "ldr lr, %[out_end]\n\t"
+        "cmp %[out], lr\n\t"
         "bne 1b\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
-          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
-        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [zp] "m"(zero_point)
+          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
+        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end), [zp] "m"(zero_point)
         : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 
@@ -1347,14 +1348,16 @@ static inline int32_t requant_compact_s16(int32_t dot, const grukit_requant4_s16
  * each row's weights widened by VLDRB.S16: 10 instructions per 32 MACs), then the 4 rows requantized as one
  * vector from their grukit_requant4_s16 and stored as 4 int16: d = dot << max(s, 0); VMULH(d, m) + start_hi +
  * the carry out of VMUL(d, m) + start_lo (an unsigned compare); shifted right by max(-s, 0); VQMOVNB to int16.
- * 32 instructions a block besides the dot products. Every register is fixed: the widening loads and
- * narrowing stores take r0-r7 bases, VMLADAVA an even accumulator.
+ * 32 instructions a block besides the dot products. Every register is fixed (the widening loads and narrowing
+ * stores take r0-r7 bases, VMLADAVA an even accumulator) except r7, which a build with a frame pointer (-O0)
+ * keeps for it.
  */
 static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, int32_t depth,
                                            const grukit_requant4_s16 *q, int16_t *out, int32_t blocks)
 {
     const int32_t pad = round_up8(depth) - depth; /* a row pointer ends 8 ceil(depth / 8) past its start */
     const int16_t *const x_start = x;
+    int16_t *const out_end = out + 4 * blocks;
     register int32_t a0 __asm__("r0");
     register const int8_t *w0 __asm__("r1") = w;
     register const int8_t *w1 __asm__("r2");
@@ -1362,11 +1365,10 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
     register const int8_t *w3 __asm__("r4");
     register const grukit_requant4_s16 *rq __asm__("r5") = q;
     register int16_t *ro __asm__("r6") = out;
-    register const int16_t *rx __asm__("r7") = x;
+    register const int16_t *rx __asm__("r9") = x;
     register int32_t a1 __asm__("r8");
-    register int32_t rn __asm__("r9") = depth;
+    register int32_t rn __asm__("r11") = depth;
     register int32_t a2 __asm__("r10");
-    register int32_t count __asm__("r11") = blocks;
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
@@ -1413,11 +1415,12 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         "ldr lr, %[pad]\n\t"
         "sub %[w0], %[w3], lr\n\t"      /* the next block's first row: w3's start + depth */
         "ldr %[x], %[x_start]\n\t"
-        "subs %[count], %[count], #1\n\t"
+        "ldr lr, %[out_end]\n\t"
+        "cmp %[out], lr\n\t"
         "bne 1b\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
-          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx), [count] "+r"(count)
-        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start)
+          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
+        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
         : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 #endif
