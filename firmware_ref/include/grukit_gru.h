@@ -31,9 +31,10 @@
  * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_*_init refuses one this build cannot run).
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; on a core with Helium (__ARM_FEATURE_MVE, e.g. Cortex-M55)
- * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops, and _s8's
- * requantizations and element-wise ops on 4-lane vectors (the speed form keeps the DSP path there). The
- * results are bit-identical to the portable C path (define GRUKIT_PORTABLE_ONLY to force the portable path).
+ * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops over blocks of 4 rows, each
+ * block requantized as one 4-lane vector, and the gates' element-wise ops as 4-lane vector passes (both forms
+ * of _s16; the _s8 speed form keeps the DSP path there). The results are bit-identical to the portable C path
+ * (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
  * Streaming use (see the generated main.c):
  *     static int8_t state[MODEL_STATE_BYTES];
@@ -368,8 +369,7 @@ typedef struct {
      *  the int8 weights of columns (c0, c2, c1, c3) in bytes 0..3; the depth zero padded to a multiple of 8.
      *  Sparse: [sum of block_groups][2][4 rows], the stored groups only; NULL when none is stored. */
     const int32_t *weights;
-    /** [4 * ceil(O/4)], padding rows all 0 (output 0); the compact form: [O], no padding rows. */
-    const grukit_requant_s64 *requant;
+    const grukit_requant_s64 *requant; /**< [4 * ceil(O/4)], padding rows all 0 (output 0). */
     const uint8_t *block_groups;       /**< Sparse form: uint8 [ceil(O/4)], as grukit_fc_s8's; NULL: dense. */
     const uint8_t *group_index;        /**< Sparse form: uint8 [sum of block_groups], as grukit_fc_s8's. */
     /** The compact form (size mode) or NULL: when set, rows and depth still hold, every array above is NULL,
@@ -382,7 +382,9 @@ typedef struct {
  * SmallerThanOneExp, evaluated on the doubled input x_i << 16 (exact for every int16) with
  * grukit_requant_s32's SMMLAR form; out = sat16(output(term1 +/- term2)), the sum doubled as well.
  * The input with the larger scale has the multiplier 1/2 exactly and right shift 0: its sign mask is 0,
- * since RoundingDivideByPOT by 2^0 does not round.
+ * since RoundingDivideByPOT by 2^0 does not round. The 16x8 zero points are 0, so every rounding constant here
+ * (and in the 16x8 MUL's and table inputs') is 2^(right_shift - 1), or 0 for right_shift 0: the Helium passes
+ * take the add-and-shift as one rounding shift (VRSHL).
  */
 typedef struct {
     grukit_requant_s32 input1; /**< left_shift 0; right_shift >= 0. */

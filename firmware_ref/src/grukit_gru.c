@@ -1291,7 +1291,6 @@ static inline const int32_t *dot_block_sparse_s16(const int32_t *w, const int16_
     return w;
 }
 
-
 static inline void requant_block_s16(const int32_t acc[4], const grukit_requant_s64 *q, int16_t *out)
 {
     out[0] = (int16_t)requant_row_s16(acc[0], &q[0]);
@@ -1428,10 +1427,10 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
 /*
  * The 16x8 compact product (size mode): rows one after another, each over its own bytes. xp (int16, 4-byte
  * aligned) is read as the int8 compact loops read their widened input (both hold int16 columns in order, two
- * per word): the same dot loops, two rows at a time on the DSP path; on Helium four rows at a time
- * (block_mve_s16; xp's quads reordered in place first, and the last 1-3 rows' block re-reading its last row
- * into a local buffer). Exact as the packed form: every partial sum of a row is a sum of some of the terms
- * requant_s64 bounded, so neither SMLAD nor VMLADAVA wraps.
+ * per word): the same dot loops, two rows at a time on the DSP path; on Helium the whole blocks of four rows in
+ * blocks_mve_s16 (xp's quads reordered in place first) and the last 1-3 rows one at a time. Exact as the packed
+ * form: every partial sum of a row is a sum of some of the terms requant_s64 bounded, so neither SMLAD nor
+ * VMLADAVA wraps.
  */
 static GRUKIT_NOINLINE void fc_compact_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
 {
