@@ -529,8 +529,8 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
  * SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and RoundingDivideByPOT's -1 for a
  * negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero point is added after the
  * shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form; two saturating narrows (VQMOVNB)
- * to int8. Every register is fixed (the narrowing store and the widening shift load take r0-r7 bases, VMLADAVA
- * an even accumulator) except r7, which a build with a frame pointer (-O0) keeps for it.
+ * to int8. The registers are fixed (the narrowing store and the widening shift load take r0-r7 bases, VMLADAVA
+ * an even accumulator), leaving r7 (a frame pointer at -O0) and r9 (the platform register of RWPI builds) free.
  */
 static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
                                           int8_t *out, int32_t blocks, int32_t zero_point)
@@ -545,22 +545,22 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
     register const int8_t *w3 __asm__("r4");
     register const grukit_requant4_s8 *rq __asm__("r5") = q;
     register int8_t *ro __asm__("r6") = out;
-    register const int8_t *rx __asm__("r9") = x;
+    register const int8_t *rx __asm__("r11") = x;
     register int32_t a1 __asm__("r8");
-    register int32_t rn __asm__("r11") = depth;
     register int32_t a2 __asm__("r10");
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
         "1:\n\t"
-        "add %[w1], %[w0], %[n]\n\t"
-        "add %[w2], %[w1], %[n]\n\t"
-        "add %[w3], %[w2], %[n]\n\t"
+        "ldr lr, %[n]\n\t"
+        "add %[w1], %[w0], lr\n\t"
+        "add %[w2], %[w1], lr\n\t"
+        "add %[w3], %[w2], lr\n\t"
         "movs %[a0], #0\n\t"
         "mov %[a1], #0\n\t"
         "mov %[a2], #0\n\t"
         "mov %[a3], #0\n\t"
-        "dlstp.8 lr, %[n]\n\t"
+        "dlstp.8 lr, lr\n\t"
         "2:\n\t"
         "vldrb.8 q0, [%[x]], #16\n\t"
         "vldrb.8 q1, [%[w0]], #16\n\t"
@@ -601,7 +601,7 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         "bne 1b\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
           [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
-        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end), [zp] "m"(zero_point)
+        : [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end), [zp] "m"(zero_point)
         : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 
@@ -1347,9 +1347,9 @@ static inline int32_t requant_compact_s16(int32_t dot, const grukit_requant4_s16
  * each row's weights widened by VLDRB.S16: 10 instructions per 32 MACs), then the 4 rows requantized as one
  * vector from their grukit_requant4_s16 and stored as 4 int16: d = dot << max(s, 0); VMULH(d, m) + start_hi +
  * the carry out of VMUL(d, m) + start_lo (an unsigned compare); shifted right by max(-s, 0); VQMOVNB to int16.
- * 32 instructions a block besides the dot products. Every register is fixed (the widening loads and narrowing
- * stores take r0-r7 bases, VMLADAVA an even accumulator) except r7, which a build with a frame pointer (-O0)
- * keeps for it.
+ * 33 instructions a block besides the dot products. The registers are fixed (the widening loads and narrowing
+ * stores take r0-r7 bases, VMLADAVA an even accumulator), leaving r7 (a frame pointer at -O0) and r9 (the
+ * platform register of RWPI builds) free.
  */
 static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, int32_t depth,
                                            const grukit_requant4_s16 *q, int16_t *out, int32_t blocks)
@@ -1364,22 +1364,22 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
     register const int8_t *w3 __asm__("r4");
     register const grukit_requant4_s16 *rq __asm__("r5") = q;
     register int16_t *ro __asm__("r6") = out;
-    register const int16_t *rx __asm__("r9") = x;
+    register const int16_t *rx __asm__("r11") = x;
     register int32_t a1 __asm__("r8");
-    register int32_t rn __asm__("r11") = depth;
     register int32_t a2 __asm__("r10");
     register int32_t a3 __asm__("r12");
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
         "1:\n\t"
-        "add %[w1], %[w0], %[n]\n\t"
-        "add %[w2], %[w1], %[n]\n\t"
-        "add %[w3], %[w2], %[n]\n\t"
+        "ldr lr, %[n]\n\t"
+        "add %[w1], %[w0], lr\n\t"
+        "add %[w2], %[w1], lr\n\t"
+        "add %[w3], %[w2], lr\n\t"
         "movs %[a0], #0\n\t"
         "mov %[a1], #0\n\t"
         "mov %[a2], #0\n\t"
         "mov %[a3], #0\n\t"
-        "dlstp.16 lr, %[n]\n\t"
+        "dlstp.16 lr, lr\n\t"
         "2:\n\t"
         "vldrh.16 q0, [%[x]], #16\n\t"
         "vldrb.s16 q1, [%[w0]], #8\n\t"
@@ -1419,7 +1419,7 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         "bne 1b\n\t"
         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
           [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
-        : [n] "r"(rn), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
+        : [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
         : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
 }
 #endif
