@@ -481,9 +481,9 @@ int main(void)
 @pytest.mark.parametrize("split", [True, False], ids=["armv6m-split", "rv32-high-low"])
 def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     """mul_high_rounded_acc_s32's Armv6-M form (GRUKIT_MUL_HIGH_SPLIT) and its RV32 form (GRUKIT_MUL_HIGH_LOW: the
-    high word plus the low word's top bit, for MULH) against the 64-bit product with + 2^31 they replace: edge values and 20
-    million pseudo-random pairs, with extra points next to the rounding boundaries, where a wrong carry or
-    rounding term shows (a whole-model run almost never reaches them)."""
+    high word plus the low word's top bit, for MULH) against the 64-bit product with + 2^31 they replace: edge
+    values and 20 million pseudo-random pairs, with extra points next to the rounding boundaries, where a wrong
+    carry or rounding term shows (a whole-model run almost never reaches them)."""
     probe = tmp_path / "split_probe.c"
     probe.write_text(SPLIT_PROBE)
     exe = fb.build_host([probe], tmp_path / "split_probe", sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path),
