@@ -520,6 +520,72 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
 }
 
 /*
+ * The parts the Helium block loops of both schemes share (blocks_mve_s8, blocks_mve_s16). Registers: a0..a3 the
+ * four rows' accumulators (VMLADAVA takes even ones), w0..w3 their weight pointers, q the block's requantization
+ * record and out its outputs (r0-r7: the widening and narrowing accesses take low bases), x the input; r7 (a
+ * frame pointer at -O0) and r9 (the platform register of RWPI builds) stay free. The loop keeps depth, pad (how
+ * far a row pointer runs past depth bytes), x_start and out_end in memory.
+ */
+#define GRUKIT_BLOCK_REGISTERS_MVE(XTYPE, QTYPE, OUTTYPE)                                              \
+    const XTYPE *const x_start = x;                                                                    \
+    OUTTYPE *const out_end = out + 4 * blocks;                                                         \
+    register int32_t a0 __asm__("r0");                                                                 \
+    register const int8_t *w0 __asm__("r1") = w;                                                       \
+    register const int8_t *w1 __asm__("r2");                                                          \
+    register const int8_t *w2 __asm__("r3");                                                          \
+    register const int8_t *w3 __asm__("r4");                                                          \
+    register const QTYPE *rq __asm__("r5") = q;                                                        \
+    register OUTTYPE *ro __asm__("r6") = out;                                                          \
+    register const XTYPE *rx __asm__("r11") = x;                                                       \
+    register int32_t a1 __asm__("r8");                                                                 \
+    register int32_t a2 __asm__("r10");                                                                \
+    register int32_t a3 __asm__("r12")
+
+/* A block's rows, zeroed accumulators, then its tail-predicated dot-product loop (DLSTP.<LANES> / LETP): XLOAD of
+ * the input and WLOAD of each row's weights (post-incremented by 16 and WSTEP bytes), four VMLADAVA.<DT>; the four
+ * sums end in q0, lane r holding row r's. */
+#define GRUKIT_BLOCK_DOTS_MVE(LANES, XLOAD, WLOAD, WSTEP, DT)                                          \
+    "1:\n\t"                                                                                          \
+    "ldr lr, %[n]\n\t"                                                                                \
+    "add %[w1], %[w0], lr\n\t"                                                                        \
+    "add %[w2], %[w1], lr\n\t"                                                                        \
+    "add %[w3], %[w2], lr\n\t"                                                                        \
+    "movs %[a0], #0\n\t"                                                                              \
+    "mov %[a1], #0\n\t"                                                                               \
+    "mov %[a2], #0\n\t"                                                                               \
+    "mov %[a3], #0\n\t"                                                                               \
+    "dlstp." LANES " lr, lr\n\t"                                                                      \
+    "2:\n\t"                                                                                          \
+    XLOAD " q0, [%[x]], #16\n\t"                                                                      \
+    WLOAD " q1, [%[w0]], #" WSTEP "\n\t"                                                              \
+    "vmlava." DT " %[a0], q1, q0\n\t"                                                                 \
+    WLOAD " q2, [%[w1]], #" WSTEP "\n\t"                                                              \
+    "vmlava." DT " %[a1], q2, q0\n\t"                                                                 \
+    WLOAD " q3, [%[w2]], #" WSTEP "\n\t"                                                              \
+    "vmlava." DT " %[a2], q3, q0\n\t"                                                                 \
+    WLOAD " q1, [%[w3]], #" WSTEP "\n\t"                                                              \
+    "vmlava." DT " %[a3], q1, q0\n\t"                                                                 \
+    "letp lr, 2b\n\t"                                                                                 \
+    "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */                             \
+    "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+
+/* To the next block (its first row starts depth bytes past w3's start) until out reaches out_end. */
+#define GRUKIT_BLOCK_NEXT_MVE                                                                          \
+    "ldr lr, %[pad]\n\t"                                                                              \
+    "sub %[w0], %[w3], lr\n\t"                                                                        \
+    "ldr %[x], %[x_start]\n\t"                                                                        \
+    "ldr lr, %[out_end]\n\t"                                                                          \
+    "cmp %[out], lr\n\t"                                                                              \
+    "bne 1b\n\t"
+
+#define GRUKIT_BLOCK_OUTPUTS_MVE                                                                       \
+    [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),         \
+        [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
+#define GRUKIT_BLOCK_INPUTS_MVE                                                                        \
+    [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
+#define GRUKIT_BLOCK_CLOBBERS_MVE "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory"
+
+/*
  * The whole blocks of 4 rows of a compact int8 product on Helium (rows of one part: one output zero point), in
  * one loop: per block the dot products of its rows (w, w + depth, w + 2 depth, w + 3 depth) with x (the raw int8
  * input in the weights' column order) in a tail-predicated loop (DLSTP.8 / LETP: 16 columns per iteration, the
@@ -529,51 +595,16 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
  * SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and RoundingDivideByPOT's -1 for a
  * negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero point is added after the
  * shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form; two saturating narrows (VQMOVNB)
- * to int8. The registers are fixed (the narrowing store and the widening shift load take r0-r7 bases, VMLADAVA
- * an even accumulator), leaving r7 (a frame pointer at -O0) and r9 (the platform register of RWPI builds) free.
+ * to int8.
  */
 static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
                                           int8_t *out, int32_t blocks, int32_t zero_point)
 {
     const int32_t pad = ((depth + 15) & ~15) - depth; /* a row pointer ends 16 ceil(depth / 16) past its start */
-    const int8_t *const x_start = x;
-    int8_t *const out_end = out + 4 * blocks;
-    register int32_t a0 __asm__("r0");
-    register const int8_t *w0 __asm__("r1") = w;
-    register const int8_t *w1 __asm__("r2");
-    register const int8_t *w2 __asm__("r3");
-    register const int8_t *w3 __asm__("r4");
-    register const grukit_requant4_s8 *rq __asm__("r5") = q;
-    register int8_t *ro __asm__("r6") = out;
-    register const int8_t *rx __asm__("r11") = x;
-    register int32_t a1 __asm__("r8");
-    register int32_t a2 __asm__("r10");
-    register int32_t a3 __asm__("r12");
+    GRUKIT_BLOCK_REGISTERS_MVE(int8_t, grukit_requant4_s8, int8_t);
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
-        "1:\n\t"
-        "ldr lr, %[n]\n\t"
-        "add %[w1], %[w0], lr\n\t"
-        "add %[w2], %[w1], lr\n\t"
-        "add %[w3], %[w2], lr\n\t"
-        "movs %[a0], #0\n\t"
-        "mov %[a1], #0\n\t"
-        "mov %[a2], #0\n\t"
-        "mov %[a3], #0\n\t"
-        "dlstp.8 lr, lr\n\t"
-        "2:\n\t"
-        "vldrb.8 q0, [%[x]], #16\n\t"
-        "vldrb.8 q1, [%[w0]], #16\n\t"
-        "vmlava.s8 %[a0], q1, q0\n\t"
-        "vldrb.8 q2, [%[w1]], #16\n\t"
-        "vmlava.s8 %[a1], q2, q0\n\t"
-        "vldrb.8 q3, [%[w2]], #16\n\t"
-        "vmlava.s8 %[a2], q3, q0\n\t"
-        "vldrb.8 q1, [%[w3]], #16\n\t"
-        "vmlava.s8 %[a3], q1, q0\n\t"
-        "letp lr, 2b\n\t"
-        "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
-        "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+        GRUKIT_BLOCK_DOTS_MVE("8", "vldrb.8", "vldrb.8", "16", "s8")
         "vldrb.s32 q3, [%[q], #32]\n\t" /* s */
         "vldrw.32 q2, [%[q], #16]\n\t" /* multiplier */
         "vldrw.32 q1, [%[q]], #36\n\t" /* bias2; q to the next block's record */
@@ -593,16 +624,10 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
         "vqmovnb.s32 q0, q0\n\t"
         "vqmovnb.s16 q0, q0\n\t"
         "vstrb.32 q0, [%[out]], #4\n\t"
-        "ldr lr, %[pad]\n\t"
-        "sub %[w0], %[w3], lr\n\t"     /* the next block's first row: w3's start + depth */
-        "ldr %[x], %[x_start]\n\t"
-        "ldr lr, %[out_end]\n\t"
-        "cmp %[out], lr\n\t"
-        "bne 1b\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
-          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
-        : [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end), [zp] "m"(zero_point)
-        : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
+        GRUKIT_BLOCK_NEXT_MVE
+        : GRUKIT_BLOCK_OUTPUTS_MVE
+        : GRUKIT_BLOCK_INPUTS_MVE, [zp] "m"(zero_point)
+        : GRUKIT_BLOCK_CLOBBERS_MVE);
 }
 
 /* One row o of a compact int8 product on Helium (a part's rows outside its whole blocks of 4). */
@@ -1347,52 +1372,16 @@ static inline int32_t requant_compact_s16(int32_t dot, const grukit_requant4_s16
  * each row's weights widened by VLDRB.S16: 10 instructions per 32 MACs), then the 4 rows requantized as one
  * vector from their grukit_requant4_s16 and stored as 4 int16: d = dot << max(s, 0); VMULH(d, m) + start_hi +
  * the carry out of VMUL(d, m) + start_lo (an unsigned compare); shifted right by max(-s, 0); VQMOVNB to int16.
- * 33 instructions a block besides the dot products. The registers are fixed (the widening loads and narrowing
- * stores take r0-r7 bases, VMLADAVA an even accumulator), leaving r7 (a frame pointer at -O0) and r9 (the
- * platform register of RWPI builds) free.
+ * 33 instructions a block besides the dot products.
  */
 static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, int32_t depth,
                                            const grukit_requant4_s16 *q, int16_t *out, int32_t blocks)
 {
     const int32_t pad = round_up8(depth) - depth; /* a row pointer ends 8 ceil(depth / 8) past its start */
-    const int16_t *const x_start = x;
-    int16_t *const out_end = out + 4 * blocks;
-    register int32_t a0 __asm__("r0");
-    register const int8_t *w0 __asm__("r1") = w;
-    register const int8_t *w1 __asm__("r2");
-    register const int8_t *w2 __asm__("r3");
-    register const int8_t *w3 __asm__("r4");
-    register const grukit_requant4_s16 *rq __asm__("r5") = q;
-    register int16_t *ro __asm__("r6") = out;
-    register const int16_t *rx __asm__("r11") = x;
-    register int32_t a1 __asm__("r8");
-    register int32_t a2 __asm__("r10");
-    register int32_t a3 __asm__("r12");
+    GRUKIT_BLOCK_REGISTERS_MVE(int16_t, grukit_requant4_s16, int16_t);
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
-        "1:\n\t"
-        "ldr lr, %[n]\n\t"
-        "add %[w1], %[w0], lr\n\t"
-        "add %[w2], %[w1], lr\n\t"
-        "add %[w3], %[w2], lr\n\t"
-        "movs %[a0], #0\n\t"
-        "mov %[a1], #0\n\t"
-        "mov %[a2], #0\n\t"
-        "mov %[a3], #0\n\t"
-        "dlstp.16 lr, lr\n\t"
-        "2:\n\t"
-        "vldrh.16 q0, [%[x]], #16\n\t"
-        "vldrb.s16 q1, [%[w0]], #8\n\t"
-        "vmlava.s16 %[a0], q1, q0\n\t"
-        "vldrb.s16 q2, [%[w1]], #8\n\t"
-        "vmlava.s16 %[a1], q2, q0\n\t"
-        "vldrb.s16 q3, [%[w2]], #8\n\t"
-        "vmlava.s16 %[a2], q3, q0\n\t"
-        "vldrb.s16 q1, [%[w3]], #8\n\t"
-        "vmlava.s16 %[a3], q1, q0\n\t"
-        "letp lr, 2b\n\t"
-        "vmov q0[2], q0[0], %[a0], %[a2]\n\t" /* a0 to lane 0, a2 to lane 2 */
-        "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+        GRUKIT_BLOCK_DOTS_MVE("16", "vldrh.16", "vldrb.s16", "8", "s16")
         "vldrb.s32 q3, [%[q], #48]\n\t" /* s */
         "vmax.s32 q2, q3, q4\n\t"       /* q4: 0 */
         "vmin.s32 q3, q3, q4\n\t"
@@ -1411,16 +1400,10 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         "vshl.s32 q0, q0, q3\n\t"       /* >> max(-s, 0) */
         "vqmovnb.s32 q0, q0\n\t"
         "vstrh.32 q0, [%[out]], #8\n\t"
-        "ldr lr, %[pad]\n\t"
-        "sub %[w0], %[w3], lr\n\t"      /* the next block's first row: w3's start + depth */
-        "ldr %[x], %[x_start]\n\t"
-        "ldr lr, %[out_end]\n\t"
-        "cmp %[out], lr\n\t"
-        "bne 1b\n\t"
-        : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),
-          [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
-        : [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
-        : "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory");
+        GRUKIT_BLOCK_NEXT_MVE
+        : GRUKIT_BLOCK_OUTPUTS_MVE
+        : GRUKIT_BLOCK_INPUTS_MVE
+        : GRUKIT_BLOCK_CLOBBERS_MVE);
 }
 #endif
 
