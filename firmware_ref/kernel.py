@@ -721,6 +721,9 @@ def prepare_add_s16(name: str, p) -> AddFastS16:
         bound += int(np.abs(F.rescale_smaller_than_one(extremes, requant)).max())  # the term is monotone in x
     if bound >= S16_MAX_ABS_INPUT:
         raise UnsupportedModelError(f"{name}: input terms up to {bound} in sum reach 2^30 (input scales far apart)")
+    if not any(q.multiplier == 1 << 30 and (q.rounding, q.right_shift, q.left_shift) == (0, 0, 0) for q in terms):
+        # grukit_model_s16_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): the Helium passes take one term as x << 14
+        raise UnsupportedModelError(f"{name}: a 16x8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger scale)")
     out = requant_s32_16x8(p.output, bound, f"{name} output", need_right_shift=True)
     _require_no_left_shift(out, f"{name}: an ADD/SUB output", p.output)
     return AddFastS16(terms[0], terms[1], out, *(-1 if q.right_shift > 0 else 0 for q in terms))

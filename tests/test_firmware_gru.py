@@ -24,6 +24,7 @@ import grukit
 from gru_factory import random_inputs, random_model
 from grukit.core.qparams import QParams, Requant
 from grukit.firmware_ref import build, c_export, host
+from grukit.firmware_ref import kernel as KN
 from grukit.firmware_ref.golden import GoldenStream
 from grukit.verify import assert_identical
 
@@ -489,3 +490,97 @@ def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     exe = fb.build_host([probe], tmp_path / "split_probe", sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path),
                         defines={"PROBE_SPLIT": None} if split else {})
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"
+
+
+# ---------------------------------------------------------------- the Helium element-wise passes' 16x8 forms
+
+def test_helium_activations_equal_tflite_s_on_every_table_input():
+    """The Helium LOGISTIC / TANH (grukit_gru.c, activate_s16_mve) clamp |v| to 255 * 2^f - 1 where TFLite
+    saturates, round once by 2^10 / 2^8 and reflect negative inputs with an XOR: this replays that arithmetic in
+    numpy against the spec's (ops_int) for every table input |v| < 2^18 (the index runs past 255 at both 9 and
+    8 fraction bits) and for the extremes up to the kernel's bound 2^30."""
+    from grukit.core.ops_int import SIGMOID_TABLE_U16 as table, _interpolate
+
+    v = np.concatenate([np.arange(-(1 << 18), 1 << 18), [-(1 << 30) + 1, (1 << 30) - 1, -(1 << 24), 1 << 24]])
+    v = v.astype(np.int64)
+    m = v >> 63  # the sign mask: -1 below 0
+    for tanh, bits, saturated in ((False, 9, 0x7FFF << 10), (True, 8, 0xFFFF << 8)):
+        interp, is_saturated = _interpolate(np.abs(v), bits)
+        s = np.where(is_saturated, saturated, interp)
+        if tanh:
+            expected = np.where(v >= 0, s - (1 << 23) + (1 << 7), -s + (1 << 23) + (1 << 7) - 1) >> 8
+        else:
+            expected = np.where(v >= 0, s + (1 << 9), (1 << 25) - s + (1 << 9) - 1) >> 10
+        a = np.minimum(np.abs(v), (255 << bits) - 1)
+        index = a >> bits
+        lo, hi = table[index], table[index + 1]
+        clamped = (lo << bits) + (a & ((1 << bits) - 1)) * (hi - lo)
+        if tanh:
+            r = (clamped + (1 << 7)) >> 8
+            got = ((r - (1 << 15)) ^ m) - m
+        else:
+            r = (clamped + (1 << 9)) >> 10
+            got = (r ^ m) - m * ((1 << 15) + 1)
+        assert_identical(got, expected, f"{'TANH' if tanh else 'LOGISTIC'} of the table input v")
+
+
+def _is_unit_term(q) -> bool:
+    return q.multiplier == 1 << 30 and (q.rounding, q.right_shift, q.left_shift) == (0, 0, 0)
+
+
+def saturating_case() -> Case:
+    """A 16x8 model whose gates saturate and whose state reaches +-1: its h scale exceeds n's 2^-15, so h is the
+    unit input of h - n (in the other golden models n is)."""
+    model = random_model(10, I=4, H=14, O=3, scale=4.0)
+    qmodel = grukit.quantize(model, random_inputs(10, N=CALIB_N, T=40, I=4, scale=3.0), scheme="16x8")
+    x = random_inputs(510, N=GOLDEN_N, T=GOLDEN_T, I=4, scale=3.0)
+    return Case("s16_saturating", qmodel, qmodel.quantize_input(x))
+
+
+@pytest.mark.parametrize("optimize", ["speed", "size"])
+def test_helium_with_the_state_as_unit_input_matches_numpy(optimize, tmp_path):
+    """The Helium passes take each ADD/SUB's unit input as x << 14; h - n with h the unit input takes the SUB's
+    minus on the other term (z_diff_s16_mve's other_sign), a path only a saturating model reaches."""
+    fb.require_arm_tools("mps3-an547")
+    case = saturating_case()
+    sub = KN.prepare_layer_s16(0, case.qmodel.layers[0]).h_minus_n
+    assert _is_unit_term(sub.input1) and not _is_unit_term(sub.input2)
+    model_c, defines = export(case, tmp_path, optimize)
+    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=True, defines=defines,
+                       machine="mps3-an547")
+    check(case, fb.run_qemu(elf, machine="mps3-an547"))
+
+
+UNIT_INPUT_PROBE = """#include <stdio.h>
+#include GRUKIT_MODEL_HEADER
+static int16_t state[GRUKIT_MODEL_STATE_BYTES / 2];
+int main(void)
+{
+    grukit_gru_layer_s16 layer = grukit_model.layers[0];
+    grukit_model_s16 model = grukit_model;
+    layer.h_minus_n.input1 = layer.h_minus_n.input2.multiplier == 1 << 30 ? layer.h_minus_n.input1
+                                                                           : layer.h_minus_n.input2;
+    layer.h_minus_n.input2 = layer.h_minus_n.input1; /* both the rescaled input's */
+    model.layers = &layer;
+    printf("%d %d\\n", grukit_model_s16_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
+           grukit_model_s16_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+    return 0;
+}
+"""
+
+
+def test_init_refuses_an_add_without_a_unit_input(tmp_path):
+    """GRUKIT_ERROR_BAD_CONSTANTS (4): constants the generator cannot write (an ADD/SUB whose inputs are both
+    rescaled) rather than wrong numbers on Helium; the generator refuses such an ADD/SUB itself."""
+    case = make_case(*RANDOM_MODELS[6])
+    model_c, defines = export(case, tmp_path)
+    probe = tmp_path / "probe.c"
+    probe.write_text(UNIT_INPUT_PROBE)
+    exe = fb.build_host([GRU_SOURCE, model_c, probe], tmp_path / "probe", defines=defines)
+    assert fb.run_host(exe).split() == ["0", "4"]
+    add = case.qmodel.layers[0].prepared["h_minus_n"]
+    both_rescaled = dataclasses.replace(add, input1=add.input2 if add.input1 == Requant(1 << 30, 0) else add.input1)
+    both_rescaled = dataclasses.replace(both_rescaled, input2=both_rescaled.input1)
+    with pytest.raises(grukit.UnsupportedModelError, match="no input of multiplier 1/2"):
+        KN.prepare_add_s16("l0_h_minus_n", both_rescaled)

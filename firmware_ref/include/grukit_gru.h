@@ -59,6 +59,8 @@ extern "C" {
 #define GRUKIT_ERROR_SCRATCH_TOO_SMALL 2
 /** The model's constants are of a form (speed or size) this build of grukit_gru.c leaves out. */
 #define GRUKIT_ERROR_FORM_NOT_BUILT 3
+/** The constants break a property grukit's generator guarantees: a 16x8 ADD/SUB without a unit input. */
+#define GRUKIT_ERROR_BAD_CONSTANTS 4
 
 /* ================================================================= int8 scheme (_s8) */
 
@@ -381,8 +383,9 @@ typedef struct {
  * A 16x8 ADD or SUB: term_i = requant_i(x_i << 15), TFLite's per-input MultiplyByQuantizedMultiplier-
  * SmallerThanOneExp, evaluated on the doubled input x_i << 16 (exact for every int16) with
  * grukit_requant_s32's SMMLAR form; out = sat16(output(term1 +/- term2)), the sum doubled as well.
- * The input with the larger scale has the multiplier 1/2 exactly and right shift 0: its sign mask is 0,
- * since RoundingDivideByPOT by 2^0 does not round. The 16x8 zero points are 0, so every rounding constant here
+ * The input with the larger scale has the multiplier 1/2 exactly and right shift 0 (the unit input, whose
+ * term is x << 14; grukit_model_s16_init refuses an ADD/SUB without one): its sign mask is 0, since
+ * RoundingDivideByPOT by 2^0 does not round. The 16x8 zero points are 0, so every rounding constant here
  * (and in the 16x8 MUL's and table inputs') is 2^(right_shift - 1), or 0 for right_shift 0: the Helium passes
  * take the add-and-shift as one rounding shift (VRSHL).
  */
@@ -458,7 +461,8 @@ int32_t grukit_model_s16_get_state_size(const grukit_model_s16 *model);
 int32_t grukit_model_s16_get_buffer_size(const grukit_model_s16 *model);
 /** @brief Output length. */
 int32_t grukit_model_s16_get_output_size(const grukit_model_s16 *model);
-/** @brief As grukit_model_s8_init; state: int16 [state_bytes / 2]. */
+/** @brief As grukit_model_s8_init; state: int16 [state_bytes / 2]. Also GRUKIT_ERROR_BAD_CONSTANTS: an ADD/SUB
+ *  without a unit input (grukit_add_fast_s16). */
 int grukit_model_s16_init(const grukit_model_s16 *model, int16_t *state, int32_t state_bytes,
                           int32_t scratch_bytes);
 /** @brief As grukit_model_s8_reset. */

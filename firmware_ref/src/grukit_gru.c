@@ -68,8 +68,10 @@ void GRUKIT_PROFILE_MARK(int32_t phase);
  * cost the dense 16x8 loop a few register spills per block (measured on a Cortex-M4, GCC 12 -O2). */
 #if defined(__GNUC__)
 #define GRUKIT_NOINLINE __attribute__((noinline))
+#define GRUKIT_INLINE inline __attribute__((always_inline))
 #else
 #define GRUKIT_NOINLINE
+#define GRUKIT_INLINE inline
 #endif
 
 /* ---------------------------------------------------------------- small helpers */
@@ -529,6 +531,7 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
 #define GRUKIT_BLOCK_REGISTERS_MVE(XTYPE, QTYPE, OUTTYPE)                                              \
     const XTYPE *const x_start = x;                                                                    \
     OUTTYPE *const out_end = out + 4 * blocks;                                                         \
+    const int32_t zeros[2] = {0, 0}; /* the accumulators' start, two by one LDRD */                    \
     register int32_t a0 __asm__("r0");                                                                 \
     register const int8_t *w0 __asm__("r1") = w;                                                       \
     register const int8_t *w1 __asm__("r2");                                                          \
@@ -550,10 +553,8 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
     "add %[w1], %[w0], lr\n\t"                                                                        \
     "add %[w2], %[w1], lr\n\t"                                                                        \
     "add %[w3], %[w2], lr\n\t"                                                                        \
-    "movs %[a0], #0\n\t"                                                                              \
-    "mov %[a1], #0\n\t"                                                                               \
-    "mov %[a2], #0\n\t"                                                                               \
-    "mov %[a3], #0\n\t"                                                                               \
+    "ldrd %[a0], %[a1], %[zeros]\n\t"                                                                 \
+    "ldrd %[a2], %[a3], %[zeros]\n\t"                                                                 \
     "dlstp." LANES " lr, lr\n\t"                                                                      \
     "2:\n\t"                                                                                          \
     XLOAD " q0, [%[x]], #16\n\t"                                                                      \
@@ -582,7 +583,7 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
     [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w0] "+r"(w0), [w1] "=&r"(w1),         \
         [w2] "=&r"(w2), [w3] "=&r"(w3), [q] "+r"(rq), [out] "+r"(ro), [x] "+r"(rx)
 #define GRUKIT_BLOCK_INPUTS_MVE                                                                        \
-    [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end)
+    [n] "m"(depth), [pad] "m"(pad), [x_start] "m"(x_start), [out_end] "m"(out_end), [zeros] "m"(zeros)
 #define GRUKIT_BLOCK_CLOBBERS_MVE "lr", "q0", "q1", "q2", "q3", "q4", "cc", "memory"
 
 /*
@@ -1381,6 +1382,7 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
     GRUKIT_BLOCK_REGISTERS_MVE(int16_t, grukit_requant4_s16, int16_t);
     __asm__ volatile(
         "vmov.i32 q4, #0\n\t"
+        "vmov.i8 q5, #0xff\n\t"
         GRUKIT_BLOCK_DOTS_MVE("16", "vldrh.16", "vldrb.s16", "8", "s16")
         "vldrb.s32 q3, [%[q], #48]\n\t" /* s */
         "vmax.s32 q2, q3, q4\n\t"       /* q4: 0 */
@@ -1393,17 +1395,15 @@ static GRUKIT_NOINLINE void blocks_mve_s16(const int8_t *w, const int16_t *x, in
         "vadd.i32 q0, q0, q2\n\t"
         "vldrw.32 q2, [%[q]], #52\n\t"  /* start_lo; q to the next block's record */
         "vadd.i32 q1, q1, q2\n\t"
-        "vcmp.u32 hi, q2, q1\n\t"       /* the carry: start_lo > the low words' sum */
-        "mov lr, #1\n\t"
-        "vpst\n\t"
-        "vaddt.i32 q0, q0, lr\n\t"
+        "vpt.u32 hi, q2, q1\n\t"        /* the carry: start_lo > the low words' sum */
+        "vsubt.i32 q0, q0, q5\n\t"      /* q5: -1 */
         "vshl.s32 q0, q0, q3\n\t"       /* >> max(-s, 0) */
         "vqmovnb.s32 q0, q0\n\t"
         "vstrh.32 q0, [%[out]], #8\n\t"
         GRUKIT_BLOCK_NEXT_MVE
         : GRUKIT_BLOCK_OUTPUTS_MVE
         : GRUKIT_BLOCK_INPUTS_MVE
-        : GRUKIT_BLOCK_CLOBBERS_MVE);
+        : GRUKIT_BLOCK_CLOBBERS_MVE, "q5");
 }
 #endif
 
@@ -1483,6 +1483,12 @@ static void fc_s16(const grukit_fc_s16 *fc, int16_t *xp, int16_t *out)
 
 /* ---------------------------------------------------------------- 16x8 element-wise ops */
 
+/* The unit input of an ADD/SUB: multiplier 1/2, no shift (TFLite's larger input scale): its term is x << 14. */
+static inline int is_unit_term_s16(const grukit_requant_s32 *q)
+{
+    return q->multiplier == 1 << 30 && q->rounding == 0 && q->right_shift == 0 && q->left_shift == 0;
+}
+
 /* An ADD/SUB input term, doubled input x << 16; the sign mask drops the sign term where right_shift is 0. */
 static inline int32_t add_term_s16(const grukit_requant_s32 *q, int32_t sign_mask, int32_t x)
 {
@@ -1550,158 +1556,202 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
 
 #if GRUKIT_GRU_MVE
 /*
- * The 16x8 element-wise ops on 4 lanes: the vector twins of the functions above, lane by lane the same
- * integers (both forms: their element-wise ops are the same). SMMULR(x2, m) with x2 = 2 y is VQRDMULH(y, m)
- * (2 y m + 2^31 >> 32; no saturation: m >= 0), and every rounding constant of a 16x8 requantization is 2^(e - 1)
- * (0 for e = 0; the zero points are 0), so the add-and-shift is one VRSHL by -e: scalar operands throughout, the
- * parameters stay in core registers.
+ * The 16x8 element-wise ops on 4 lanes, lane by lane the integers of the functions above (both forms: their
+ * element-wise ops are the same). Every rounding constant of a 16x8 requantization is 2^(e - 1) (0 for e = 0;
+ * the zero points are 0), so each add-and-shift is one VRSHL by -e, and SMMULR(x2, m) with x2 = 2 y is
+ * VQRDMULH(y, m) (no saturation: m >= 0): scalar operands throughout, the parameters stay in core registers.
+ * Every ADD/SUB has a unit input (multiplier 1/2, right shift 0; grukit_model_s16_init checks): its term is
+ * x << 14 exactly, one shift. A requantized value feeding a table stays as x << 16, VQSHL's saturation.
  */
-static inline int32x4_t add_term_s16_mve(const grukit_requant_s32 *q, int32x4_t sign_mask, int32x4_t x)
+
+/* An ADD/SUB as the passes take it: raw = unit * unit_scale + term(other) * other_sign (unit_scale 2^14 or
+ * -2^14, other_sign 1 or -1: a SUB's minus goes to whichever input is the second), then the output's
+ * requantization. unit_first: input1 is the unit input (the pass loads it from the first pointer). */
+typedef struct {
+    int32_t unit_first;
+    int32_t multiplier, neg_shift, sign_mask; /* the other input's term */
+    int32_t unit_scale, other_sign;
+    int32_t out_multiplier, out_neg_shift;
+} add_mve_s16;
+
+static inline add_mve_s16 add_params_s16_mve(const grukit_add_fast_s16 *p, int subtract)
 {
-    const int32x4_t y = vqrdmulhq_n_s32(vshlq_n_s32(x, 15), q->multiplier);
-    return vrshlq_n_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), -q->right_shift);
+    const int32_t unit_first = is_unit_term_s16(&p->input1);
+    const grukit_requant_s32 *other = unit_first ? &p->input2 : &p->input1;
+    const add_mve_s16 a = {unit_first,
+                           other->multiplier,
+                           -other->right_shift,
+                           unit_first ? p->input2_sign_mask : p->input1_sign_mask,
+                           subtract && !unit_first ? -(1 << 14) : 1 << 14,
+                           subtract && unit_first ? -1 : 1,
+                           p->output.multiplier,
+                           -p->output.right_shift};
+    return a;
 }
 
-/* requant_fast_s32 of the doubled x2 = 2 raw, then sat16: VQSHL by 16 saturates exactly the values outside int16
- * (to INT32_MIN / INT32_MAX, which the shift back turns into -32768 / 32767). */
-static inline int32x4_t requant_sat_s16_mve(const grukit_requant_s32 *q, int32x4_t raw)
+/* The other input's term: VQRDMULH(x << 15, m) plus the sign where e >= 1 (RoundingDivideByPOT's half away from
+ * zero), rounded by 2^e. */
+static inline int32x4_t other_term_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, int32x4_t x)
 {
-    const int32x4_t y = vaddq_s32(vqrdmulhq_n_s32(raw, q->multiplier), vshrq_n_s32(raw, 31));
-    return vshrq_n_s32(vqshlq_n_s32(vrshlq_n_s32(y, -q->right_shift), 16), 16);
+    const int32x4_t y = vqrdmulhq_n_s32(vshlq_n_s32(x, 15), p->multiplier);
+    return vrshlq_n_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), p->neg_shift);
 }
 
-static inline int32x4_t add_fast_s16_mve(const grukit_add_fast_s16 *p, int32x4_t a, int32x4_t b, int subtract)
+/* requant_fast_s32 of the doubled 2 raw, saturated to int16 and kept as x << 16: VQSHL by 16 saturates exactly
+ * the values outside int16 (to INT32_MIN / INT32_MAX, whose top halves are -32768 / 32767). */
+static inline int32x4_t requant_high_s16_mve(int32x4_t raw, int32_t multiplier, int32_t neg_shift)
 {
-    const int32x4_t t1 = add_term_s16_mve(&p->input1, vdupq_n_s32(p->input1_sign_mask), a);
-    const int32x4_t t2 = add_term_s16_mve(&p->input2, vdupq_n_s32(p->input2_sign_mask), b);
-    return requant_sat_s16_mve(&p->output, subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2));
+    const int32x4_t y = vaddq_s32(vqrdmulhq_n_s32(raw, multiplier), vshrq_n_s32(raw, 31));
+    return vqshlq_n_s32(vrshlq_n_s32(y, neg_shift), 16);
 }
 
-static inline int32x4_t mul_fast_s16_mve(const grukit_requant_s32 *q, int32x4_t a, int32x4_t b)
+/* The table input of x << 16: VQDMULH by multiplier << 15 is x * multiplier exactly (multiplier <= 32767, no
+ * saturation), then the rounding shift. */
+typedef struct {
+    int32_t multiplier15, neg_shift;
+} table_mve_s16;
+
+static inline table_mve_s16 table_params_s16_mve(const grukit_table_input_s16 *p)
 {
-    return requant_sat_s16_mve(q, vmulq_s32(a, b));
+    const table_mve_s16 t = {p->multiplier << 15, -p->right_shift};
+    return t;
 }
 
-/* sigmoid_abs on 4 lanes: the two table entries by halfword gathers (index clamped to 254 for the lanes that
- * take the saturated value). */
-static inline uint32x4_t sigmoid_abs_mve(uint32x4_t abs_v, uint32_t fraction_bits, uint32_t saturated)
+/*
+ * sigmoid_abs with |v| clamped to 255 * 2^f - 1 (LIMIT) in place of the saturation: the index stays <= 254 and
+ * the interpolated value, 65534 * 2^f + 2^f - 1 at the limit, rounds to the saturated value's outputs in both
+ * activations below (LOGISTIC: 32767 and 1, TANH: 32767 and -32767; tests/test_firmware_gru.py checks every
+ * |v|): no compare and select.
+ */
+static inline int32x4_t sigmoid_clamped_mve(int32x4_t v, uint32_t fraction_bits, uint32x4_t limit,
+                                            uint32x4_t fraction_mask)
 {
     /* fraction_bits is 8 or 9 (a constant where this is inlined): immediate shifts */
-    const uint32x4_t index = fraction_bits == 9u ? vshrq_n_u32(abs_v, 9) : vshrq_n_u32(abs_v, 8);
-    const uint32x4_t safe = vminq_u32(index, vdupq_n_u32(254u));
-    const uint32x4_t lo = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16, safe);
-    const uint32x4_t hi = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16 + 1, safe);
-    const uint32x4_t below = fraction_bits == 9u ? vshlq_n_u32(index, 9) : vshlq_n_u32(index, 8);
+    const uint32x4_t a = vminq_u32(vreinterpretq_u32_s32(vabsq_s32(v)), limit);
+    const uint32x4_t index = fraction_bits == 9u ? vshrq_n_u32(a, 9) : vshrq_n_u32(a, 8);
+    const uint32x4_t lo = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16, index);
+    const uint32x4_t hi = vldrhq_gather_shifted_offset_u32(grukit_sigmoid_table_uint16 + 1, index);
     const uint32x4_t lo_scaled = fraction_bits == 9u ? vshlq_n_u32(lo, 9) : vshlq_n_u32(lo, 8);
-    const uint32x4_t value = vaddq_u32(lo_scaled, vmulq_u32(vsubq_u32(abs_v, below), vsubq_u32(hi, lo)));
-    return vpselq_u32(vdupq_n_u32(saturated), value, vcmpcsq_n_u32(index, 255u));
+    return vreinterpretq_s32_u32(vaddq_u32(lo_scaled, vmulq_u32(vandq_u32(a, fraction_mask), vsubq_u32(hi, lo))));
 }
 
-static inline int32x4_t table_input_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
+/* The activations of x << 16. With r = s rounded by 2^10 (LOGISTIC) or 2^8 (TANH), the scalar forms' results
+ * are r (r - 2^15) for v >= 0 and 2^15 - r (2^15 - r) below: the reflection as (t XOR m) with the sign mask
+ * m = v >> 31 (t XOR -1 = -t - 1) and one multiply-add of m. */
+static inline int32x4_t activate_s16_mve(const table_mve_s16 *t, int tanh_gate, uint32x4_t limit,
+                                         uint32x4_t fraction_mask, int32x4_t high)
 {
-    return vrshlq_n_s32(vmulq_n_s32(x, p->multiplier), -p->right_shift);
-}
-
-/* LOGISTIC: t = s + 2^9 for v >= 0, 2^25 + 2^10 - 1 - t below, as (t XOR m) - m (2^25 + 2^10) with the sign
- * mask m = v >> 31 (t XOR -1 = -t - 1): no predicate. */
-static inline int32x4_t logistic_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
-{
-    const int32x4_t v = table_input_s16_mve(p, x);
-    const int32x4_t s_q25 = vreinterpretq_s32_u32(
-        sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 9u, 0x7FFFu << 10));
+    const int32x4_t v = vrshlq_n_s32(vqdmulhq_n_s32(high, t->multiplier15), t->neg_shift);
     const int32x4_t m = vshrq_n_s32(v, 31);
-    const int32x4_t y = vsubq_s32(veorq_s32(vaddq_n_s32(s_q25, 1 << 9), m), vmulq_n_s32(m, (1 << 25) + (1 << 10)));
-    return vshrq_n_s32(y, 10);
-}
-
-/* TANH: t = s - 2^23 + 2^7 for v >= 0, 2^8 - 1 - t below: (t XOR m) - m 2^8. */
-static inline int32x4_t tanh_fast_s16_mve(const grukit_table_input_s16 *p, int32x4_t x)
-{
-    const int32x4_t v = table_input_s16_mve(p, x);
-    const int32x4_t s_q24 = vreinterpretq_s32_u32(
-        sigmoid_abs_mve(vreinterpretq_u32_s32(vabsq_s32(v)), 8u, 0xFFFFu << 8));
-    const int32x4_t m = vshrq_n_s32(v, 31);
-    const int32x4_t y = vsubq_s32(veorq_s32(vaddq_n_s32(s_q24, (1 << 7) - (1 << 23)), m), vshlq_n_s32(m, 8));
-    return vshrq_n_s32(y, 8);
-}
-
-/* One gate: act(add(a, b)), a LOGISTIC or TANH gate. */
-static inline int32x4_t gate_s16_mve(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *in, int tanh_gate,
-                                     int32x4_t a, int32x4_t b)
-{
-    const int32x4_t v = add_fast_s16_mve(add, a, b, 0);
-    return tanh_gate ? tanh_fast_s16_mve(in, v) : logistic_fast_s16_mve(in, v);
-}
-
-/* The state update of 4 units: add(n, mul(z, sub(h, n))). */
-static inline int32x4_t update_s16_mve(const grukit_add_fast_s16 *h_minus_n, const grukit_add_fast_s16 *h_new,
-                                       const grukit_requant_s32 *z_mul, int32x4_t z, int32x4_t n, int32x4_t h)
-{
-    return add_fast_s16_mve(h_new, n, mul_fast_s16_mve(z_mul, z, add_fast_s16_mve(h_minus_n, h, n, 1)), 0);
+    if (tanh_gate) {
+        const int32x4_t r = vrshrq_n_s32(sigmoid_clamped_mve(v, 8u, limit, fraction_mask), 8);
+        return vmlaq_n_s32(veorq_s32(vsubq_n_s32(r, 1 << 15), m), m, -1); /* -(t) = (t XOR -1) + 1 */
+    }
+    const int32x4_t r = vrshrq_n_s32(sigmoid_clamped_mve(v, 9u, limit, fraction_mask), 10);
+    return vmlaq_n_s32(veorq_s32(r, m), m, -((1 << 15) + 1)); /* 2^15 - r = (r XOR -1) + 2^15 + 1 */
 }
 
 /* The passes below run every hidden unit, 4 per iteration, with unpredicated vectors, then the last 1-3 units
  * predicated (their lanes past H loaded as 0 and not stored). */
 
-/* out = act(add(a, b)) for every hidden unit (inlined into one function per activation). */
-static inline void gate_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                     int tanh_gate, const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+/* ACT(add(a, b)) of 4 lanes: ACT 0 the sum itself, 1 LOGISTIC, 2 TANH. */
+static inline int32x4_t add_act_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, const table_mve_s16 *t, int act,
+                                        uint32x4_t limit, uint32x4_t fraction_mask, int32x4_t unit, int32x4_t other)
 {
-    const grukit_add_fast_s16 add = *pre;
-    const grukit_table_input_s16 in = *act;
+    const int32x4_t raw = vaddq_s32(vshlq_n_s32(unit, 14), other_term_s16_mve(p, sign_mask, other));
+    const int32x4_t high = requant_high_s16_mve(raw, p->out_multiplier, p->out_neg_shift);
+    return act == 0 ? vshrq_n_s32(high, 16) : activate_s16_mve(t, act == 2, limit, fraction_mask, high);
+}
+
+/* out = ACT(add(a, b)) for every hidden unit (inlined into one function per activation). */
+static GRUKIT_INLINE void add_pass_s16_mve(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *act_input, int act,
+                                    const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+{
+    const add_mve_s16 p = add_params_s16_mve(add, 0);
+    const table_mve_s16 t = act != 0 ? table_params_s16_mve(act_input) : (table_mve_s16){0, 0};
+    const int32x4_t sign_mask = vdupq_n_s32(p.sign_mask);
+    const uint32_t fraction_bits = act == 2 ? 8u : 9u;
+    const uint32x4_t limit = vdupq_n_u32((255u << fraction_bits) - 1u);
+    const uint32x4_t fraction_mask = vdupq_n_u32((1u << fraction_bits) - 1u);
+    const int16_t *unit = p.unit_first ? a : b, *other = p.unit_first ? b : a;
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        vstrhq_s32(out + j, gate_s16_mve(&add, &in, tanh_gate, vldrhq_s32(a + j), vldrhq_s32(b + j)));
+        vstrhq_s32(out + j, add_act_s16_mve(&p, sign_mask, &t, act, limit, fraction_mask, vldrhq_s32(unit + j),
+                                            vldrhq_s32(other + j)));
     }
     if (j < n) {
-        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
-        vstrhq_p_s32(out + j, gate_s16_mve(&add, &in, tanh_gate, vldrhq_z_s32(a + j, p), vldrhq_z_s32(b + j, p)), p);
+        const mve_pred16_t q = vctp32q((uint32_t)(n - j));
+        vstrhq_p_s32(out + j, add_act_s16_mve(&p, sign_mask, &t, act, limit, fraction_mask,
+                                              vldrhq_z_s32(unit + j, q), vldrhq_z_s32(other + j, q)), q);
     }
 }
 
 static GRUKIT_NOINLINE void logistic_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
                                                   const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
 {
-    gate_pass_s16_mve(pre, act, 0, a, b, out, n);
+    add_pass_s16_mve(pre, act, 1, a, b, out, n);
 }
 
 static GRUKIT_NOINLINE void tanh_pass_s16_mve(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
                                               const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
 {
-    gate_pass_s16_mve(pre, act, 1, a, b, out, n);
+    add_pass_s16_mve(pre, act, 2, a, b, out, n);
 }
 
-/* out = mul(r, b) for every hidden unit. */
+/* out = add(a, b) for every hidden unit (the new state). */
+static GRUKIT_NOINLINE void add_only_pass_s16_mve(const grukit_add_fast_s16 *add, const int16_t *a, const int16_t *b,
+                                                  int16_t *out, int32_t n)
+{
+    add_pass_s16_mve(add, NULL, 0, a, b, out, n);
+}
+
+/* out = mul(r, b) for every hidden unit (r a LOGISTIC output in [0, 32767]). */
 static GRUKIT_NOINLINE void mul_pass_s16_mve(const grukit_requant_s32 *mul, const int16_t *r, const int16_t *b,
                                              int16_t *out, int32_t n)
 {
-    const grukit_requant_s32 q = *mul;
+    const int32_t multiplier = mul->multiplier, neg_shift = -mul->right_shift;
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        vstrhq_s32(out + j, mul_fast_s16_mve(&q, vldrhq_s32(r + j), vldrhq_s32(b + j)));
+        const int32x4_t high = requant_high_s16_mve(vmulq_s32(vldrhq_s32(r + j), vldrhq_s32(b + j)), multiplier,
+                                                    neg_shift);
+        vstrhq_s32(out + j, vshrq_n_s32(high, 16));
     }
     if (j < n) {
-        const mve_pred16_t p = vctp32q((uint32_t)(n - j));
-        vstrhq_p_s32(out + j, mul_fast_s16_mve(&q, vldrhq_z_s32(r + j, p), vldrhq_z_s32(b + j, p)), p);
+        const mve_pred16_t q = vctp32q((uint32_t)(n - j));
+        const int32x4_t high = requant_high_s16_mve(vmulq_s32(vldrhq_z_s32(r + j, q), vldrhq_z_s32(b + j, q)),
+                                                    multiplier, neg_shift);
+        vstrhq_p_s32(out + j, vshrq_n_s32(high, 16), q);
     }
 }
 
-/* h = add(n, mul(z, sub(h, n))) for every hidden unit: the state update. */
-static GRUKIT_NOINLINE void update_pass_s16_mve(const grukit_gru_layer_s16 *layer, const int16_t *z,
-                                                const int16_t *n_gate, int16_t *h)
+/* mul(z, sub(h, n)) of 4 lanes, the sub's unit and other inputs given (h and n in the SUB's order). */
+static inline int32x4_t z_diff_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, int32_t mul_multiplier,
+                                       int32_t mul_neg_shift, int32x4_t z, int32x4_t unit, int32x4_t other)
 {
-    const grukit_add_fast_s16 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
-    const grukit_requant_s32 z_mul = layer->z_mul;
+    const int32x4_t raw =
+        vmlaq_n_s32(vmulq_n_s32(unit, p->unit_scale), other_term_s16_mve(p, sign_mask, other), p->other_sign);
+    const int32x4_t diff = vshrq_n_s32(requant_high_s16_mve(raw, p->out_multiplier, p->out_neg_shift), 16);
+    return vshrq_n_s32(requant_high_s16_mve(vmulq_s32(z, diff), mul_multiplier, mul_neg_shift), 16);
+}
+
+/* z = mul(z, sub(h, n)) for every hidden unit, in place: the first half of the state update. */
+static GRUKIT_NOINLINE void z_diff_pass_s16_mve(const grukit_gru_layer_s16 *layer, int16_t *z, const int16_t *n_gate,
+                                                const int16_t *h)
+{
+    const add_mve_s16 p = add_params_s16_mve(&layer->h_minus_n, 1);
+    const int32x4_t sign_mask = vdupq_n_s32(p.sign_mask);
+    const int32_t mul_multiplier = layer->z_mul.multiplier, mul_neg_shift = -layer->z_mul.right_shift;
+    const int16_t *unit = p.unit_first ? h : n_gate, *other = p.unit_first ? n_gate : h;
     const int32_t H = layer->hidden_size;
     int32_t j = 0;
     for (; j + 4 <= H; j += 4) {
-        vstrhq_s32(h + j, update_s16_mve(&h_minus_n, &h_new, &z_mul, vldrhq_s32(z + j), vldrhq_s32(n_gate + j),
-                                         vldrhq_s32(h + j)));
+        vstrhq_s32(z + j, z_diff_s16_mve(&p, sign_mask, mul_multiplier, mul_neg_shift, vldrhq_s32(z + j),
+                                         vldrhq_s32(unit + j), vldrhq_s32(other + j)));
     }
     if (j < H) {
-        const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        vstrhq_p_s32(h + j, update_s16_mve(&h_minus_n, &h_new, &z_mul, vldrhq_z_s32(z + j, p),
-                                           vldrhq_z_s32(n_gate + j, p), vldrhq_z_s32(h + j, p)), p);
+        const mve_pred16_t q = vctp32q((uint32_t)(H - j));
+        vstrhq_p_s32(z + j, z_diff_s16_mve(&p, sign_mask, mul_multiplier, mul_neg_shift, vldrhq_z_s32(z + j, q),
+                                           vldrhq_z_s32(unit + j, q), vldrhq_z_s32(other + j, q)), q);
     }
 }
 #endif
@@ -1748,7 +1798,8 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
         GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
     tanh_pass_s16_mve(&layer->n_pre, &layer->n_act, gx_n, gh_n, (int16_t *)gx_n, H);
-    update_pass_s16_mve(layer, gx_z, gx_n, h);
+    z_diff_pass_s16_mve(layer, gx_z, gx_n, h);         /* z (h - n) */
+    add_only_pass_s16_mve(&layer->h_new, gx_n, gx_z, h, H); /* h = n + z (h - n) */
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 #else
     /* Local copies: the compiler may keep them in registers across the int16 stores of the loop. */
@@ -1854,11 +1905,30 @@ static int forms_built_s16(const grukit_model_s16 *model)
     return 1;
 }
 
+/* Every layer's ADD/SUB has a unit input (is_unit_term_s16), the contract the Helium passes rely on. */
+static int unit_inputs_s16(const grukit_model_s16 *model)
+{
+    for (int32_t l = 0; l < model->num_layers; ++l) {
+        const grukit_gru_layer_s16 *layer = &model->layers[l];
+        const grukit_add_fast_s16 *adds[5] = {&layer->z_pre, &layer->r_pre, &layer->n_pre, &layer->h_minus_n,
+                                              &layer->h_new};
+        for (int i = 0; i < 5; ++i) {
+            if (!is_unit_term_s16(&adds[i]->input1) && !is_unit_term_s16(&adds[i]->input2)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 int grukit_model_s16_init(const grukit_model_s16 *model, int16_t *state, int32_t state_bytes,
                           int32_t scratch_bytes)
 {
     if (!forms_built_s16(model)) {
         return GRUKIT_ERROR_FORM_NOT_BUILT;
+    }
+    if (!unit_inputs_s16(model)) {
+        return GRUKIT_ERROR_BAD_CONSTANTS;
     }
     if (state_bytes < grukit_model_s16_get_state_size(model)) {
         return GRUKIT_ERROR_STATE_TOO_SMALL;
