@@ -569,6 +569,9 @@ def prepare_add_fast_s8(name: str, p) -> AddFastS8:
             raise UnsupportedModelError(f"{name} input{i}: the computed term differs from TFLite's at x = {x}")
         terms.append((q.multiplier, offset, q.right_shift, tabulated))
     (m1, off1, e1, t1), (m2, off2, e2, t2) = terms
+    if (m1, e1) != (1 << 30, 0) and (m2, e2) != (1 << 30, 0):
+        # grukit_model_s8_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): the Helium passes take one term as shifted x
+        raise UnsupportedModelError(f"{name}: an int8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger scale)")
     bound = int(np.abs(t1).max() + np.abs(t2).max()) // 2
     q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
     _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)

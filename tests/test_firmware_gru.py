@@ -552,35 +552,61 @@ def test_helium_with_the_state_as_unit_input_matches_numpy(optimize, tmp_path):
     check(case, fb.run_qemu(elf, machine="mps3-an547"))
 
 
-UNIT_INPUT_PROBE = """#include <stdio.h>
+UNIT_INPUT_PROBES = {"16x8": """#include <stdio.h>
 #include GRUKIT_MODEL_HEADER
 static int16_t state[GRUKIT_MODEL_STATE_BYTES / 2];
 int main(void)
 {
     grukit_gru_layer_s16 layer = grukit_model.layers[0];
     grukit_model_s16 model = grukit_model;
-    layer.h_minus_n.input1 = layer.h_minus_n.input2.multiplier == 1 << 30 ? layer.h_minus_n.input1
-                                                                           : layer.h_minus_n.input2;
-    layer.h_minus_n.input2 = layer.h_minus_n.input1; /* both the rescaled input's */
+    if (layer.h_minus_n.input1.multiplier == 1 << 30) {
+        layer.h_minus_n.input1 = layer.h_minus_n.input2; /* both the rescaled input's */
+    }
+    layer.h_minus_n.input2 = layer.h_minus_n.input1;
     model.layers = &layer;
     printf("%d %d\\n", grukit_model_s16_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
            grukit_model_s16_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
     return 0;
 }
-"""
+""", "int8": """#include <stdio.h>
+#include <string.h>
+#include GRUKIT_MODEL_HEADER
+static int8_t state[GRUKIT_MODEL_STATE_BYTES];
+int main(void)
+{
+    grukit_gru_layer_s8 layer = grukit_model.layers[0];
+    grukit_model_s8 model = grukit_model;
+    grukit_add_fast_s8 adds[5];
+    memcpy(adds, layer.adds, sizeof adds);
+    if (adds[3].input1_multiplier == 1 << 30 && adds[3].input1_shift == 0) {
+        adds[3].input1_multiplier = adds[3].input2_multiplier; /* both the rescaled input's */
+        adds[3].input1_shift = adds[3].input2_shift;
+    }
+    adds[3].input2_multiplier = adds[3].input1_multiplier;
+    adds[3].input2_shift = adds[3].input1_shift;
+    layer.adds = adds;
+    model.layers = &layer;
+    printf("%d %d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
+           grukit_model_s8_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+    return 0;
+}
+"""}
 
 
-def test_init_refuses_an_add_without_a_unit_input(tmp_path):
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     """GRUKIT_ERROR_BAD_CONSTANTS (4): constants the generator cannot write (an ADD/SUB whose inputs are both
-    rescaled) rather than wrong numbers on Helium; the generator refuses such an ADD/SUB itself."""
-    case = make_case(*RANDOM_MODELS[6])
-    model_c, defines = export(case, tmp_path)
+    rescaled; int8: the size form's computed ADD/SUB) rather than wrong numbers on Helium; the generator refuses
+    such an ADD/SUB itself."""
+    case = make_case(*RANDOM_MODELS[0 if scheme == "int8" else 6])
+    model_c, defines = export(case, tmp_path, "size" if scheme == "int8" else "speed")
     probe = tmp_path / "probe.c"
-    probe.write_text(UNIT_INPUT_PROBE)
+    probe.write_text(UNIT_INPUT_PROBES[scheme])
     exe = fb.build_host([GRU_SOURCE, model_c, probe], tmp_path / "probe", defines=defines)
     assert fb.run_host(exe).split() == ["0", "4"]
     add = case.qmodel.layers[0].prepared["h_minus_n"]
     both_rescaled = dataclasses.replace(add, input1=add.input2 if add.input1 == Requant(1 << 30, 0) else add.input1)
     both_rescaled = dataclasses.replace(both_rescaled, input2=both_rescaled.input1)
+    prepare = KN.prepare_add_fast_s8 if scheme == "int8" else KN.prepare_add_s16
     with pytest.raises(grukit.UnsupportedModelError, match="no input of multiplier 1/2"):
-        KN.prepare_add_s16("l0_h_minus_n", both_rescaled)
+        prepare("l0_h_minus_n", both_rescaled)

@@ -700,6 +700,12 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
                                    p->output.rounding, p->output.right_shift));
 }
 
+/* The unit input of an int8 ADD/SUB (grukit_add_fast_s8): multiplier 1/2 and shift 0, TFLite's larger input scale. */
+static inline int is_unit_input_s8(int32_t multiplier, int32_t shift)
+{
+    return multiplier == 1 << 30 && shift == 0;
+}
+
 #if GRUKIT_FORM_SIZE && !GRUKIT_GRU_MVE /* Helium has vector twins (add_calc_mve) */
 /* A computed ADD / SUB input term, doubled (grukit_add_fast_s8): e = 0 (the larger input scale's multiplier
  * 1/2) has no rounding and no sign term. */
@@ -882,26 +888,47 @@ static inline int32_t zero_point_of(const grukit_requant_s32 *q)
     return (q->rounding - (1 << (q->right_shift - 1))) >> q->right_shift;
 }
 
-/* An ADD or SUB (grukit_add_fast_s8) with its parameters unpacked once for a pass. */
+/* An ADD or SUB (grukit_add_fast_s8) with its parameters unpacked once for a pass. Its unit input (multiplier 1/2,
+ * shift 0: the larger input scale; grukit_model_s8_init checks there is one) has the half term (x - zp) << 19
+ * exactly: raw = term(other) * other_sign + unit * unit_scale + unit_offset, a SUB's minus on whichever input
+ * is second (unit_scale +-2^19). unit_first: input1 is the unit input (the pass loads it from the first pointer). */
 typedef struct {
-    int32_t m1, half_offset1, e1, m2, half_offset2, e2, m, e, zp;
-    int32x4_t sign1, sign2;
+    int32_t unit_first;
+    int32_t m, half_offset, e; /* the other input's term */
+    int32_t unit_scale, unit_offset, other_sign;
+    int32_t out_m, out_e, zp;
+    int32x4_t sign; /* -1 lanes where the other input's e >= 1 */
 } add_mve_s8;
 
-static inline add_mve_s8 add_params_mve(const grukit_add_fast_s8 *p)
+static inline add_mve_s8 add_params_mve(const grukit_add_fast_s8 *p, int subtract)
 {
-    const add_mve_s8 a = {p->input1_multiplier, p->input1_offset / 2, p->input1_shift, p->input2_multiplier,
-                          p->input2_offset / 2, p->input2_shift, p->output.multiplier, p->output.right_shift,
-                          zero_point_of(&p->output), vdupq_n_s32(p->input1_shift > 0 ? -1 : 0),
-                          vdupq_n_s32(p->input2_shift > 0 ? -1 : 0)};
+    const int32_t unit_first = is_unit_input_s8(p->input1_multiplier, p->input1_shift);
+    const int32_t m = unit_first ? p->input2_multiplier : p->input1_multiplier;
+    const int32_t e = unit_first ? p->input2_shift : p->input1_shift;
+    const int32_t unit_sign = subtract && !unit_first ? -1 : 1;
+    const add_mve_s8 a = {unit_first,
+                          m,
+                          (unit_first ? p->input2_offset : p->input1_offset) / 2,
+                          e,
+                          unit_sign << 19,
+                          unit_sign * ((unit_first ? p->input1_offset : p->input2_offset) / 4),
+                          subtract && unit_first ? -1 : 1,
+                          p->output.multiplier,
+                          p->output.right_shift,
+                          zero_point_of(&p->output),
+                          vdupq_n_s32(e > 0 ? -1 : 0)};
     return a;
 }
 
-static inline int32x4_t add_s8_mve(const add_mve_s8 *p, int32x4_t a, int32x4_t b, int subtract)
+/* add(a, b) or sub(a, b) with a, b as the unit and the other input (add_mve_s8). */
+static inline int32x4_t add_s8_mve(const add_mve_s8 *p, int32x4_t unit, int32x4_t other, int subtract)
 {
-    const int32x4_t t1 = add_term_s8_mve(a, p->m1, p->half_offset1, p->sign1, p->e1);
-    const int32x4_t t2 = add_term_s8_mve(b, p->m2, p->half_offset2, p->sign2, p->e2);
-    return requant_sat_s8_mve(subtract ? vsubq_s32(t1, t2) : vaddq_s32(t1, t2), p->m, p->e, p->zp);
+    int32x4_t t = add_term_s8_mve(other, p->m, p->half_offset, p->sign, p->e);
+    if (subtract) {
+        t = vmulq_n_s32(t, p->other_sign);
+    }
+    const int32x4_t raw = vmlaq_n_s32(vaddq_n_s32(t, p->unit_offset), unit, p->unit_scale);
+    return requant_sat_s8_mve(raw, p->out_m, p->out_e, p->zp);
 }
 
 /* mul_fast_s8: (a input1_scale + input1_offset_scaled) (b + input2_offset) is even (input1_scale >= 2). */
@@ -922,20 +949,34 @@ static inline int32x4_t lookup_mve(const int8_t *table, int32x4_t v)
  * predicated (their lanes past H loaded as 0 and not stored; a gather of such a lane reads the table's entry
  * for the ADD's output of 0s, inside the table). */
 
-/* out = table(add(a, b)) for every hidden unit. */
-static GRUKIT_NOINLINE void gate_pass_s8_mve(const grukit_add_fast_s8 *pre, const int8_t *table, const int8_t *a,
-                                             const int8_t *b, int8_t *out, int32_t n)
+/* out = table(add(a, b)) for every hidden unit, or add(a, b) without LOOKUP (a constant where inlined). */
+static GRUKIT_INLINE void add_pass_s8_mve(const grukit_add_fast_s8 *pre, const int8_t *table, int lookup,
+                                          const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
 {
-    const add_mve_s8 add = add_params_mve(pre);
+    const add_mve_s8 add = add_params_mve(pre, 0);
+    const int8_t *unit = add.unit_first ? a : b, *other = add.unit_first ? b : a;
     int32_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        vstrbq_s32(out + j, lookup_mve(table, add_s8_mve(&add, vldrbq_s32(a + j), vldrbq_s32(b + j), 0)));
+        const int32x4_t v = add_s8_mve(&add, vldrbq_s32(unit + j), vldrbq_s32(other + j), 0);
+        vstrbq_s32(out + j, lookup ? lookup_mve(table, v) : v);
     }
     if (j < n) {
         const mve_pred16_t p = vctp32q((uint32_t)(n - j));
-        vstrbq_p_s32(out + j, lookup_mve(table, add_s8_mve(&add, vldrbq_z_s32(a + j, p), vldrbq_z_s32(b + j, p), 0)),
-                     p);
+        const int32x4_t v = add_s8_mve(&add, vldrbq_z_s32(unit + j, p), vldrbq_z_s32(other + j, p), 0);
+        vstrbq_p_s32(out + j, lookup ? lookup_mve(table, v) : v, p);
     }
+}
+
+static GRUKIT_NOINLINE void gate_pass_s8_mve(const grukit_add_fast_s8 *pre, const int8_t *table, const int8_t *a,
+                                             const int8_t *b, int8_t *out, int32_t n)
+{
+    add_pass_s8_mve(pre, table, 1, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void add_only_pass_s8_mve(const grukit_add_fast_s8 *add, const int8_t *a, const int8_t *b,
+                                                 int8_t *out, int32_t n)
+{
+    add_pass_s8_mve(add, NULL, 0, a, b, out, n);
 }
 
 /* out = mul(r, b) for every hidden unit. */
@@ -953,29 +994,23 @@ static GRUKIT_NOINLINE void mul_pass_s8_mve(const grukit_mul_fast_s8 *mul, const
     }
 }
 
-/* The state update of 4 units: add(n, mul(z, sub(h, n))). */
-static inline int32x4_t update_s8_mve(const add_mve_s8 *h_minus_n, const add_mve_s8 *h_new,
-                                      const grukit_mul_fast_s8 *z_mul, int32x4_t z, int32x4_t n, int32x4_t h)
+/* z = mul(z, sub(h, n)) for every hidden unit, in place: the first half of the state update. */
+static GRUKIT_NOINLINE void z_diff_pass_s8_mve(const grukit_gru_layer_s8 *layer, int8_t *z, const int8_t *n_gate,
+                                               const int8_t *h)
 {
-    return add_s8_mve(h_new, n, mul_s8_mve(z_mul, z, add_s8_mve(h_minus_n, h, n, 1)), 0);
-}
-
-/* h = add(n, mul(z, sub(h, n))) for every hidden unit. */
-static GRUKIT_NOINLINE void update_pass_s8_mve(const grukit_gru_layer_s8 *layer, const int8_t *z, const int8_t *n_gate,
-                                               int8_t *h)
-{
-    const add_mve_s8 h_minus_n = add_params_mve(&layer->adds[3]), h_new = add_params_mve(&layer->adds[4]);
+    const add_mve_s8 sub = add_params_mve(&layer->adds[3], 1);
     const grukit_mul_fast_s8 z_mul = layer->z_mul;
+    const int8_t *unit = sub.unit_first ? h : n_gate, *other = sub.unit_first ? n_gate : h;
     const int32_t H = layer->hidden_size;
     int32_t j = 0;
     for (; j + 4 <= H; j += 4) {
-        vstrbq_s32(h + j, update_s8_mve(&h_minus_n, &h_new, &z_mul, vldrbq_s32(z + j), vldrbq_s32(n_gate + j),
-                                        vldrbq_s32(h + j)));
+        const int32x4_t diff = add_s8_mve(&sub, vldrbq_s32(unit + j), vldrbq_s32(other + j), 1);
+        vstrbq_s32(z + j, mul_s8_mve(&z_mul, vldrbq_s32(z + j), diff));
     }
     if (j < H) {
         const mve_pred16_t p = vctp32q((uint32_t)(H - j));
-        vstrbq_p_s32(h + j, update_s8_mve(&h_minus_n, &h_new, &z_mul, vldrbq_z_s32(z + j, p),
-                                          vldrbq_z_s32(n_gate + j, p), vldrbq_z_s32(h + j, p)), p);
+        const int32x4_t diff = add_s8_mve(&sub, vldrbq_z_s32(unit + j, p), vldrbq_z_s32(other + j, p), 1);
+        vstrbq_p_s32(z + j, mul_s8_mve(&z_mul, vldrbq_z_s32(z + j, p), diff), p);
     }
 }
 
@@ -996,7 +1031,8 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
         GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
     gate_pass_s8_mve(&layer->adds[2], n_table, gx_n, gh_n, gx_n, H);
-    update_pass_s8_mve(layer, gx_z, gx_n, h);
+    z_diff_pass_s8_mve(layer, gx_z, gx_n, h);               /* z (h - n) */
+    add_only_pass_s8_mve(&layer->adds[4], gx_n, gx_z, h, H); /* h = n + z (h - n) */
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
     (void)z_mul;
 }
@@ -1108,10 +1144,28 @@ static int forms_built_s8(const grukit_model_s8 *model)
     return 1;
 }
 
+/* Every computed ADD/SUB (the size form's) has a unit input (is_unit_input_s8), the contract the Helium passes rely on. */
+static int unit_inputs_s8(const grukit_model_s8 *model)
+{
+    for (int32_t l = 0; l < model->num_layers; ++l) {
+        const grukit_add_fast_s8 *adds = model->layers[l].adds;
+        for (int i = 0; adds != NULL && i < 5; ++i) {
+            if (!is_unit_input_s8(adds[i].input1_multiplier, adds[i].input1_shift) &&
+                !is_unit_input_s8(adds[i].input2_multiplier, adds[i].input2_shift)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 int grukit_model_s8_init(const grukit_model_s8 *model, int8_t *state, int32_t state_bytes, int32_t scratch_bytes)
 {
     if (!forms_built_s8(model)) {
         return GRUKIT_ERROR_FORM_NOT_BUILT;
+    }
+    if (!unit_inputs_s8(model)) {
+        return GRUKIT_ERROR_BAD_CONSTANTS;
     }
     if (state_bytes < grukit_model_s8_get_state_size(model)) {
         return GRUKIT_ERROR_STATE_TOO_SMALL;
