@@ -492,7 +492,7 @@ def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"
 
 
-# ---------------------------------------------------------------- the Helium element-wise passes' 16x8 forms
+# ---------------------------------------------------------------- the 16x8 element-wise passes
 
 def test_helium_activations_equal_tflite_s_on_every_table_input():
     """The Helium LOGISTIC / TANH (grukit_gru.c, activate_s16_mve) clamp |v| to 255 * 2^f - 1 where TFLite
@@ -538,18 +538,26 @@ def saturating_case() -> Case:
 
 
 @pytest.mark.parametrize("optimize", ["speed", "size"])
-def test_helium_with_the_state_as_unit_input_matches_numpy(optimize, tmp_path):
-    """The Helium passes take each ADD/SUB's unit input as x << 14; h - n with h the unit input takes the SUB's
-    minus on the other term (z_diff_s16_mve's other_sign), a path only a saturating model reaches."""
-    fb.require_arm_tools("mps3-an547")
+@pytest.mark.parametrize("machine,dsp", [("host", False), ("mps2-an386", True), ("microbit", False),
+                                         ("mps3-an547", True)], ids=["host", "m4", "m0plus", "m55-helium"])
+def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, tmp_path):
+    """The element-wise passes take each ADD/SUB's unit input as x << 14; h - n with h the unit input puts the
+    SUB's minus on the other term (other_sign), a path only a saturating model reaches: on the host, the M4, the
+    M0+ and the M55's Helium passes, both forms."""
     case = saturating_case()
     sub = KN.prepare_layer_s16(0, case.qmodel.layers[0]).h_minus_n
     assert _is_unit_term(sub.input1) and not _is_unit_term(sub.input2)
     model_c, defines = export(case, tmp_path, optimize)
+    if machine == "host":
+        exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], tmp_path / "gru",
+                            sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path), defines=defines)
+        check(case, fb.run_host(exe, golden_stream(case).write_text(tmp_path / "golden.txt")))
+        return
+    fb.require_arm_tools(machine)
     golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=True, defines=defines,
-                       machine="mps3-an547")
-    check(case, fb.run_qemu(elf, machine="mps3-an547"))
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines,
+                       machine=machine)
+    check(case, fb.run_qemu(elf, machine=machine))
 
 
 UNIT_INPUT_PROBES = {"16x8": """#include <stdio.h>
