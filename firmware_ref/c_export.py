@@ -148,9 +148,10 @@ def _requant4(cf: _CFile, name: str, ctype: str, nbytes: int, fields: list) -> s
 
 
 def _add_s8(cf: _CFile, p: AddTableS8) -> str:
-    sym1 = cf.array(f"{p.name}_term1x2", "int32_t", p.input1_term2, per_line=8)
-    sym2 = cf.array(f"{p.name}_term2x2", "int32_t", p.input2_term2, per_line=8)
-    return f"{{{sym1} + 128, {sym2} + 128, {_requant_init(p.output)}}}"
+    """The unit input's table is NULL (its term is x << 20)."""
+    tables = [("NULL" if t is None else cf.array(f"{p.name}_term{i}x2", "int32_t", t, per_line=8) + " + 128")
+              for i, t in ((1, p.input1_term2), (2, p.input2_term2))]
+    return f"{{{tables[0]}, {tables[1]}, {_requant_init(p.output)}}}"
 
 
 def _add_fast_s8(p: AddFastS8) -> str:

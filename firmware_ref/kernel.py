@@ -132,11 +132,12 @@ class FcS8:
 
 @dataclass(frozen=True)
 class AddTableS8:
-    """grukit_add_table_s8: doubled input terms tabulated over int8 (index x + 128)."""
+    """grukit_add_table_s8: doubled input terms tabulated over int8 (index x + 128), but the unit input's (None:
+    its doubled term is x << 20, its zero point folded into the other table)."""
 
     name: str
-    input1_term2: np.ndarray  # int32 [256]
-    input2_term2: np.ndarray  # int32 [256]
+    input1_term2: np.ndarray | None  # int32 [256]
+    input2_term2: np.ndarray | None  # int32 [256]
     output: RequantS32
 
 
@@ -530,6 +531,9 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
     return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), 0, 0, compact=compact)
 
 
+ADD_INPUT_SHIFT = 20  # TFLite's int8 ADD / SUB left_shift, which grukit_add_fast_s8 hard-codes (doubled: 21)
+
+
 def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
     """An ADD / SUB input's term over every int8 input: (x - zp) << left_shift rescaled (TFLite's)."""
     shifted = (INT8_INPUTS.astype(np.int64) - zero_point) << left_shift
@@ -537,17 +541,26 @@ def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
 
 
 def prepare_add_s8(name: str, p) -> AddTableS8:
-    """grukit_add_table_s8 of an int8 ADD or SUB (AddParams)."""
+    """grukit_add_table_s8 of an int8 ADD or SUB (AddParams): the unit input (multiplier 1/2, shift 0, TFLite's
+    larger input scale) untabulated, its doubled term (x - zp) << 20 checked on all 256 inputs, -zp << 20 (ADD)
+    or +zp << 20 (SUB) folded into the other input's table."""
     t1 = _add_term_table(p.input1_zero_point, p.left_shift, p.input1)
     t2 = _add_term_table(p.input2_zero_point, p.left_shift, p.input2)
     bound = int(np.abs(t1).max() + np.abs(t2).max())
     q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
     _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)
     _require_right_shift(q, f"{name} output")
-    return AddTableS8(name, 2 * t1, 2 * t2, q)
-
-
-ADD_INPUT_SHIFT = 20  # TFLite's int8 ADD / SUB left_shift, which grukit_add_fast_s8 hard-codes (doubled: 21)
+    unit = next((i for i, r in ((1, p.input1), (2, p.input2)) if (r.multiplier, r.shift) == (1 << 30, 0)), None)
+    zp = p.input1_zero_point if unit == 1 else p.input2_zero_point
+    if unit is None or p.left_shift != ADD_INPUT_SHIFT or not np.array_equal(
+            2 * (t1 if unit == 1 else t2), (INT8_INPUTS.astype(np.int64) - zp) << ADD_INPUT_SHIFT):
+        # grukit_model_s8_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): an ADD/SUB has one input taken as x << 20
+        raise UnsupportedModelError(f"{name}: an int8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger "
+                                    f"scale) or left shift {p.left_shift}")
+    fold = (1 if p.op == "SUB" else -1) * (int(zp) << ADD_INPUT_SHIFT)
+    if unit == 1:
+        return AddTableS8(name, None, 2 * t2 + fold, q)
+    return AddTableS8(name, 2 * t1 + fold, None, q)
 
 
 def prepare_add_fast_s8(name: str, p) -> AddFastS8:
@@ -956,16 +969,22 @@ def fc_s8(fc: FcS8, x: np.ndarray) -> np.ndarray:
     return sat_s8(out)
 
 
+def _table_terms_s8(p: AddTableS8, a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The two doubled terms of grukit_add_table_s8: the unit input's x << 20, the other's from its table."""
+    unit = lambda x: np.asarray(x, np.int64) << ADD_INPUT_SHIFT  # noqa: E731
+    if p.input1_term2 is None:
+        return unit(a), p.input2_term2[np.asarray(b) + 128]
+    return p.input1_term2[np.asarray(a) + 128], unit(b)
+
+
 def add_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
-    q = p.output
-    return sat_s8(requant_fast_s32(p.input1_term2[a + 128] + p.input2_term2[b + 128], q.multiplier, q.rounding,
-                                   q.right_shift))
+    q, (t1, t2) = p.output, _table_terms_s8(p, a, b)
+    return sat_s8(requant_fast_s32(t1 + t2, q.multiplier, q.rounding, q.right_shift))
 
 
 def sub_tab_s8(p: AddTableS8, a, b) -> np.ndarray:
-    q = p.output
-    return sat_s8(requant_fast_s32(p.input1_term2[a + 128] - p.input2_term2[b + 128], q.multiplier, q.rounding,
-                                   q.right_shift))
+    q, (t1, t2) = p.output, _table_terms_s8(p, a, b)
+    return sat_s8(requant_fast_s32(t1 - t2, q.multiplier, q.rounding, q.right_shift))
 
 
 def add_term_s8(x, multiplier: int, offset: int, e: int) -> np.ndarray:

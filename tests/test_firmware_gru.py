@@ -524,29 +524,26 @@ def test_helium_activations_equal_tflite_s_on_every_table_input():
         assert_identical(got, expected, f"{'TANH' if tanh else 'LOGISTIC'} of the table input v")
 
 
-def _is_unit_term(q) -> bool:
-    return q.multiplier == 1 << 30 and (q.rounding, q.right_shift, q.left_shift) == (0, 0, 0)
-
-
-def saturating_case() -> Case:
-    """A 16x8 model whose gates saturate and whose state reaches +-1: its h scale exceeds n's 2^-15, so h is the
-    unit input of h - n (in the other golden models n is)."""
+def saturating_case(scheme: str) -> Case:
+    """A model whose gates saturate and whose state reaches +-1: its h scale exceeds n's, so h is the unit input
+    of h - n (in most golden models n is)."""
     model = random_model(10, I=4, H=14, O=3, scale=4.0)
-    qmodel = grukit.quantize(model, random_inputs(10, N=CALIB_N, T=40, I=4, scale=3.0), scheme="16x8")
+    qmodel = grukit.quantize(model, random_inputs(10, N=CALIB_N, T=40, I=4, scale=3.0), scheme=scheme)
     x = random_inputs(510, N=GOLDEN_N, T=GOLDEN_T, I=4, scale=3.0)
-    return Case("s16_saturating", qmodel, qmodel.quantize_input(x))
+    return Case(f"saturating_{scheme}", qmodel, qmodel.quantize_input(x))
 
 
+@pytest.mark.parametrize("scheme", ["int8", "16x8"])
 @pytest.mark.parametrize("optimize", ["speed", "size"])
 @pytest.mark.parametrize("machine,dsp", [("host", False), ("mps2-an386", True), ("microbit", False),
-                                         ("mps3-an547", True)], ids=["host", "m4", "m0plus", "m55-helium"])
-def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, tmp_path):
-    """The element-wise passes take each ADD/SUB's unit input as x << 14; h - n with h the unit input puts the
-    SUB's minus on the other term (other_sign), a path only a saturating model reaches: on the host, the M4, the
-    M0+ and the M55's Helium passes, both forms."""
-    case = saturating_case()
-    sub = KN.prepare_layer_s16(0, case.qmodel.layers[0]).h_minus_n
-    assert _is_unit_term(sub.input1) and not _is_unit_term(sub.input2)
+                                         ("mps3-an547", True)], ids=["host", "m4", "m0plus", "m55"])
+def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, scheme, tmp_path):
+    """Every path takes each ADD/SUB's unit input (multiplier 1/2) as a shift of x; h - n with h the unit input
+    puts the SUB's minus on the other term, a case only a saturating model reaches: on the host, the M4's DSP
+    passes, the M0+ and the M55 (Helium in the size form), both forms, both schemes."""
+    case = saturating_case(scheme)
+    sub = case.qmodel.layers[0].prepared["h_minus_n"]
+    assert sub.input1 == Requant(1 << 30, 0) != sub.input2
     model_c, defines = export(case, tmp_path, optimize)
     if machine == "host":
         exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], tmp_path / "gru",

@@ -171,7 +171,7 @@ def test_size_form_takes_the_issue_s_flash_budget(tmp_path):
         c_file = c_export.export_c(qmodel, tmp_path / optimize, optimize=optimize)[1]
         sizes[optimize] = built_flash_bytes(c_file, "int8", optimize=optimize).model_bytes
     assert sizes["size"] <= 1.3 * weights + 2048, (sizes, weights)
-    assert sizes["size"] < sizes["speed"] / 2, sizes
+    assert sizes["size"] < 0.6 * sizes["speed"], sizes  # the speed form's five term tables (5 KB) are gone
 
 
 INIT_PROBE = """#include <stdio.h>

@@ -164,11 +164,15 @@ typedef struct {
 /**
  * An int8 ADD or SUB whose input terms are tabulated: term[x] = the input's (x - zp) << 20 rescaled
  * (TFLite's per-input MultiplyByQuantizedMultiplierSmallerThanOneExp), a function of the int8 x alone;
- * the tables hold 2 x term. out = sat8(output(term1[a] +/- term2[b])).
+ * the tables hold 2 x term. out = sat8(output(term1[a] +/- term2[b])). The unit input (multiplier 1/2, shift 0:
+ * the larger input scale) has no table: its doubled term is (x - zp) << 20 exactly, taken as x << 20, with
+ * -zp << 20 (ADD; +zp << 20 for a SUB) folded into the other input's table. Exactly one of the two is NULL
+ * (grukit_model_s8_init checks).
  */
 typedef struct {
-    const int32_t *input1_term2; /**< int32 [256] table + 128: indexed by the int8 input, [-128, 127]. */
-    const int32_t *input2_term2; /**< as input1_term2; every |entry| < 2^29. */
+    const int32_t *input1_term2; /**< int32 [256] table + 128: indexed by the int8 input, [-128, 127]; NULL for
+                                      the unit input. */
+    const int32_t *input2_term2; /**< as input1_term2; every |entry| < 2^29 + 2^27. */
     grukit_requant_s32 output;   /**< the sum's rescale and output zero point (left_shift 0, right_shift >= 1). */
 } grukit_add_table_s8;
 

@@ -687,18 +687,76 @@ static GRUKIT_NOINLINE void product_s8(const grukit_fc_s8 *fc, const int8_t *x, 
 
 /* ---------------------------------------------------------------- int8 element-wise ops */
 
-/* ADD / SUB outputs have shift <= 0 (TFLite requires it) and right_shift >= 1 (the generator checks). */
+#if GRUKIT_FORM_SPEED && !GRUKIT_GRU_DSP
+/* The speed form's ADD / SUB (grukit_add_table_s8) in the fused loop: the other input's doubled term from its
+ * table, the unit input's as x << 20, whichever input that is. ADD / SUB outputs have shift <= 0 (TFLite requires
+ * it) and right_shift >= 1 (the generator checks). */
+static inline int32_t table_add_s8(const grukit_add_table_s8 *p, int32_t a, int32_t b, int subtract)
+{
+    const int32_t t1 = p->input1_term2 != NULL ? p->input1_term2[a] : shl_s32(a, 20);
+    const int32_t t2 = p->input1_term2 != NULL ? shl_s32(b, 20) : p->input2_term2[b];
+    return sat_s8(requant_fast_s32(subtract ? t1 - t2 : t1 + t2, p->output.multiplier, p->output.rounding,
+                                   p->output.right_shift));
+}
+
 static inline int32_t add_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_t b)
 {
-    return sat_s8(requant_fast_s32(p->input1_term2[a] + p->input2_term2[b], p->output.multiplier,
-                                   p->output.rounding, p->output.right_shift));
+    return table_add_s8(p, a, b, 0);
 }
 
 static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_t b)
 {
-    return sat_s8(requant_fast_s32(p->input1_term2[a] - p->input2_term2[b], p->output.multiplier,
-                                   p->output.rounding, p->output.right_shift));
+    return table_add_s8(p, a, b, 1);
 }
+#endif
+
+#if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
+/*
+ * The speed form's ADD / SUB (grukit_add_table_s8) as passes over the hidden units, each with its few parameters
+ * in registers: the other input's doubled term from its table, the unit input's as x << 20 (in one ADD with a
+ * shifted operand on Arm). ADD / SUB outputs have shift <= 0 (TFLite requires it) and right_shift >= 1 (the
+ * generator checks). LOOKUP (an activation table after the ADD) and SUBTRACT are constants where inlined.
+ */
+static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8_t *act, int lookup, int subtract,
+                                        const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
+{
+    const int32_t unit_first = p->input1_term2 == NULL;
+    const int32_t *table = unit_first ? p->input2_term2 : p->input1_term2;
+    const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
+    const grukit_requant_s32 q = p->output;
+    if (subtract && !unit_first) { /* other - unit */
+        for (int32_t j = 0; j < n; ++j) {
+            out[j] = (int8_t)sat_s8(requant_fast_s32(table[other[j]] - shl_s32(unit[j], 20), q.multiplier,
+                                                     q.rounding, q.right_shift));
+        }
+        return;
+    }
+    for (int32_t j = 0; j < n; ++j) {
+        const int32_t t = table[other[j]], u = shl_s32(unit[j], 20);
+        const int32_t v = sat_s8(requant_fast_s32(subtract ? u - t : u + t, q.multiplier, q.rounding, q.right_shift));
+        out[j] = lookup ? act[v] : (int8_t)v;
+    }
+}
+
+/* out = act(add(a, b)) for every hidden unit: a gate. */
+static GRUKIT_NOINLINE void gate_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *act, const int8_t *a,
+                                               const int8_t *b, int8_t *out, int32_t n)
+{
+    table_pass_s8(p, act, 1, 0, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void add_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *a, const int8_t *b,
+                                              int8_t *out, int32_t n)
+{
+    table_pass_s8(p, NULL, 0, 0, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void sub_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *a, const int8_t *b,
+                                              int8_t *out, int32_t n)
+{
+    table_pass_s8(p, NULL, 0, 1, a, b, out, n);
+}
+#endif
 
 /* The unit input of an int8 ADD/SUB (grukit_add_fast_s8): multiplier 1/2 and shift 0, TFLite's larger input scale. */
 static inline int is_unit_input_s8(int32_t multiplier, int32_t shift)
@@ -739,6 +797,18 @@ static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_
     const int32_t product2 = (a * p->input1_scale + p->input1_offset_scaled) * (b + p->input2_offset);
     return sat_s8(requant_fast_s32(product2, p->output.multiplier, p->output.rounding, p->output.right_shift));
 }
+
+#if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
+/* out = mul(a, b) for every hidden unit. */
+static GRUKIT_NOINLINE void mul_pass_s8(const grukit_mul_fast_s8 *mul, const int8_t *a, const int8_t *b, int8_t *out,
+                                        int32_t n)
+{
+    const grukit_mul_fast_s8 q = *mul;
+    for (int32_t j = 0; j < n; ++j) {
+        out[j] = (int8_t)mul_fast_s8(&q, a[j], b[j]);
+    }
+}
+#endif
 
 /* ---------------------------------------------------------------- int8 layer step */
 
@@ -781,50 +851,6 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
         const int32_t n = n_table[ADD(N_PRE, gx_n[j], gh_n[j])];                                       \
         const int32_t diff = SUB(H_MINUS_N, h[j], n);                                                  \
         h[j] = (int8_t)ADD(H_NEW, n, mul_fast_s8(&z_mul, z_buf[j], diff));                             \
-    }                                                                                                  \
-    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-
-/*
- * The same ops one at a time over the whole hidden vector, for the speed form on a DSP core: each pass keeps
- * its op's few parameters in registers, where the fused loop reloads most of its ~40 per unit (Cortex-M4: 89
- * instructions per unit against 104; on the M0+, on RV32 and for the size form the fused loop measures better,
- * benchmarks/bench_firmware_gru.py). Each result
- * goes where an input it no longer needs was: z over gx_z, r over gx_r, r * gh_n over gh_n (lbr 1), n over gx_n,
- * h - n over gh_z, z (h - n) over gh_r. ADD and SUB name the form's functions, Z_PRE .. H_NEW its five parameter
- * records. linear_before_reset 0 needs every r before gh_n = R_n (r * h): r * h goes to r_h and hn_fc runs
- * between the passes.
- */
-#define GRUKIT_PASSES_S8(ADD, SUB, Z_PRE, R_PRE, N_PRE, H_MINUS_N, H_NEW)                               \
-    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        gx_z[j] = z_table[ADD(Z_PRE, gx_z[j], gh_z[j])];                                               \
-    }                                                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        gx_r[j] = r_table[ADD(R_PRE, gx_r[j], gh_r[j])];                                               \
-    }                                                                                                  \
-    if (layer->linear_before_reset) {                                                                  \
-        for (int32_t j = 0; j < H; ++j) {                                                              \
-            gh_n[j] = (int8_t)mul_fast_s8(&r_mul, gx_r[j], gh_n[j]);                                   \
-        }                                                                                              \
-    } else {                                                                                           \
-        for (int32_t j = 0; j < H; ++j) {                                                              \
-            r_h[j] = (int8_t)mul_fast_s8(&r_mul, gx_r[j], h[j]);                                       \
-        }                                                                                              \
-        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);                                                           \
-        product_s8(&layer->hn_fc, r_h, xw, gh_n);                                                      \
-        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                              \
-    }                                                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        gx_n[j] = n_table[ADD(N_PRE, gx_n[j], gh_n[j])];                                               \
-    }                                                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        gh_z[j] = (int8_t)SUB(H_MINUS_N, h[j], gx_n[j]);                                               \
-    }                                                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        gh_r[j] = (int8_t)mul_fast_s8(&z_mul, gx_z[j], gh_z[j]);                                       \
-    }                                                                                                  \
-    for (int32_t j = 0; j < H; ++j) {                                                                  \
-        h[j] = (int8_t)ADD(H_NEW, gx_n[j], gh_r[j]);                                                   \
     }                                                                                                  \
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 
@@ -1069,13 +1095,36 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
 #endif
 #if GRUKIT_FORM_SPEED
     GRUKIT_STEP_BUFFERS_S8(h4);
-    /* Local copies: read through the layer pointer they would be reloaded after every int8 store. */
+    GRUKIT_PRODUCTS_S8();
+    /* On a DSP core the element-wise ops one at a time over the hidden vector, each pass with its op's few
+     * parameters in registers (a fused loop over the units reloads most of its ~40 per unit: Cortex-M4 104 ->
+     * 89 instructions per unit, benchmarks/bench_firmware_gru.py). Each result goes where an input
+     * it no longer needs was: z over gx_z, r over gx_r, r * gh_n over gh_n (lbr 1), n over gx_n, h - n over gh_z,
+     * z (h - n) over gh_r. linear_before_reset 0 needs every r before gh_n = R_n (r * h): r * h goes to r_h and
+     * hn_fc runs between the passes. */
+#if GRUKIT_GRU_DSP
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    gate_pass_table_s8(&layer->z_pre, z_table, gx_z, gh_z, gx_z, H);
+    gate_pass_table_s8(&layer->r_pre, r_table, gx_r, gh_r, gx_r, H);
+    if (layer->linear_before_reset) {
+        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);
+    } else {
+        mul_pass_s8(&r_mul, gx_r, h, r_h, H);
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+        product_s8(&layer->hn_fc, r_h, xw, gh_n);
+        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    }
+    gate_pass_table_s8(&layer->n_pre, n_table, gx_n, gh_n, gx_n, H);
+    sub_pass_table_s8(&layer->h_minus_n, h, gx_n, gh_z, H);
+    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);
+    add_pass_table_s8(&layer->h_new, gx_n, gh_r, h, H);
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+#else
+    /* Without the DSP extension (M0+, RV32) one fused loop over the units measures better (fewer registers
+     * make the passes' parameters spill as well); local copies: read through the layer pointer they would be
+     * reloaded after every int8 store. */
     const grukit_add_table_s8 z_pre = layer->z_pre, r_pre = layer->r_pre, n_pre = layer->n_pre;
     const grukit_add_table_s8 h_minus_n = layer->h_minus_n, h_new = layer->h_new;
-    GRUKIT_PRODUCTS_S8();
-#if GRUKIT_GRU_DSP
-    GRUKIT_PASSES_S8(add_tab_s8, sub_tab_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
-#else
     GRUKIT_UNITS_S8(add_tab_s8, sub_tab_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
 #endif
 #else
@@ -1144,22 +1193,23 @@ static int forms_built_s8(const grukit_model_s8 *model)
     return 1;
 }
 
-/* Every computed ADD/SUB (the size form's) has a unit input (is_unit_input_s8), the contract the Helium passes rely on. */
+/* Every ADD/SUB has a unit input: the size form's (computed) one whose multiplier and shift say so
+ * (is_unit_input_s8), which the Helium passes rely on; the speed form's one without a table (exactly one). */
 static int unit_inputs_s8(const grukit_model_s8 *model)
 {
-#if !GRUKIT_FORM_SIZE
-    (void)model; /* no computed ADD/SUB in this build */
-#else
     for (int32_t l = 0; l < model->num_layers; ++l) {
-        const grukit_add_fast_s8 *adds = model->layers[l].adds;
-        for (int i = 0; adds != NULL && i < 5; ++i) {
-            if (!is_unit_input_s8(adds[i].input1_multiplier, adds[i].input1_shift) &&
-                !is_unit_input_s8(adds[i].input2_multiplier, adds[i].input2_shift)) {
+        const grukit_gru_layer_s8 *layer = &model->layers[l];
+        const grukit_add_fast_s8 *adds = layer->adds;
+        const grukit_add_table_s8 *tables[5] = {&layer->z_pre, &layer->r_pre, &layer->n_pre, &layer->h_minus_n,
+                                                &layer->h_new};
+        for (int i = 0; i < 5; ++i) {
+            if (adds != NULL ? !is_unit_input_s8(adds[i].input1_multiplier, adds[i].input1_shift) &&
+                                   !is_unit_input_s8(adds[i].input2_multiplier, adds[i].input2_shift)
+                             : (tables[i]->input1_term2 == NULL) == (tables[i]->input2_term2 == NULL)) {
                 return 0;
             }
         }
     }
-#endif
     return 1;
 }
 
