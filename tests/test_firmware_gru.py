@@ -348,6 +348,19 @@ def test_emulated_core_matches_numpy(spec, dsp, machine, tmp_path):
     check(case, fb.run_qemu(elf, machine=machine))
 
 
+@pytest.mark.parametrize("which", ["s8_lbr0_odd", "saturating_int8"])
+def test_dsp_passes_without_their_assembly_match_numpy(which, tmp_path):
+    """The int8 speed form's DSP passes run two units per iteration in assembly; a build without optimization
+    (GRUKIT_PAIRS_ASM 0, forced here in an -O2 build) runs their C loops instead: an odd H (the C tail as well),
+    lbr 0, and h as the unit input of h - n."""
+    case = make_case(*ARM_MODELS[0]) if which == "s8_lbr0_odd" else saturating_case("int8")
+    model_c, defines = export(case, tmp_path)
+    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=True,
+                       defines={**defines, "GRUKIT_PAIRS_ASM": 0}, machine="mps2-an386")
+    check(case, fb.run_qemu(elf, machine="mps2-an386"))
+
+
 # ---------------------------------------------------------------- 16x8 fused kernel
 
 # (spec as RANDOM_MODELS): 16x8 cases beyond RANDOM_MODELS', one line per purpose.

@@ -712,11 +712,50 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
 
 #if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
 /*
- * The speed form's ADD / SUB (grukit_add_table_s8) as passes over the hidden units, each with its few parameters
- * in registers: the other input's doubled term from its table, the unit input's as x << 20 (in one ADD with a
- * shifted operand on Arm). ADD / SUB outputs have shift <= 0 (TFLite requires it) and right_shift >= 1 (the
- * generator checks). LOOKUP (an activation table after the ADD) and SUBTRACT are constants where inlined.
+ * The speed form's element-wise ops on a DSP core as passes over the hidden units, each with its op's few
+ * parameters in registers. An ADD / SUB (grukit_add_table_s8) takes the other input's doubled term from its table
+ * and the unit input's as x << 20 (one ADD, SUB or RSB with a shifted operand); ADD / SUB outputs have shift <= 0
+ * (TFLite requires it) and right_shift >= 1 (the generator checks). Two units per iteration in assembly, the
+ * second addressed back from the first's post-increments (GCC 12 gives an unrolled C loop a separate add per
+ * pointer: no gain), then the last unit of an odd count in C; an unoptimized build runs the C loop throughout
+ * (the same integers: tests/test_firmware_gru.py runs it, GRUKIT_PAIRS_ASM=0).
  */
+/* 0: the C loops only (-O0 leaves an asm statement of this size too few registers; a test forces it). */
+#ifndef GRUKIT_PAIRS_ASM
+#if defined(__OPTIMIZE__)
+#define GRUKIT_PAIRS_ASM 1
+#else
+#define GRUKIT_PAIRS_ASM 0
+#endif
+#endif
+#define GRUKIT_POST_A "], #2"  /* the pair's first unit: post-increment by 2 */
+#define GRUKIT_POST_B ", #-1]" /* its second */
+
+/* One unit of an ADD / SUB: s = OP(table[other], unit << 20), requantized, saturated, then LOOKUP. */
+#define GRUKIT_TABLE_UNIT_S8(POST, OP, LOOKUP)                                                         \
+    "ldrsb %[t], [%[other]" POST "\n\t"                                                               \
+    "ldrsb %[u], [%[unit]" POST "\n\t"                                                                \
+    "ldr %[t], [%[table], %[t], lsl #2]\n\t"                                                          \
+    OP " %[t], %[t], %[u], lsl #20\n\t"                                                               \
+    "smmlar %[u], %[t], %[m], %[rnd]\n\t"                                                             \
+    "add %[u], %[u], %[t], asr #31\n\t"                                                               \
+    "asr %[u], %[u], %[e]\n\t"                                                                        \
+    "ssat %[u], #8, %[u]\n\t"                                                                         \
+    LOOKUP                                                                                             \
+    "strb %[u], [%[out]" POST "\n\t"
+
+#define GRUKIT_TABLE_PAIRS_S8(OP, LOOKUP)                                                              \
+    __asm__ volatile("1:\n\t" GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_A, OP, LOOKUP)                         \
+                     GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_B, OP, LOOKUP)                                   \
+                     "subs %[k], %[k], #1\n\t"                                                         \
+                     "bne 1b\n\t"                                                                      \
+                     : [other] "+r"(other), [unit] "+r"(unit), [out] "+r"(out), [k] "+r"(pairs),       \
+                       [t] "=&r"(t), [u] "=&r"(u)                                                      \
+                     : [table] "r"(table), [m] "r"(q.multiplier), [rnd] "r"(q.rounding),               \
+                       [e] "r"(q.right_shift), [act] "r"(act)                                          \
+                     : "cc", "memory")
+
+/* LOOKUP and SUBTRACT are constants where inlined. */
 static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8_t *act, int lookup, int subtract,
                                         const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
 {
@@ -724,17 +763,26 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
     const int32_t *table = unit_first ? p->input2_term2 : p->input1_term2;
     const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
     const grukit_requant_s32 q = p->output;
-    if (subtract && !unit_first) { /* other - unit */
-        for (int32_t j = 0; j < n; ++j) {
-            out[j] = (int8_t)sat_s8(requant_fast_s32(table[other[j]] - shl_s32(unit[j], 20), q.multiplier,
-                                                     q.rounding, q.right_shift));
+#if GRUKIT_PAIRS_ASM
+    int32_t pairs = n >> 1, t, u;
+    if (pairs > 0) {
+        if (subtract && !unit_first) {
+            GRUKIT_TABLE_PAIRS_S8("sub", ""); /* other - unit */
+        } else if (subtract) {
+            GRUKIT_TABLE_PAIRS_S8("rsb", ""); /* unit - other */
+        } else if (lookup) {
+            GRUKIT_TABLE_PAIRS_S8("add", "ldrsb %[u], [%[act], %[u]]\n\t");
+        } else {
+            GRUKIT_TABLE_PAIRS_S8("add", "");
         }
-        return;
     }
-    for (int32_t j = 0; j < n; ++j) {
-        const int32_t t = table[other[j]], u = shl_s32(unit[j], 20);
-        const int32_t v = sat_s8(requant_fast_s32(subtract ? u - t : u + t, q.multiplier, q.rounding, q.right_shift));
-        out[j] = lookup ? act[v] : (int8_t)v;
+    n &= 1;
+#endif
+    for (; n > 0; --n) {
+        const int32_t t = table[*other++], u = shl_s32(*unit++, 20);
+        const int32_t v = sat_s8(requant_fast_s32(subtract ? (unit_first ? u - t : t - u) : u + t, q.multiplier,
+                                                  q.rounding, q.right_shift));
+        *out++ = lookup ? act[v] : (int8_t)v;
     }
 }
 
@@ -799,13 +847,40 @@ static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_
 }
 
 #if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
-/* out = mul(a, b) for every hidden unit. */
+/* One unit of mul_fast_s8, as GRUKIT_TABLE_UNIT_S8. */
+#define GRUKIT_MUL_UNIT_S8(POST)                                                                       \
+    "ldrsb %[x], [%[a]" POST "\n\t"                                                                   \
+    "ldrsb %[y], [%[b]" POST "\n\t"                                                                   \
+    "mla %[x], %[x], %[scale], %[offset1]\n\t"                                                        \
+    "add %[y], %[y], %[offset2]\n\t"                                                                  \
+    "mul %[x], %[x], %[y]\n\t"                                                                        \
+    "smmlar %[y], %[x], %[m], %[rnd]\n\t"                                                             \
+    "add %[y], %[y], %[x], asr #31\n\t"                                                               \
+    "asr %[y], %[y], %[e]\n\t"                                                                        \
+    "ssat %[y], #8, %[y]\n\t"                                                                         \
+    "strb %[y], [%[out]" POST "\n\t"
+
+/* out = mul(a, b) for every hidden unit, two per iteration (as table_pass_s8). */
 static GRUKIT_NOINLINE void mul_pass_s8(const grukit_mul_fast_s8 *mul, const int8_t *a, const int8_t *b, int8_t *out,
                                         int32_t n)
 {
     const grukit_mul_fast_s8 q = *mul;
-    for (int32_t j = 0; j < n; ++j) {
-        out[j] = (int8_t)mul_fast_s8(&q, a[j], b[j]);
+#if GRUKIT_PAIRS_ASM
+    int32_t pairs = n >> 1, x, y;
+    if (pairs > 0) {
+        __asm__ volatile("1:\n\t" GRUKIT_MUL_UNIT_S8(GRUKIT_POST_A) GRUKIT_MUL_UNIT_S8(GRUKIT_POST_B)
+                         "subs %[k], %[k], #1\n\t"
+                         "bne 1b\n\t"
+                         : [a] "+r"(a), [b] "+r"(b), [out] "+r"(out), [k] "+r"(pairs), [x] "=&r"(x), [y] "=&r"(y)
+                         : [scale] "r"(q.input1_scale), [offset1] "r"(q.input1_offset_scaled),
+                           [offset2] "r"(q.input2_offset), [m] "r"(q.output.multiplier),
+                           [rnd] "r"(q.output.rounding), [e] "r"(q.output.right_shift)
+                         : "cc", "memory");
+    }
+    n &= 1;
+#endif
+    for (; n > 0; --n) {
+        *out++ = (int8_t)mul_fast_s8(&q, *a++, *b++);
     }
 }
 #endif
