@@ -824,6 +824,51 @@ static inline int32_t add_term_s8(int32_t x, int32_t multiplier, int32_t offset,
     return 2 * requant_fast_s32(x2, multiplier, 1 << (e - 1), e);
 }
 
+#if GRUKIT_GRU_DSP
+/*
+ * The size form's ADD / SUB on a DSP core as passes (the speed form's, table_pass_s8): the unit input's doubled
+ * term as x << 20 plus half its offset, the other's computed with its parameters in registers (the sign mask and
+ * rounding for any e, no branch). LOOKUP and SUBTRACT are constants where inlined.
+ */
+static GRUKIT_INLINE void calc_pass_s8(const grukit_add_fast_s8 *p, const int8_t *act, int lookup, int subtract,
+                                       const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
+{
+    const int32_t unit_first = is_unit_input_s8(p->input1_multiplier, p->input1_shift);
+    const int32_t m = unit_first ? p->input2_multiplier : p->input1_multiplier;
+    const int32_t offset = unit_first ? p->input2_offset : p->input1_offset;
+    const int32_t e = unit_first ? p->input2_shift : p->input1_shift;
+    const int32_t rounding = e > 0 ? 1 << (e - 1) : 0, sign_mask = e > 0 ? -1 : 0;
+    const int32_t unit_offset = (unit_first ? p->input1_offset : p->input2_offset) / 2;
+    const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
+    const grukit_requant_s32 q = p->output;
+    for (int32_t j = 0; j < n; ++j) {
+        const int32_t x2 = shl_s32(other[j], 21) + offset;
+        const int32_t t = 2 * ((mul_high_rounded_acc_s32(x2, m, rounding) + ((x2 >> 31) & sign_mask)) >> e);
+        const int32_t u = shl_s32(unit[j], 20) + unit_offset;
+        const int32_t v = sat_s8(requant_fast_s32(subtract ? (unit_first ? u - t : t - u) : u + t, q.multiplier,
+                                                  q.rounding, q.right_shift));
+        out[j] = lookup ? act[v] : (int8_t)v;
+    }
+}
+
+static GRUKIT_NOINLINE void gate_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *act, const int8_t *a,
+                                              const int8_t *b, int8_t *out, int32_t n)
+{
+    calc_pass_s8(p, act, 1, 0, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void add_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *a, const int8_t *b,
+                                             int8_t *out, int32_t n)
+{
+    calc_pass_s8(p, NULL, 0, 0, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void sub_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *a, const int8_t *b,
+                                             int8_t *out, int32_t n)
+{
+    calc_pass_s8(p, NULL, 0, 1, a, b, out, n);
+}
+#else
 static GRUKIT_NOINLINE int32_t add_calc_s8(const grukit_add_fast_s8 *p, int32_t a, int32_t b)
 {
     return sat_s8(requant_fast_s32(add_term_s8(a, p->input1_multiplier, p->input1_offset, p->input1_shift) +
@@ -838,6 +883,7 @@ static GRUKIT_NOINLINE int32_t sub_calc_s8(const grukit_add_fast_s8 *p, int32_t 
                                    p->output.multiplier, p->output.rounding, p->output.right_shift));
 }
 #endif
+#endif
 
 static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_t b)
 {
@@ -846,7 +892,7 @@ static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_
     return sat_s8(requant_fast_s32(product2, p->output.multiplier, p->output.rounding, p->output.right_shift));
 }
 
-#if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
+#if GRUKIT_GRU_DSP && (GRUKIT_FORM_SPEED || !GRUKIT_GRU_MVE)
 /* One unit of mul_fast_s8, as GRUKIT_TABLE_UNIT_S8. */
 #define GRUKIT_MUL_UNIT_S8(POST)                                                                       \
     "ldrsb %[x], [%[a]" POST "\n\t"                                                                   \
@@ -1152,9 +1198,29 @@ static GRUKIT_NOINLINE void step_compact_s8(const grukit_gru_layer_s8 *layer, co
 #else
     GRUKIT_STEP_BUFFERS_S8(H);
     GRUKIT_COMPACT_PRODUCTS_S8();
+#if GRUKIT_GRU_DSP
+    const grukit_add_fast_s8 *adds = layer->adds;
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    gate_pass_calc_s8(&adds[0], z_table, gx_z, gh_z, gx_z, H);
+    gate_pass_calc_s8(&adds[1], r_table, gx_r, gh_r, gx_r, H);
+    if (layer->linear_before_reset) {
+        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);
+    } else {
+        mul_pass_s8(&r_mul, gx_r, h, r_h, H);
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+        product_s8(&layer->hn_fc, r_h, xw, gh_n);
+        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
+    }
+    gate_pass_calc_s8(&adds[2], n_table, gx_n, gh_n, gx_n, H);
+    sub_pass_calc_s8(&adds[3], h, gx_n, gh_z, H);
+    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);
+    add_pass_calc_s8(&adds[4], gx_n, gh_r, h, H);
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+#else
     const grukit_add_fast_s8 z_pre = layer->adds[0], r_pre = layer->adds[1], n_pre = layer->adds[2];
     const grukit_add_fast_s8 h_minus_n = layer->adds[3], h_new = layer->adds[4];
     GRUKIT_UNITS_S8(add_calc_s8, sub_calc_s8, &z_pre, &r_pre, &n_pre, &h_minus_n, &h_new)
+#endif
 #endif
 }
 #endif
