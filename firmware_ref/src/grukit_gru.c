@@ -710,6 +710,54 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
 }
 #endif
 
+#if GRUKIT_GRU_DSP
+/*
+ * The element-wise passes of an int8 form on a DSP core (FORM table: the speed form's grukit_add_table_s8, calc:
+ * the size form's grukit_add_fast_s8), from FORM##_pass_s8(p, act, lookup, subtract, a, b, out, n): out = act(add(a,
+ * b)) for a gate, add(a, b), sub(a, b), over every hidden unit.
+ */
+#define GRUKIT_ADD_PASSES_S8(FORM, PARAMS)                                                             \
+    static GRUKIT_NOINLINE void gate_pass_##FORM##_s8(const PARAMS *p, const int8_t *act, const int8_t *a,  \
+                                                      const int8_t *b, int8_t *out, int32_t n)         \
+    {                                                                                                  \
+        FORM##_pass_s8(p, act, 1, 0, a, b, out, n);                                                    \
+    }                                                                                                  \
+    static GRUKIT_NOINLINE void add_pass_##FORM##_s8(const PARAMS *p, const int8_t *a, const int8_t *b,      \
+                                                     int8_t *out, int32_t n)                           \
+    {                                                                                                  \
+        FORM##_pass_s8(p, NULL, 0, 0, a, b, out, n);                                                   \
+    }                                                                                                  \
+    static GRUKIT_NOINLINE void sub_pass_##FORM##_s8(const PARAMS *p, const int8_t *a, const int8_t *b,      \
+                                                     int8_t *out, int32_t n)                           \
+    {                                                                                                  \
+        FORM##_pass_s8(p, NULL, 0, 1, a, b, out, n);                                                   \
+    }
+
+/*
+ * The passes of one step, in a step function's scope (GRUKIT_STEP_BUFFERS_S8), PRE the five ADD / SUB parameters
+ * z_pre, r_pre, n_pre, h_minus_n, h_new. Each result goes where an input it no longer needs was: z over gx_z,
+ * r over gx_r, r * gh_n over gh_n (lbr 1), n over gx_n, h - n over gh_z, z (h - n) over gh_r. linear_before_reset
+ * 0 needs every r before gh_n = R_n (r * h): r * h goes to r_h and hn_fc runs between the passes.
+ */
+#define GRUKIT_PASSES_S8(FORM, Z_PRE, R_PRE, N_PRE, H_MINUS_N, H_NEW)                                   \
+    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                                  \
+    gate_pass_##FORM##_s8(Z_PRE, z_table, gx_z, gh_z, gx_z, H);                                        \
+    gate_pass_##FORM##_s8(R_PRE, r_table, gx_r, gh_r, gx_r, H);                                        \
+    if (layer->linear_before_reset) {                                                                  \
+        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);                                                      \
+    } else {                                                                                           \
+        mul_pass_s8(&r_mul, gx_r, h, r_h, H);                                                          \
+        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);                                                           \
+        product_s8(&layer->hn_fc, r_h, xw, gh_n);                                                      \
+        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                              \
+    }                                                                                                  \
+    gate_pass_##FORM##_s8(N_PRE, n_table, gx_n, gh_n, gx_n, H);                                        \
+    sub_pass_##FORM##_s8(H_MINUS_N, h, gx_n, gh_z, H);                                                 \
+    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);                                                          \
+    add_pass_##FORM##_s8(H_NEW, gx_n, gh_r, h, H);                                                     \
+    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS)
+#endif
+
 #if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
 /*
  * The speed form's element-wise ops on a DSP core as passes over the hidden units, each with its op's few
@@ -786,24 +834,7 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
     }
 }
 
-/* out = act(add(a, b)) for every hidden unit: a gate. */
-static GRUKIT_NOINLINE void gate_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *act, const int8_t *a,
-                                               const int8_t *b, int8_t *out, int32_t n)
-{
-    table_pass_s8(p, act, 1, 0, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void add_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *a, const int8_t *b,
-                                              int8_t *out, int32_t n)
-{
-    table_pass_s8(p, NULL, 0, 0, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void sub_pass_table_s8(const grukit_add_table_s8 *p, const int8_t *a, const int8_t *b,
-                                              int8_t *out, int32_t n)
-{
-    table_pass_s8(p, NULL, 0, 1, a, b, out, n);
-}
+GRUKIT_ADD_PASSES_S8(table, grukit_add_table_s8)
 #endif
 
 /* The unit input of an int8 ADD/SUB (grukit_add_fast_s8): multiplier 1/2 and shift 0, TFLite's larger input scale. */
@@ -851,23 +882,7 @@ static GRUKIT_INLINE void calc_pass_s8(const grukit_add_fast_s8 *p, const int8_t
     }
 }
 
-static GRUKIT_NOINLINE void gate_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *act, const int8_t *a,
-                                              const int8_t *b, int8_t *out, int32_t n)
-{
-    calc_pass_s8(p, act, 1, 0, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void add_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *a, const int8_t *b,
-                                             int8_t *out, int32_t n)
-{
-    calc_pass_s8(p, NULL, 0, 0, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void sub_pass_calc_s8(const grukit_add_fast_s8 *p, const int8_t *a, const int8_t *b,
-                                             int8_t *out, int32_t n)
-{
-    calc_pass_s8(p, NULL, 0, 1, a, b, out, n);
-}
+GRUKIT_ADD_PASSES_S8(calc, grukit_add_fast_s8)
 #else
 static GRUKIT_NOINLINE int32_t add_calc_s8(const grukit_add_fast_s8 *p, int32_t a, int32_t b)
 {
@@ -1200,22 +1215,7 @@ static GRUKIT_NOINLINE void step_compact_s8(const grukit_gru_layer_s8 *layer, co
     GRUKIT_COMPACT_PRODUCTS_S8();
 #if GRUKIT_GRU_DSP
     const grukit_add_fast_s8 *adds = layer->adds;
-    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    gate_pass_calc_s8(&adds[0], z_table, gx_z, gh_z, gx_z, H);
-    gate_pass_calc_s8(&adds[1], r_table, gx_r, gh_r, gx_r, H);
-    if (layer->linear_before_reset) {
-        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);
-    } else {
-        mul_pass_s8(&r_mul, gx_r, h, r_h, H);
-        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-        product_s8(&layer->hn_fc, r_h, xw, gh_n);
-        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    }
-    gate_pass_calc_s8(&adds[2], n_table, gx_n, gh_n, gx_n, H);
-    sub_pass_calc_s8(&adds[3], h, gx_n, gh_z, H);
-    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);
-    add_pass_calc_s8(&adds[4], gx_n, gh_r, h, H);
-    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+    GRUKIT_PASSES_S8(calc, &adds[0], &adds[1], &adds[2], &adds[3], &adds[4]);
 #else
     const grukit_add_fast_s8 z_pre = layer->adds[0], r_pre = layer->adds[1], n_pre = layer->adds[2];
     const grukit_add_fast_s8 h_minus_n = layer->adds[3], h_new = layer->adds[4];
@@ -1237,29 +1237,11 @@ void grukit_gru_step_s8(const grukit_gru_layer_s8 *layer, const int8_t *x, int8_
 #if GRUKIT_FORM_SPEED
     GRUKIT_STEP_BUFFERS_S8(h4);
     GRUKIT_PRODUCTS_S8();
-    /* On a DSP core the element-wise ops one at a time over the hidden vector, each pass with its op's few
-     * parameters in registers (a fused loop over the units reloads most of its ~40 per unit: Cortex-M4 104 ->
-     * 89 instructions per unit, benchmarks/bench_firmware_gru.py). Each result goes where an input
-     * it no longer needs was: z over gx_z, r over gx_r, r * gh_n over gh_n (lbr 1), n over gx_n, h - n over gh_z,
-     * z (h - n) over gh_r. linear_before_reset 0 needs every r before gh_n = R_n (r * h): r * h goes to r_h and
-     * hn_fc runs between the passes. */
 #if GRUKIT_GRU_DSP
-    GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    gate_pass_table_s8(&layer->z_pre, z_table, gx_z, gh_z, gx_z, H);
-    gate_pass_table_s8(&layer->r_pre, r_table, gx_r, gh_r, gx_r, H);
-    if (layer->linear_before_reset) {
-        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);
-    } else {
-        mul_pass_s8(&r_mul, gx_r, h, r_h, H);
-        GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-        product_s8(&layer->hn_fc, r_h, xw, gh_n);
-        GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
-    }
-    gate_pass_table_s8(&layer->n_pre, n_table, gx_n, gh_n, gx_n, H);
-    sub_pass_table_s8(&layer->h_minus_n, h, gx_n, gh_z, H);
-    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);
-    add_pass_table_s8(&layer->h_new, gx_n, gh_r, h, H);
-    GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
+    /* The element-wise ops one at a time over the hidden vector, each pass with its op's few parameters in
+     * registers (a fused loop over the units reloads most of its ~40 per unit: on the Cortex-M4 104 -> 89
+     * instructions per unit, before the passes' assembly; benchmarks/bench_firmware_gru.py). */
+    GRUKIT_PASSES_S8(table, &layer->z_pre, &layer->r_pre, &layer->n_pre, &layer->h_minus_n, &layer->h_new);
 #else
     /* Without the DSP extension (M0+, RV32) one fused loop over the units measures better (fewer registers
      * make the passes' parameters spill as well); local copies: read through the layer pointer they would be
