@@ -13,14 +13,16 @@
  *   _s8  (scheme "int8"): int8 activations and state, int8 weights, int32 biases. Fused kernel: one input
  *        widening shared by the three stacked gate products, two weight rows packed per halfword (three
  *        instructions per four MACs), a three-instruction exact requantization, and 256-entry tables for
- *        LOGISTIC / TANH outputs and ADD / SUB input terms (all computed by the NumPy runtime's own
- *        primitives when the model is generated).
+ *        LOGISTIC / TANH outputs and one input term of each ADD / SUB (all computed by the NumPy runtime's
+ *        own primitives when the model is generated; the other input's term is a shift).
  *   _s16 (scheme "16x8"): int16 activations and state, int8 weights, int64 biases. Fused kernel: the same
  *        stacked gate products over x and h, int8 weights widened on the fly (SXTB16) into int16 pairs for
  *        SMLAD with the int16 inputs, an int32 dot product (bounded by the generator) and one SMLAL per row
  *        for TFLite's 64-bit requantization (bias and rounding folded into an int64 start value), the
- *        element-wise ops fused per hidden unit in the SMMLAR form, LOGISTIC / TANH from TFLite's
- *        interpolated sigmoid table.
+ *        element-wise ops in the SMMLAR form, LOGISTIC / TANH from TFLite's interpolated sigmoid table.
+ * The element-wise ops run one op at a time over the hidden units (each pass with its parameters in
+ * registers; on Helium 4 units a vector), except int8 without the DSP extension (both forms: one fused
+ * loop over the units); every ADD / SUB input of the larger scale (the unit input) is taken as a shift.
  * Each kernel has two forms of the same constants, chosen when the model is generated (grukit export --c
  * --optimize speed|size): speed (the default; packed weights, rows padded to 4 and columns to 8; for _s8 also
  * tables of ADD / SUB input terms and 16-byte requantization records) and size (compact products, a byte per

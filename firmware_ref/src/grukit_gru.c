@@ -1176,7 +1176,7 @@ static GRUKIT_NOINLINE void z_diff_pass_s8_mve(const grukit_gru_layer_s8 *layer,
     }
 }
 
-/* The size form's element-wise ops on Helium: one pass over the hidden units per gate, each with its
+/* The size form's element-wise ops on Helium: one pass over the hidden units per op, each with its
  * parameters in registers; z, r and n in place of gx_z, gx_r and gx_n. */
 static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *layer, int8_t *h, int32_t *xw)
 {
