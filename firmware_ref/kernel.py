@@ -556,7 +556,7 @@ def prepare_add_s8(name: str, p) -> AddTableS8:
             2 * (t1 if unit == 1 else t2), (INT8_INPUTS.astype(np.int64) - zp) << ADD_INPUT_SHIFT):
         # grukit_model_s8_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): an ADD/SUB has one input taken as x << 20
         raise UnsupportedModelError(f"{name}: an int8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger "
-                                    f"scale) or left shift {p.left_shift}")
+                                    f"scale) and left shift {ADD_INPUT_SHIFT} (its left shift: {p.left_shift})")
     fold = (1 if p.op == "SUB" else -1) * (int(zp) << ADD_INPUT_SHIFT)
     if unit == 1:
         return AddTableS8(name, None, 2 * t2 + fold, q)

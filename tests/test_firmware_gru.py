@@ -505,7 +505,7 @@ def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"
 
 
-# ---------------------------------------------------------------- the 16x8 element-wise passes
+# ---------------------------------------------------------------- the element-wise passes: activations, unit inputs
 
 def test_helium_activations_equal_tflite_s_on_every_table_input():
     """The Helium LOGISTIC / TANH (grukit_gru.c, activate_s16_mve) clamp |v| to 255 * 2^f - 1 where TFLite
@@ -608,15 +608,30 @@ int main(void)
            grukit_model_s8_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
     return 0;
 }
+""", "int8-speed": """#include <stdio.h>
+#include GRUKIT_MODEL_HEADER
+static int8_t state[GRUKIT_MODEL_STATE_BYTES];
+int main(void)
+{
+    grukit_gru_layer_s8 layer = grukit_model.layers[0];
+    grukit_model_s8 model = grukit_model;
+    const int32_t *table = layer.h_minus_n.input1_term2 != NULL ? layer.h_minus_n.input1_term2
+                                                                  : layer.h_minus_n.input2_term2;
+    layer.h_minus_n.input1_term2 = layer.h_minus_n.input2_term2 = table; /* two tables, no unit input */
+    model.layers = &layer;
+    printf("%d %d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
+           grukit_model_s8_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+    return 0;
+}
 """}
 
 
-@pytest.mark.parametrize("scheme", ["int8", "16x8"])
+@pytest.mark.parametrize("scheme", ["int8", "int8-speed", "16x8"])
 def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     """GRUKIT_ERROR_BAD_CONSTANTS (4): constants the generator cannot write (an ADD/SUB whose inputs are both
-    rescaled; int8: the size form's computed ADD/SUB) rather than wrong numbers on Helium; the generator refuses
-    such an ADD/SUB itself."""
-    case = make_case(*RANDOM_MODELS[0 if scheme == "int8" else 6])
+    rescaled: int8's computed ADD/SUB of the size form, its tables of the speed form, 16x8's) rather than wrong
+    numbers from a kernel that takes one input as a shift; the generator refuses such an ADD/SUB itself."""
+    case = make_case(*RANDOM_MODELS[0 if scheme.startswith("int8") else 6])
     model_c, defines = export(case, tmp_path, "size" if scheme == "int8" else "speed")
     probe = tmp_path / "probe.c"
     probe.write_text(UNIT_INPUT_PROBES[scheme])
@@ -625,6 +640,6 @@ def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     add = case.qmodel.layers[0].prepared["h_minus_n"]
     both_rescaled = dataclasses.replace(add, input1=add.input2 if add.input1 == Requant(1 << 30, 0) else add.input1)
     both_rescaled = dataclasses.replace(both_rescaled, input2=both_rescaled.input1)
-    prepare = KN.prepare_add_fast_s8 if scheme == "int8" else KN.prepare_add_s16
+    prepare = {"int8": KN.prepare_add_fast_s8, "int8-speed": KN.prepare_add_s8, "16x8": KN.prepare_add_s16}[scheme]
     with pytest.raises(grukit.UnsupportedModelError, match="no input of multiplier 1/2"):
         prepare("l0_h_minus_n", both_rescaled)

@@ -61,7 +61,8 @@ extern "C" {
 #define GRUKIT_ERROR_SCRATCH_TOO_SMALL 2
 /** The model's constants are of a form (speed or size) this build of grukit_gru.c leaves out. */
 #define GRUKIT_ERROR_FORM_NOT_BUILT 3
-/** The constants break a property grukit's generator guarantees: a 16x8 ADD/SUB without a unit input. */
+/** The constants break a property grukit's generator guarantees: an ADD/SUB without a unit input (the input of
+ *  the larger scale, whose rescale is exactly 1/2: grukit_add_table_s8, grukit_add_fast_s8, grukit_add_fast_s16). */
 #define GRUKIT_ERROR_BAD_CONSTANTS 4
 
 /* ================================================================= int8 scheme (_s8) */
@@ -293,7 +294,7 @@ int32_t grukit_model_s8_get_output_size(const grukit_model_s8 *model);
  * @param[out] state         int8 [state_bytes]; zeroed.
  * @param[in]  state_bytes   size of state, >= grukit_model_s8_get_state_size(model).
  * @param[in]  scratch_bytes size of the scratch buffer, >= grukit_model_s8_get_buffer_size(model).
- * @return GRUKIT_OK, GRUKIT_ERROR_FORM_NOT_BUILT, GRUKIT_ERROR_STATE_TOO_SMALL or
+ * @return GRUKIT_OK, GRUKIT_ERROR_FORM_NOT_BUILT, GRUKIT_ERROR_BAD_CONSTANTS, GRUKIT_ERROR_STATE_TOO_SMALL or
  *         GRUKIT_ERROR_SCRATCH_TOO_SMALL (state untouched).
  */
 int grukit_model_s8_init(const grukit_model_s8 *model, int8_t *state, int32_t state_bytes, int32_t scratch_bytes);
@@ -467,8 +468,7 @@ int32_t grukit_model_s16_get_state_size(const grukit_model_s16 *model);
 int32_t grukit_model_s16_get_buffer_size(const grukit_model_s16 *model);
 /** @brief Output length. */
 int32_t grukit_model_s16_get_output_size(const grukit_model_s16 *model);
-/** @brief As grukit_model_s8_init; state: int16 [state_bytes / 2]. Also GRUKIT_ERROR_BAD_CONSTANTS: an ADD/SUB
- *  without a unit input (grukit_add_fast_s16). */
+/** @brief As grukit_model_s8_init; state: int16 [state_bytes / 2]. */
 int grukit_model_s16_init(const grukit_model_s16 *model, int16_t *state, int32_t state_bytes,
                           int32_t scratch_bytes);
 /** @brief As grukit_model_s8_reset. */

@@ -798,7 +798,7 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
                      "subs %[k], %[k], #1\n\t"                                                         \
                      "bne 1b\n\t"                                                                      \
                      : [other] "+r"(other), [unit] "+r"(unit), [out] "+r"(out), [k] "+r"(pairs),       \
-                       [t] "=&r"(t), [u] "=&r"(u)                                                      \
+                       [t] "=&r"(term), [u] "=&r"(unit_term)                                           \
                      : [table] "r"(table), [m] "r"(q.multiplier), [rnd] "r"(q.rounding),               \
                        [e] "r"(q.right_shift), [act] "r"(act)                                          \
                      : "cc", "memory")
@@ -812,7 +812,7 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
     const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
     const grukit_requant_s32 q = p->output;
 #if GRUKIT_PAIRS_ASM
-    int32_t pairs = n >> 1, t, u;
+    int32_t pairs = n >> 1, term, unit_term; /* the assembly's scratch registers */
     if (pairs > 0) {
         if (subtract && !unit_first) {
             GRUKIT_TABLE_PAIRS_S8("sub", ""); /* other - unit */
@@ -1072,7 +1072,7 @@ static inline add_mve_s8 add_params_mve(const grukit_add_fast_s8 *p, int subtrac
                           m,
                           (unit_first ? p->input2_offset : p->input1_offset) / 2,
                           e,
-                          unit_sign << 19,
+                          unit_sign * (1 << 19),
                           unit_sign * ((unit_first ? p->input1_offset : p->input2_offset) / 4),
                           subtract && unit_first ? -1 : 1,
                           p->output.multiplier,
@@ -1881,8 +1881,8 @@ static inline int32x4_t add_act_s16_mve(const add_mve_s16 *p, int32x4_t sign_mas
 }
 
 /* out = ACT(add(a, b)) for every hidden unit (inlined into one function per activation). */
-static GRUKIT_INLINE void add_pass_s16_mve(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *act_input, int act,
-                                    const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+static GRUKIT_INLINE void add_pass_s16(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *act_input,
+                                       int act, const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
 {
     const add_mve_s16 p = add_params_s16_mve(add, 0);
     const table_mve_s16 t = act != 0 ? table_params_s16_mve(act_input) : (table_mve_s16){0, 0};
@@ -1903,28 +1903,9 @@ static GRUKIT_INLINE void add_pass_s16_mve(const grukit_add_fast_s16 *add, const
     }
 }
 
-static GRUKIT_NOINLINE void logistic_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                                  const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
-{
-    add_pass_s16_mve(pre, act, 1, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void tanh_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                              const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
-{
-    add_pass_s16_mve(pre, act, 2, a, b, out, n);
-}
-
-/* out = add(a, b) for every hidden unit (the new state). */
-static GRUKIT_NOINLINE void add_only_pass_s16(const grukit_add_fast_s16 *add, const int16_t *a, const int16_t *b,
-                                                  int16_t *out, int32_t n)
-{
-    add_pass_s16_mve(add, NULL, 0, a, b, out, n);
-}
-
 /* out = mul(r, b) for every hidden unit (r a LOGISTIC output in [0, 32767]). */
 static GRUKIT_NOINLINE void mul_pass_s16(const grukit_requant_s32 *mul, const int16_t *r, const int16_t *b,
-                                             int16_t *out, int32_t n)
+                                         int16_t *out, int32_t n)
 {
     const int32_t multiplier = mul->multiplier, neg_shift = -mul->right_shift;
     int32_t j = 0;
@@ -1953,7 +1934,7 @@ static inline int32x4_t z_diff_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask
 
 /* z = mul(z, sub(h, n)) for every hidden unit, in place: the first half of the state update. */
 static GRUKIT_NOINLINE void z_diff_pass_s16(const grukit_gru_layer_s16 *layer, int16_t *z, const int16_t *n_gate,
-                                                const int16_t *h)
+                                            const int16_t *h)
 {
     const add_mve_s16 p = add_params_s16_mve(&layer->h_minus_n, 1);
     const int32x4_t sign_mask = vdupq_n_s32(p.sign_mask);
@@ -1991,8 +1972,8 @@ static inline add_unit_params_s16 add_pass_params_s16(const grukit_add_fast_s16 
 {
     const int32_t unit_first = is_unit_term_s16(&p->input1);
     const add_unit_params_s16 a = {unit_first, unit_first ? p->input2_sign_mask : p->input1_sign_mask,
-                            subtract && !unit_first ? -(1 << 14) : 1 << 14, subtract && unit_first ? -1 : 1,
-                            unit_first ? p->input2 : p->input1, p->output};
+                                   subtract && !unit_first ? -(1 << 14) : 1 << 14, subtract && unit_first ? -1 : 1,
+                                   unit_first ? p->input2 : p->input1, p->output};
     return a;
 }
 
@@ -2017,24 +1998,6 @@ static GRUKIT_INLINE void add_pass_s16(const grukit_add_fast_s16 *add, const gru
     }
 }
 
-static GRUKIT_NOINLINE void logistic_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                              const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
-{
-    add_pass_s16(pre, act, 1, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void tanh_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
-                                          const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
-{
-    add_pass_s16(pre, act, 2, a, b, out, n);
-}
-
-static GRUKIT_NOINLINE void add_only_pass_s16(const grukit_add_fast_s16 *add, const int16_t *a, const int16_t *b,
-                                              int16_t *out, int32_t n)
-{
-    add_pass_s16(add, NULL, 0, a, b, out, n);
-}
-
 static GRUKIT_NOINLINE void mul_pass_s16(const grukit_requant_s32 *mul, const int16_t *r, const int16_t *b,
                                          int16_t *out, int32_t n)
 {
@@ -2056,6 +2019,26 @@ static GRUKIT_NOINLINE void z_diff_pass_s16(const grukit_gru_layer_s16 *layer, i
     }
 }
 #endif
+
+/* The gate passes and the last ADD of a step, from add_pass_s16 (Helium's or the scalar one). */
+static GRUKIT_NOINLINE void logistic_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                              const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+{
+    add_pass_s16(pre, act, 1, a, b, out, n);
+}
+
+static GRUKIT_NOINLINE void tanh_pass_s16(const grukit_add_fast_s16 *pre, const grukit_table_input_s16 *act,
+                                          const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
+{
+    add_pass_s16(pre, act, 2, a, b, out, n);
+}
+
+/* out = add(a, b) for every hidden unit (the new state). */
+static GRUKIT_NOINLINE void add_only_pass_s16(const grukit_add_fast_s16 *add, const int16_t *a, const int16_t *b,
+                                              int16_t *out, int32_t n)
+{
+    add_pass_s16(add, NULL, 0, a, b, out, n);
+}
 
 /* ---------------------------------------------------------------- 16x8 layer step */
 
@@ -2098,7 +2081,7 @@ void grukit_gru_step_s16(const grukit_gru_layer_s16 *layer, const int16_t *x, in
         GRUKIT_PHASE(GRUKIT_PHASE_UNITS);
     }
     tanh_pass_s16(&layer->n_pre, &layer->n_act, gx_n, gh_n, (int16_t *)gx_n, H);
-    z_diff_pass_s16(layer, gx_z, gx_n, h);         /* z (h - n) */
+    z_diff_pass_s16(layer, gx_z, gx_n, h);              /* z (h - n) */
     add_only_pass_s16(&layer->h_new, gx_n, gx_z, h, H); /* h = n + z (h - n) */
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
 }
