@@ -534,6 +534,16 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
 ADD_INPUT_SHIFT = 20  # TFLite's int8 ADD / SUB left_shift, which grukit_add_fast_s8 hard-codes (doubled: 21)
 
 
+def _unit_input(name: str, p) -> int:
+    """Which input (1 or 2) of an ADD / SUB (AddParams) TFLite rescales by exactly 1/2: the one of the larger
+    scale, the unit input every kernel path takes as a shift. Refused without one (grukit's quantizer always
+    gives one; grukit_model_*_init returns GRUKIT_ERROR_BAD_CONSTANTS for such constants)."""
+    for i, requant in ((1, p.input1), (2, p.input2)):
+        if (requant.multiplier, requant.shift) == (1 << 30, 0):
+            return i
+    raise UnsupportedModelError(f"{name}: an ADD/SUB with no input of multiplier 1/2 (TFLite's larger scale)")
+
+
 def _add_term_table(zero_point: int, left_shift: int, requant) -> np.ndarray:
     """An ADD / SUB input's term over every int8 input: (x - zp) << left_shift rescaled (TFLite's)."""
     shifted = (INT8_INPUTS.astype(np.int64) - zero_point) << left_shift
@@ -550,13 +560,11 @@ def prepare_add_s8(name: str, p) -> AddTableS8:
     q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
     _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)
     _require_right_shift(q, f"{name} output")
-    unit = next((i for i, r in ((1, p.input1), (2, p.input2)) if (r.multiplier, r.shift) == (1 << 30, 0)), None)
+    unit = _unit_input(name, p)
     zp = p.input1_zero_point if unit == 1 else p.input2_zero_point
-    if unit is None or p.left_shift != ADD_INPUT_SHIFT or not np.array_equal(
-            2 * (t1 if unit == 1 else t2), (INT8_INPUTS.astype(np.int64) - zp) << ADD_INPUT_SHIFT):
-        # grukit_model_s8_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): an ADD/SUB has one input taken as x << 20
-        raise UnsupportedModelError(f"{name}: an int8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger "
-                                    f"scale) and left shift {ADD_INPUT_SHIFT} (its left shift: {p.left_shift})")
+    if not np.array_equal(2 * (t1 if unit == 1 else t2), (INT8_INPUTS.astype(np.int64) - zp) << ADD_INPUT_SHIFT):
+        raise UnsupportedModelError(f"{name}: the unit input's term is not (x - zp) << {ADD_INPUT_SHIFT - 1} "
+                                    f"(left shift {p.left_shift}, the C kernel takes {ADD_INPUT_SHIFT})")
     fold = (1 if p.op == "SUB" else -1) * (int(zp) << ADD_INPUT_SHIFT)
     if unit == 1:
         return AddTableS8(name, None, 2 * t2 + fold, q)
@@ -582,9 +590,7 @@ def prepare_add_fast_s8(name: str, p) -> AddFastS8:
             raise UnsupportedModelError(f"{name} input{i}: the computed term differs from TFLite's at x = {x}")
         terms.append((q.multiplier, offset, q.right_shift, tabulated))
     (m1, off1, e1, t1), (m2, off2, e2, t2) = terms
-    if (m1, e1) != (1 << 30, 0) and (m2, e2) != (1 << 30, 0):
-        # grukit_model_s8_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): the Helium passes take one term as shifted x
-        raise UnsupportedModelError(f"{name}: an int8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger scale)")
+    _unit_input(name, p)
     bound = int(np.abs(t1).max() + np.abs(t2).max()) // 2
     q = requant_s32(p.output.multiplier, p.output.shift, p.output_zero_point, bound, f"{name} output")
     _require_no_left_shift(q, f"{name}: an ADD/SUB output", p.output)
@@ -737,9 +743,7 @@ def prepare_add_s16(name: str, p) -> AddFastS16:
         bound += int(np.abs(F.rescale_smaller_than_one(extremes, requant)).max())  # the term is monotone in x
     if bound >= S16_MAX_ABS_INPUT:
         raise UnsupportedModelError(f"{name}: input terms up to {bound} in sum reach 2^30 (input scales far apart)")
-    if not any(q.multiplier == 1 << 30 and (q.rounding, q.right_shift, q.left_shift) == (0, 0, 0) for q in terms):
-        # grukit_model_s16_init refuses it (GRUKIT_ERROR_BAD_CONSTANTS): the Helium passes take one term as x << 14
-        raise UnsupportedModelError(f"{name}: a 16x8 ADD/SUB with no input of multiplier 1/2 (TFLite's larger scale)")
+    _unit_input(name, p)
     out = requant_s32_16x8(p.output, bound, f"{name} output", need_right_shift=True)
     _require_no_left_shift(out, f"{name}: an ADD/SUB output", p.output)
     return AddFastS16(terms[0], terms[1], out, *(-1 if q.right_shift > 0 else 0 for q in terms))

@@ -570,30 +570,28 @@ def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, scheme, t
     check(case, fb.run_qemu(elf, machine=machine))
 
 
-UNIT_INPUT_PROBES = {"16x8": """#include <stdio.h>
+# A host program: init on the generated model, then on a copy whose layer 0 h - n BREAK has rewritten so that
+# neither input is the unit input; prints both statuses.
+UNIT_INPUT_PROBE = """#include <stdio.h>
+#include <string.h>
 #include GRUKIT_MODEL_HEADER
-static int16_t state[GRUKIT_MODEL_STATE_BYTES / 2];
+static grukit_model_value_t state[GRUKIT_MODEL_STATE_BYTES];
 int main(void)
-{
-    grukit_gru_layer_s16 layer = grukit_model.layers[0];
-    grukit_model_s16 model = grukit_model;
+{{
+    grukit_gru_layer_{s} layer = grukit_model.layers[0];
+    grukit_model_{s} model = grukit_model;
+{brk}
+    model.layers = &layer;
+    printf("%d %d\\n", grukit_model_{s}_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
+           grukit_model_{s}_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
+    return 0;
+}}
+"""
+UNIT_INPUT_BREAKS = {"16x8": """
     if (layer.h_minus_n.input1.multiplier == 1 << 30) {
         layer.h_minus_n.input1 = layer.h_minus_n.input2; /* both the rescaled input's */
     }
-    layer.h_minus_n.input2 = layer.h_minus_n.input1;
-    model.layers = &layer;
-    printf("%d %d\\n", grukit_model_s16_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
-           grukit_model_s16_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
-    return 0;
-}
-""", "int8": """#include <stdio.h>
-#include <string.h>
-#include GRUKIT_MODEL_HEADER
-static int8_t state[GRUKIT_MODEL_STATE_BYTES];
-int main(void)
-{
-    grukit_gru_layer_s8 layer = grukit_model.layers[0];
-    grukit_model_s8 model = grukit_model;
+    layer.h_minus_n.input2 = layer.h_minus_n.input1;""", "int8": """
     grukit_add_fast_s8 adds[5];
     memcpy(adds, layer.adds, sizeof adds);
     if (adds[3].input1_multiplier == 1 << 30 && adds[3].input1_shift == 0) {
@@ -602,28 +600,10 @@ int main(void)
     }
     adds[3].input2_multiplier = adds[3].input1_multiplier;
     adds[3].input2_shift = adds[3].input1_shift;
-    layer.adds = adds;
-    model.layers = &layer;
-    printf("%d %d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
-           grukit_model_s8_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
-    return 0;
-}
-""", "int8-speed": """#include <stdio.h>
-#include GRUKIT_MODEL_HEADER
-static int8_t state[GRUKIT_MODEL_STATE_BYTES];
-int main(void)
-{
-    grukit_gru_layer_s8 layer = grukit_model.layers[0];
-    grukit_model_s8 model = grukit_model;
+    layer.adds = adds;""", "int8-speed": """
     const int32_t *table = layer.h_minus_n.input1_term2 != NULL ? layer.h_minus_n.input1_term2
                                                                   : layer.h_minus_n.input2_term2;
-    layer.h_minus_n.input1_term2 = layer.h_minus_n.input2_term2 = table; /* two tables, no unit input */
-    model.layers = &layer;
-    printf("%d %d\\n", grukit_model_s8_init(&grukit_model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES),
-           grukit_model_s8_init(&model, state, sizeof state, GRUKIT_MODEL_SCRATCH_BYTES));
-    return 0;
-}
-"""}
+    layer.h_minus_n.input1_term2 = layer.h_minus_n.input2_term2 = table; /* two tables, no unit input */"""}
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int8-speed", "16x8"])
@@ -634,7 +614,7 @@ def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     case = make_case(*RANDOM_MODELS[0 if scheme.startswith("int8") else 6])
     model_c, defines = export(case, tmp_path, "size" if scheme == "int8" else "speed")
     probe = tmp_path / "probe.c"
-    probe.write_text(UNIT_INPUT_PROBES[scheme])
+    probe.write_text(UNIT_INPUT_PROBE.format(s="s16" if scheme == "16x8" else "s8", brk=UNIT_INPUT_BREAKS[scheme]))
     exe = fb.build_host([GRU_SOURCE, model_c, probe], tmp_path / "probe", defines=defines)
     assert fb.run_host(exe).split() == ["0", "4"]
     add = case.qmodel.layers[0].prepared["h_minus_n"]

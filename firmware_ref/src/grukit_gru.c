@@ -843,6 +843,24 @@ static inline int is_unit_input_s8(int32_t multiplier, int32_t shift)
     return multiplier == 1 << 30 && shift == 0;
 }
 
+#if GRUKIT_FORM_SIZE
+/* A computed ADD/SUB's two inputs as the passes take them (Helium's and the DSP cores'): whether input1 is the
+ * unit input, the other input's multiplier, offset and shift, and the unit input's offset. */
+typedef struct {
+    int32_t unit_first, multiplier, offset, shift, unit_offset;
+} add_inputs_s8;
+
+static inline add_inputs_s8 add_inputs_of_s8(const grukit_add_fast_s8 *p)
+{
+    const int32_t unit_first = is_unit_input_s8(p->input1_multiplier, p->input1_shift);
+    const add_inputs_s8 a = {unit_first, unit_first ? p->input2_multiplier : p->input1_multiplier,
+                             unit_first ? p->input2_offset : p->input1_offset,
+                             unit_first ? p->input2_shift : p->input1_shift,
+                             unit_first ? p->input1_offset : p->input2_offset};
+    return a;
+}
+#endif
+
 #if GRUKIT_FORM_SIZE && !GRUKIT_GRU_MVE /* Helium has vector twins (add_calc_mve) */
 /* A computed ADD / SUB input term, doubled (grukit_add_fast_s8): e = 0 (the larger input scale's multiplier
  * 1/2) has no rounding and no sign term. */
@@ -864,12 +882,10 @@ static inline int32_t add_term_s8(int32_t x, int32_t multiplier, int32_t offset,
 static GRUKIT_INLINE void calc_pass_s8(const grukit_add_fast_s8 *p, const int8_t *act, int lookup, int subtract,
                                        const int8_t *a, const int8_t *b, int8_t *out, int32_t n)
 {
-    const int32_t unit_first = is_unit_input_s8(p->input1_multiplier, p->input1_shift);
-    const int32_t m = unit_first ? p->input2_multiplier : p->input1_multiplier;
-    const int32_t offset = unit_first ? p->input2_offset : p->input1_offset;
-    const int32_t e = unit_first ? p->input2_shift : p->input1_shift;
+    const add_inputs_s8 in = add_inputs_of_s8(p);
+    const int32_t unit_first = in.unit_first, m = in.multiplier, offset = in.offset, e = in.shift;
     const int32_t rounding = e > 0 ? 1 << (e - 1) : 0, sign_mask = e > 0 ? -1 : 0;
-    const int32_t unit_offset = (unit_first ? p->input1_offset : p->input2_offset) / 2;
+    const int32_t unit_offset = in.unit_offset / 2;
     const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
     const grukit_requant_s32 q = p->output;
     for (int32_t j = 0; j < n; ++j) {
@@ -1064,21 +1080,19 @@ typedef struct {
 
 static inline add_mve_s8 add_params_mve(const grukit_add_fast_s8 *p, int subtract)
 {
-    const int32_t unit_first = is_unit_input_s8(p->input1_multiplier, p->input1_shift);
-    const int32_t m = unit_first ? p->input2_multiplier : p->input1_multiplier;
-    const int32_t e = unit_first ? p->input2_shift : p->input1_shift;
-    const int32_t unit_sign = subtract && !unit_first ? -1 : 1;
-    const add_mve_s8 a = {unit_first,
-                          m,
-                          (unit_first ? p->input2_offset : p->input1_offset) / 2,
-                          e,
+    const add_inputs_s8 in = add_inputs_of_s8(p);
+    const int32_t unit_sign = subtract && !in.unit_first ? -1 : 1;
+    const add_mve_s8 a = {in.unit_first,
+                          in.multiplier,
+                          in.offset / 2,
+                          in.shift,
                           unit_sign * (1 << 19),
-                          unit_sign * ((unit_first ? p->input1_offset : p->input2_offset) / 4),
-                          subtract && unit_first ? -1 : 1,
+                          unit_sign * (in.unit_offset / 4),
+                          subtract && in.unit_first ? -1 : 1,
                           p->output.multiplier,
                           p->output.right_shift,
                           zero_point_of(&p->output),
-                          vdupq_n_s32(e > 0 ? -1 : 0)};
+                          vdupq_n_s32(in.shift > 0 ? -1 : 0)};
     return a;
 }
 
@@ -1771,6 +1785,24 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
     return y >> 8;
 }
 
+/* An ADD/SUB as the element-wise passes take it (Helium's and the scalar ones): raw = unit * unit_scale +
+ * term(other) * other_sign (unit_scale 2^14 or -2^14, other_sign 1 or -1: a SUB's minus goes to whichever input
+ * is the second), then the output's requantization. unit_first: input1 is the unit input (the pass loads it from
+ * the first pointer). */
+typedef struct {
+    int32_t unit_first, other_sign_mask, unit_scale, other_sign;
+    grukit_requant_s32 other, output;
+} add_unit_params_s16;
+
+static inline add_unit_params_s16 add_pass_params_s16(const grukit_add_fast_s16 *p, int subtract)
+{
+    const int32_t unit_first = is_unit_term_s16(&p->input1);
+    const add_unit_params_s16 a = {unit_first, unit_first ? p->input2_sign_mask : p->input1_sign_mask,
+                                   subtract && !unit_first ? -(1 << 14) : 1 << 14, subtract && unit_first ? -1 : 1,
+                                   unit_first ? p->input2 : p->input1, p->output};
+    return a;
+}
+
 #if GRUKIT_GRU_MVE
 /*
  * The 16x8 element-wise ops on 4 lanes, lane by lane the integers of the functions above (both forms: their
@@ -1781,37 +1813,12 @@ static inline int32_t tanh_fast_s16(const grukit_table_input_s16 *p, int32_t x)
  * x << 14 exactly, one shift. A requantized value feeding a table stays as x << 16, VQSHL's saturation.
  */
 
-/* An ADD/SUB as the passes take it: raw = unit * unit_scale + term(other) * other_sign (unit_scale 2^14 or
- * -2^14, other_sign 1 or -1: a SUB's minus goes to whichever input is the second), then the output's
- * requantization. unit_first: input1 is the unit input (the pass loads it from the first pointer). */
-typedef struct {
-    int32_t unit_first;
-    int32_t multiplier, neg_shift, sign_mask; /* the other input's term */
-    int32_t unit_scale, other_sign;
-    int32_t out_multiplier, out_neg_shift;
-} add_mve_s16;
-
-static inline add_mve_s16 add_params_s16_mve(const grukit_add_fast_s16 *p, int subtract)
-{
-    const int32_t unit_first = is_unit_term_s16(&p->input1);
-    const grukit_requant_s32 *other = unit_first ? &p->input2 : &p->input1;
-    const add_mve_s16 a = {unit_first,
-                           other->multiplier,
-                           -other->right_shift,
-                           unit_first ? p->input2_sign_mask : p->input1_sign_mask,
-                           subtract && !unit_first ? -(1 << 14) : 1 << 14,
-                           subtract && unit_first ? -1 : 1,
-                           p->output.multiplier,
-                           -p->output.right_shift};
-    return a;
-}
-
 /* The other input's term: VQRDMULH(x << 15, m) plus the sign where e >= 1 (RoundingDivideByPOT's half away from
  * zero), rounded by 2^e. */
-static inline int32x4_t other_term_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, int32x4_t x)
+static inline int32x4_t other_term_s16_mve(const add_unit_params_s16 *p, int32x4_t sign_mask, int32x4_t x)
 {
-    const int32x4_t y = vqrdmulhq_n_s32(vshlq_n_s32(x, 15), p->multiplier);
-    return vrshlq_n_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), p->neg_shift);
+    const int32x4_t y = vqrdmulhq_n_s32(vshlq_n_s32(x, 15), p->other.multiplier);
+    return vrshlq_n_s32(vaddq_s32(y, vandq_s32(vshrq_n_s32(x, 31), sign_mask)), -p->other.right_shift);
 }
 
 /* requant_fast_s32 of the doubled 2 raw, saturated to int16 and kept as x << 16: VQSHL by 16 saturates exactly
@@ -1872,11 +1879,12 @@ static inline int32x4_t activate_s16_mve(const table_mve_s16 *t, int tanh_gate, 
  * predicated (their lanes past H loaded as 0 and not stored). */
 
 /* ACT(add(a, b)) of 4 lanes: ACT 0 the sum itself, 1 LOGISTIC, 2 TANH. */
-static inline int32x4_t add_act_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, const table_mve_s16 *t, int act,
-                                        uint32x4_t limit, uint32x4_t fraction_mask, int32x4_t unit, int32x4_t other)
+static inline int32x4_t add_act_s16_mve(const add_unit_params_s16 *p, int32x4_t sign_mask, const table_mve_s16 *t,
+                                        int act, uint32x4_t limit, uint32x4_t fraction_mask, int32x4_t unit,
+                                        int32x4_t other)
 {
     const int32x4_t raw = vaddq_s32(vshlq_n_s32(unit, 14), other_term_s16_mve(p, sign_mask, other));
-    const int32x4_t high = requant_high_s16_mve(raw, p->out_multiplier, p->out_neg_shift);
+    const int32x4_t high = requant_high_s16_mve(raw, p->output.multiplier, -p->output.right_shift);
     return act == 0 ? vshrq_n_s32(high, 16) : activate_s16_mve(t, act == 2, limit, fraction_mask, high);
 }
 
@@ -1884,9 +1892,9 @@ static inline int32x4_t add_act_s16_mve(const add_mve_s16 *p, int32x4_t sign_mas
 static GRUKIT_INLINE void add_pass_s16(const grukit_add_fast_s16 *add, const grukit_table_input_s16 *act_input,
                                        int act, const int16_t *a, const int16_t *b, int16_t *out, int32_t n)
 {
-    const add_mve_s16 p = add_params_s16_mve(add, 0);
+    const add_unit_params_s16 p = add_pass_params_s16(add, 0);
     const table_mve_s16 t = act != 0 ? table_params_s16_mve(act_input) : (table_mve_s16){0, 0};
-    const int32x4_t sign_mask = vdupq_n_s32(p.sign_mask);
+    const int32x4_t sign_mask = vdupq_n_s32(p.other_sign_mask);
     const uint32_t fraction_bits = act == 2 ? 8u : 9u;
     const uint32x4_t limit = vdupq_n_u32((255u << fraction_bits) - 1u);
     const uint32x4_t fraction_mask = vdupq_n_u32((1u << fraction_bits) - 1u);
@@ -1923,12 +1931,12 @@ static GRUKIT_NOINLINE void mul_pass_s16(const grukit_requant_s32 *mul, const in
 }
 
 /* mul(z, sub(h, n)) of 4 lanes, the sub's unit and other inputs given (h and n in the SUB's order). */
-static inline int32x4_t z_diff_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask, int32_t mul_multiplier,
+static inline int32x4_t z_diff_s16_mve(const add_unit_params_s16 *p, int32x4_t sign_mask, int32_t mul_multiplier,
                                        int32_t mul_neg_shift, int32x4_t z, int32x4_t unit, int32x4_t other)
 {
     const int32x4_t raw =
         vmlaq_n_s32(vmulq_n_s32(unit, p->unit_scale), other_term_s16_mve(p, sign_mask, other), p->other_sign);
-    const int32x4_t diff = vshrq_n_s32(requant_high_s16_mve(raw, p->out_multiplier, p->out_neg_shift), 16);
+    const int32x4_t diff = vshrq_n_s32(requant_high_s16_mve(raw, p->output.multiplier, -p->output.right_shift), 16);
     return vshrq_n_s32(requant_high_s16_mve(vmulq_s32(z, diff), mul_multiplier, mul_neg_shift), 16);
 }
 
@@ -1936,8 +1944,8 @@ static inline int32x4_t z_diff_s16_mve(const add_mve_s16 *p, int32x4_t sign_mask
 static GRUKIT_NOINLINE void z_diff_pass_s16(const grukit_gru_layer_s16 *layer, int16_t *z, const int16_t *n_gate,
                                             const int16_t *h)
 {
-    const add_mve_s16 p = add_params_s16_mve(&layer->h_minus_n, 1);
-    const int32x4_t sign_mask = vdupq_n_s32(p.sign_mask);
+    const add_unit_params_s16 p = add_pass_params_s16(&layer->h_minus_n, 1);
+    const int32x4_t sign_mask = vdupq_n_s32(p.other_sign_mask);
     const int32_t mul_multiplier = layer->z_mul.multiplier, mul_neg_shift = -layer->z_mul.right_shift;
     const int16_t *unit = p.unit_first ? h : n_gate, *other = p.unit_first ? n_gate : h;
     const int32_t H = layer->hidden_size;
@@ -1960,22 +1968,6 @@ static GRUKIT_NOINLINE void z_diff_pass_s16(const grukit_gru_layer_s16 *layer, i
  * 226 -> 183 element-wise instructions per unit on the Cortex-M4, 348 -> 259 on RV32, 890 -> 729 on the M0+
  * (I=16, H=64).
  */
-
-/* An ADD/SUB as the passes take it (add_mve_s16's scalar twin): raw = unit * unit_scale + term(other) *
- * other_sign, unit_scale 2^14 or -2^14. */
-typedef struct {
-    int32_t unit_first, other_sign_mask, unit_scale, other_sign;
-    grukit_requant_s32 other, output;
-} add_unit_params_s16;
-
-static inline add_unit_params_s16 add_pass_params_s16(const grukit_add_fast_s16 *p, int subtract)
-{
-    const int32_t unit_first = is_unit_term_s16(&p->input1);
-    const add_unit_params_s16 a = {unit_first, unit_first ? p->input2_sign_mask : p->input1_sign_mask,
-                                   subtract && !unit_first ? -(1 << 14) : 1 << 14, subtract && unit_first ? -1 : 1,
-                                   unit_first ? p->input2 : p->input1, p->output};
-    return a;
-}
 
 static inline int32_t add_unit_s16(const add_unit_params_s16 *p, int32_t unit, int32_t other, int subtract)
 {
