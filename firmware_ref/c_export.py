@@ -109,7 +109,8 @@ def _fc_s8(cf: _CFile, fc: FcS8) -> str:
         return "{0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL}"
     if fc.compact is not None:
         compact = _fc_compact_s8(cf, fc)
-        return f"{{{fc.rows}, {fc.depth}, NULL, NULL, NULL, {fc.input_offset}, 0, NULL, NULL, &{compact}}}"
+        return (f"{{{fc.rows}, {fc.depth}, NULL, NULL, NULL, {fc.input_offset}, {fc.general_requant}, NULL, NULL, "
+                f"&{compact}}}")
     w_sym, sparse = _weights(cf, fc)
     b_sym = cf.array(f"{fc.name}_bias_start", "int32_t", fc.bias_start, per_line=8)
     q_sym = cf.requants(f"{fc.name}_requant", fc.requant)

@@ -465,6 +465,11 @@ def pack_compact_s8(w: np.ndarray) -> np.ndarray:
     return _swap_quad_middles(w).ravel()
 
 
+def _general_requant(requants) -> int:
+    """grukit_fc_s8's general_requant (either form): 1 if some row has a left shift or right shift 0."""
+    return int(any(q.left_shift or q.right_shift == 0 for q in requants))
+
+
 def prepare_fc_s8(name: str, parts: list, sparse: bool = True, compact: bool = False) -> FcS8:
     """One grukit_fc_s8 stacking the (QuantizedFC, prepared params) parts, each padded to 4 rows; in the
     block-sparse form when ``sparse`` and it is smaller (weight_form). compact: the size mode's
@@ -494,7 +499,7 @@ def prepare_fc_s8(name: str, parts: list, sparse: bool = True, compact: bool = F
             f"{name} row {row}: |bias| + |x - zp| * sum |w| up to {int(doubled[row]) // 2} is too large for the "
             "C kernel's packed products (needs 256 x that, doubled, below 2^31)")
     start = np.stack([256 * bias2[1::2] + bias2[0::2], bias2[0::2]], axis=1).ravel()
-    general = int(any(q.left_shift or q.right_shift == 0 for q in requants))
+    general = _general_requant(requants)
     weights, block_groups, group_index = weight_form(pack_pairs_s8(w_all), w_all, sparse)
     return FcS8(name, len(biases) - pad, depth, weights, start, tuple(requants), -zp_in, general, block_groups,
                 group_index)
@@ -528,7 +533,8 @@ def _prepare_fc_compact_s8(name: str, parts: list) -> FcS8:
                           np.array([compact_shift(q) for q in requants] + pad, np.int64), part_rows.pop(),
                           tuple(zero_points + [0] * (3 - len(zero_points))))
     empty = np.zeros(0, np.int64)
-    return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), 0, 0, compact=compact)
+    return FcS8(name, len(biases), w_all.shape[1], empty, empty, tuple(requants), 0, _general_requant(requants),
+                compact=compact)
 
 
 ADD_INPUT_SHIFT = 20  # TFLite's int8 ADD / SUB left_shift, which grukit_add_fast_s8 hard-codes (doubled: 21)

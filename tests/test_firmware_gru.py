@@ -130,6 +130,24 @@ def run_on_host(case: Case, build_dir: Path, sanitize: bool, extra_defines: dict
     check(case, fb.run_host(exe, golden))
 
 
+def check_on_machine(case: Case, build_dir: Path, machine: str, optimize: str = "speed", dsp: bool = True,
+                     extra_defines: dict | None = None) -> None:
+    """The driver on ``machine`` ("host": the host compiler, sanitized where the sanitizers work; else QEMU's
+    machine, skipped without its tools), the constants in the ``optimize`` form, checked line by line."""
+    model_c, defines = export(case, build_dir, optimize)
+    defines.update(extra_defines or {})
+    if machine == "host":
+        exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], build_dir / "gru",
+                            sanitize=fb.sanitizers_work(fb.require_host_cc(), build_dir), defines=defines)
+        check(case, fb.run_host(exe, golden_stream(case).write_text(build_dir / "golden.txt")))
+        return
+    fb.require_arm_tools(machine)
+    golden_c = golden_stream(case).write_c(build_dir / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
+    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], build_dir / "gru.elf", dsp=dsp, defines=defines,
+                       machine=machine)
+    check(case, fb.run_qemu(elf, machine=machine))
+
+
 # ---------------------------------------------------------------- host
 
 
@@ -271,12 +289,12 @@ def test_run_c_host_equals_run_int(spec, n, t):
         assert_identical(got, expected, f"{case.name}: run_c_host layer {layer} states")
 
 
-def test_general_requantization_rows_match_numpy():
+def general_requant_case() -> Case:
     """Rows with a left shift and with right shift 0 take the C kernel's general requantization path, which
     calibrated models rarely need: the head's first rows get such scales (the NumPy runtime uses them too),
-    and one-hot weights so that their outputs do not all saturate."""
-    fb.require_host_cc()
-    case = make_case(*RANDOM_MODELS[1])
+    and one-hot weights so that their outputs do not all saturate; a head of 5 rows, so that they fall in a
+    whole block of 4 (which the M55's Helium loop requantizes as one vector)."""
+    case = make_case("general_requant", 1, "int8", 0, 1, 5, 13, 5, True, True)  # s8_lbr0_odd with 5 outputs
     H = case.qmodel.layers[-1].hidden_size
     one_hot = lambda k, v: np.eye(H, dtype=np.int8)[k] * np.int8(v)
     qmodel = _with_head_rows(case.qmodel, {
@@ -285,10 +303,28 @@ def test_general_requantization_rows_match_numpy():
         2: (one_hot(2, 1), 0, Requant(1 << 30, 0)),  # x 0.5 exactly: every odd input is a tie of SRDHM
     })
     x_q = qmodel.quantize_input(random_inputs(77, N=20, T=8, I=5, scale=1.5))
-    y_q, _ = host.run_c_host(qmodel, x_q)
     y_ref = qmodel.run_int(x_q)[0]
     assert all(len(np.unique(y_ref[..., o])) > 20 for o in range(3)), "the test rows should not saturate"
-    assert_identical(y_q, y_ref, "general requantization rows")
+    return Case("general_requant", qmodel, x_q)
+
+
+def test_general_requantization_rows_match_numpy():
+    fb.require_host_cc()
+    case = general_requant_case()
+    y_q, _ = host.run_c_host(case.qmodel, case.x_q)
+    assert_identical(y_q, case.qmodel.run_int(case.x_q)[0], "general requantization rows")
+
+
+@pytest.mark.parametrize("machine,optimize", [("host", "size"), ("mps2-an386", "speed"), ("mps3-an547", "size")],
+                         ids=["host-size", "m4-speed", "m55-size"])
+def test_general_requantization_rows_match_numpy_in_every_path(machine, optimize, tmp_path):
+    """The same rows through the size form (the compact requantization; on the M55 the Helium block loop's
+    general variant, the other products taking its fast one) and the M4's speed form (the C block loop beside
+    the assembly one of the other products)."""
+    case = general_requant_case()
+    model = KN.prepare_model(case.qmodel, optimize=optimize)
+    assert (model.layers[0].x_fc.general_requant, model.head[0].fc.general_requant) == (0, 1)
+    check_on_machine(case, tmp_path, machine, optimize)
 
 
 def test_run_c_host_refuses_wrong_input():
@@ -339,26 +375,16 @@ CORE_IDS = {"mps2-an386": "m4", "mps2-an500": "m7", "mps2-an505": "m33", "mps3-a
 @pytest.mark.parametrize("spec,dsp,machine", ARM_RUNS,
                          ids=[f"{s[0]}-{'dsp' if d else 'portable'}-{CORE_IDS[m]}" for s, d, m in ARM_RUNS])
 def test_emulated_core_matches_numpy(spec, dsp, machine, tmp_path):
-    fb.require_arm_tools(machine)
-    case = make_case(*spec)
-    model_c, defines = export(case, tmp_path)
-    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines,
-                       machine=machine)
-    check(case, fb.run_qemu(elf, machine=machine))
+    check_on_machine(make_case(*spec), tmp_path, machine, dsp=dsp)
 
 
 @pytest.mark.parametrize("which", ["s8_lbr0_odd", "saturating_int8"])
 def test_dsp_passes_without_their_assembly_match_numpy(which, tmp_path):
-    """The int8 speed form's DSP passes run two units per iteration in assembly; a build without optimization
-    (GRUKIT_PAIRS_ASM 0, forced here in an -O2 build) runs their C loops instead: an odd H (the C tail as well),
-    lbr 0, and h as the unit input of h - n."""
+    """The int8 speed form's DSP passes run two units per iteration in assembly, its dense products' block loop
+    is assembly too; a build without optimization (GRUKIT_PAIRS_ASM 0, GRUKIT_BLOCKS_ASM 0, forced here in an -O2
+    build) runs their C loops instead: an odd H (the C tail as well), lbr 0, and h as the unit input of h - n."""
     case = make_case(*ARM_MODELS[0]) if which == "s8_lbr0_odd" else saturating_case("int8")
-    model_c, defines = export(case, tmp_path)
-    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=True,
-                       defines={**defines, "GRUKIT_PAIRS_ASM": 0}, machine="mps2-an386")
-    check(case, fb.run_qemu(elf, machine="mps2-an386"))
+    check_on_machine(case, tmp_path, "mps2-an386", extra_defines={"GRUKIT_PAIRS_ASM": 0, "GRUKIT_BLOCKS_ASM": 0})
 
 
 # ---------------------------------------------------------------- 16x8 fused kernel
@@ -421,12 +447,7 @@ def test_16x8_extreme_rows_match_numpy():
     (RANDOM_MODELS[7], False),  # lbr 0, stacked, portable
 ], ids=["s16_lbr1_small-dsp", "s16_lbr1_small-portable", "s16_lbr0_odd-portable"])
 def test_cortex_m4_16x8_matches_numpy(spec, dsp, tmp_path):
-    fb.require_arm_tools("mps2-an386")
-    case = make_case(*spec)
-    model_c, defines = export(case, tmp_path)
-    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines)
-    check(case, fb.run_qemu(elf, machine="mps2-an386"))
+    check_on_machine(make_case(*spec), tmp_path, "mps2-an386", dsp=dsp)
 
 
 # ---------------------------------------------------------------- Armv6-M's high multiply
@@ -505,6 +526,26 @@ def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"
 
 
+# (spec as RANDOM_MODELS): products of depth 16 k, k = 1 .. 4, which Helium runs with the input in vector
+# registers (blocks_xq_s8), in every role: input, state (lbr 0: hn too), a stacked layer's input, the head.
+XQ_MODELS = [
+    ("s8_depths_16_48", 20, "int8", 0, 1, 16, 48, 4, True, True),  # k = 1 (x), 3 (h, hn, head)
+    ("s8_depths_64_16", 21, "int8", 1, 2, 64, 16, 6, False, True),  # k = 4 (x), 1 (h, layer 1, head)
+    ("s8_depths_32", 22, "int8", 1, 1, 32, 32, 4, False, True),  # k = 2 (all)
+]
+
+
+@pytest.mark.parametrize("spec", XQ_MODELS, ids=[m[0] for m in XQ_MODELS])
+def test_helium_products_with_the_input_in_registers_match_numpy(spec, tmp_path):
+    fb.require_arm_tools("mps3-an547")
+    case = make_case(*spec)
+    model = KN.prepare_model(case.qmodel, optimize="size")
+    depths = {fc.depth for layer in model.layers for fc in (layer.x_fc, layer.h_fc, layer.hn_fc) if fc.rows}
+    assert depths | {d.fc.depth for d in model.head} <= {16, 32, 48, 64}
+    assert not any(fc.general_requant for layer in model.layers for fc in (layer.x_fc, layer.h_fc))
+    check_on_machine(case, tmp_path, "mps3-an547", "size")
+
+
 # ---------------------------------------------------------------- the element-wise passes: activations, unit inputs
 
 def test_helium_activations_equal_tflite_s_on_every_table_input():
@@ -557,22 +598,12 @@ def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, scheme, t
     case = saturating_case(scheme)
     sub = case.qmodel.layers[0].prepared["h_minus_n"]
     assert sub.input1 == Requant(1 << 30, 0) != sub.input2
-    model_c, defines = export(case, tmp_path, optimize)
-    if machine == "host":
-        exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], tmp_path / "gru",
-                            sanitize=fb.sanitizers_work(fb.require_host_cc(), tmp_path), defines=defines)
-        check(case, fb.run_host(exe, golden_stream(case).write_text(tmp_path / "golden.txt")))
-        return
-    fb.require_arm_tools(machine)
-    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
-    elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], tmp_path / "gru.elf", dsp=dsp, defines=defines,
-                       machine=machine)
-    check(case, fb.run_qemu(elf, machine=machine))
+    check_on_machine(case, tmp_path, machine, optimize, dsp)
 
 
-# A host program: init on the generated model, then on a copy whose layer 0 h - n BREAK has rewritten so that
-# neither input is the unit input; prints both statuses.
-UNIT_INPUT_PROBE = """#include <stdio.h>
+# A host program: init on the generated model, then on a copy that BREAK has rewritten (its layer 0 or its
+# model struct); prints both statuses.
+INIT_PROBE = """#include <stdio.h>
 #include <string.h>
 #include GRUKIT_MODEL_HEADER
 static grukit_model_value_t state[GRUKIT_MODEL_STATE_BYTES];
@@ -614,7 +645,7 @@ def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     case = make_case(*RANDOM_MODELS[0 if scheme.startswith("int8") else 6])
     model_c, defines = export(case, tmp_path, "size" if scheme == "int8" else "speed")
     probe = tmp_path / "probe.c"
-    probe.write_text(UNIT_INPUT_PROBE.format(s="s16" if scheme == "16x8" else "s8", brk=UNIT_INPUT_BREAKS[scheme]))
+    probe.write_text(INIT_PROBE.format(s="s16" if scheme == "16x8" else "s8", brk=UNIT_INPUT_BREAKS[scheme]))
     exe = fb.build_host([GRU_SOURCE, model_c, probe], tmp_path / "probe", defines=defines)
     assert fb.run_host(exe).split() == ["0", "4"]
     add = case.qmodel.layers[0].prepared["h_minus_n"]
@@ -623,3 +654,19 @@ def test_init_refuses_an_add_without_a_unit_input(scheme, tmp_path):
     prepare = {"int8": KN.prepare_add_fast_s8, "int8-speed": KN.prepare_add_s8, "16x8": KN.prepare_add_s16}[scheme]
     with pytest.raises(grukit.UnsupportedModelError, match="no input of multiplier 1/2"):
         prepare("l0_h_minus_n", both_rescaled)
+
+
+@pytest.mark.parametrize("optimize", ["speed", "size"])
+def test_init_refuses_general_rows_in_a_product_flagged_fast(optimize, tmp_path):
+    """GRUKIT_ERROR_BAD_CONSTANTS for a product whose general_requant is 0 while some row has a left shift or
+    right shift 0: the fast requantization (the M4's assembly block loop, the M55's Helium one) would get those
+    rows wrong."""
+    case = general_requant_case()
+    model_c, defines = export(case, tmp_path, optimize)
+    probe = tmp_path / "probe.c"
+    probe.write_text(INIT_PROBE.format(s="s8", brk="""
+    grukit_dense_s8 head = grukit_model.head[0];
+    head.fc.general_requant = 0; /* its rows 0-2 need the general requantization */
+    model.head = &head;"""))
+    exe = fb.build_host([GRU_SOURCE, model_c, probe], tmp_path / "probe", defines=defines)
+    assert fb.run_host(exe).split() == ["0", "4"]

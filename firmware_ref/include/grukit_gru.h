@@ -33,8 +33,9 @@
  * is, MODEL_FORM_SIZE or MODEL_FORM_SPEED, and grukit_model_*_init refuses one this build cannot run).
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; on a core with Helium (__ARM_FEATURE_MVE, e.g. Cortex-M55)
- * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops over blocks of 4 rows, each
- * block requantized as one 4-lane vector, and the gates' element-wise ops as 4-lane vector passes (both forms
+ * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops over blocks of 4 rows (_s8
+ * of depth 16, 32, 48 or 64: the input held in vector registers, no loop per block), each block requantized as
+ * one 4-lane vector, and the gates' element-wise ops as 4-lane vector passes (both forms
  * of _s16; the _s8 speed form keeps the DSP path there). The results are bit-identical to the portable C path
  * (define GRUKIT_PORTABLE_ONLY to force the portable path).
  *
@@ -62,7 +63,8 @@ extern "C" {
 /** The model's constants are of a form (speed or size) this build of grukit_gru.c leaves out. */
 #define GRUKIT_ERROR_FORM_NOT_BUILT 3
 /** The constants break a property grukit's generator guarantees: an ADD/SUB without a unit input (the input of
- *  the larger scale, whose rescale is exactly 1/2: grukit_add_table_s8, grukit_add_fast_s8, grukit_add_fast_s16). */
+ *  the larger scale, whose rescale is exactly 1/2: grukit_add_table_s8, grukit_add_fast_s8, grukit_add_fast_s16),
+ *  or an int8 product whose general_requant is 0 while a row has a left shift or right shift 0 (grukit_fc_s8). */
 #define GRUKIT_ERROR_BAD_CONSTANTS 4
 
 /* ================================================================= int8 scheme (_s8) */
@@ -151,16 +153,17 @@ typedef struct {
     const int32_t *bias_start;
     const grukit_requant_s32 *requant; /**< [4 * ceil(O/4)], padding rows hold a valid dummy. */
     int32_t input_offset;               /**< -(input zero point), [-127, 128]. */
-    int32_t general_requant;            /**< 1 if some row has left_shift > 0 or right_shift 0. */
+    int32_t general_requant;            /**< 1 if some row has left_shift > 0 or right_shift 0 (either form: a
+                                             compact shift >= 0); 0 lets the kernel take the fast form. */
     /** Sparse form: uint8 [ceil(O/4)], the stored 8-column groups of each 4-row block, [0, ceil(K/8)];
      *  NULL for the dense form. */
     const uint8_t *block_groups;
     /** Sparse form: uint8 [sum of block_groups], each stored group's column group k / 8, ascending within a
      *  block, [0, ceil(K/8) - 1]; NULL for the dense form (or when no group is stored). */
     const uint8_t *group_index;
-    /** The compact form (size mode) or NULL: when set, rows and depth still hold, input_offset is 0 (folded into
-     *  the compact bias) and every other array above is NULL; the outputs are rows in a row, with no padding
-     *  rows between the stacked gates. */
+    /** The compact form (size mode) or NULL: when set, rows, depth and general_requant still hold, input_offset
+     *  is 0 (folded into the compact bias) and every array above is NULL; the outputs are rows in a row, with no
+     *  padding rows between the stacked gates. */
     const grukit_fc_compact_s8 *compact;
 } grukit_fc_s8;
 

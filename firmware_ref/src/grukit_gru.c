@@ -177,6 +177,25 @@ static inline int32_t pack_s16x2(int32_t lo, int32_t hi)
 static void widen_s8(const int8_t *x, int32_t n, int32_t offset, int32_t *xw)
 {
     int32_t k = 0;
+#if GRUKIT_GRU_DSP
+    /* 4 columns a word: SXTAB16 adds the offset to bytes 0, 2 and (rotated) 1, 3, PKHBT / PKHTB pair them as
+     * (x0, x1) and (x2, x3), SADD16 doubles (|2 (x + offset)| <= 510: no halfword carries into the other). */
+    const int32_t offsets = pack_s16x2(offset, offset);
+    for (; k + 4 <= n; k += 4, xw += 2) {
+        int32_t v, even, odd;
+        memcpy(&v, x + k, sizeof v); /* an unaligned LDR: the Armv7-M and Armv8-M mainline cores allow it */
+        __asm__("sxtab16 %[even], %[off], %[v]\n\t"
+                "sxtab16 %[odd], %[off], %[v], ror #8\n\t"
+                "pkhbt %[v], %[even], %[odd], lsl #16\n\t"
+                "pkhtb %[odd], %[odd], %[even], asr #16\n\t"
+                "sadd16 %[v], %[v], %[v]\n\t"
+                "sadd16 %[odd], %[odd], %[odd]"
+                : [v] "+&r"(v), [even] "=&r"(even), [odd] "=&r"(odd)
+                : [off] "r"(offsets));
+        xw[0] = v;
+        xw[1] = odd;
+    }
+#endif
     for (; k + 2 <= n; k += 2) {
         *xw++ = pack_s16x2(2 * (x[k] + offset), 2 * (x[k + 1] + offset));
     }
@@ -330,6 +349,108 @@ static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s
     out[2] = (int8_t)sat_s8(requant_fast_s32(acc[2], q[2].multiplier, q[2].rounding, q[2].right_shift));
     out[3] = (int8_t)sat_s8(requant_fast_s32(acc[3], q[3].multiplier, q[3].rounding, q[3].right_shift));
 }
+
+#if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP
+/* 1: the dense product's whole block loop in assembly (blocks_dense_s8); 0: the C loop around dot_block_s8 (an
+ * unoptimized build, where r7 is the frame pointer; a test forces it in an optimized one). */
+#ifndef GRUKIT_BLOCKS_ASM
+#if defined(__OPTIMIZE__)
+#define GRUKIT_BLOCKS_ASM 1
+#else
+#define GRUKIT_BLOCKS_ASM 0
+#endif
+#endif
+#endif
+
+#if GRUKIT_FORM_SPEED && GRUKIT_GRU_DSP && GRUKIT_BLOCKS_ASM
+/* Half a group as GRUKIT_HALF_GROUP_S8_ASM, the block's 4 weight words in one LDM to r4-r7: 14 instructions. */
+#define GRUKIT_HALF_GROUP_LDM_S8_ASM                 \
+    "ldrd %[x0], %[x1], [%[xw]], #8\n\t"             \
+    "ldmia %[w]!, {r4-r7}\n\t"                       \
+    "smlad r0, r4, %[x0], r0\n\t"                    \
+    "sxtb16 r4, r4\n\t"                              \
+    "smlad r1, r4, %[x0], r1\n\t"                    \
+    "smlad r0, r5, %[x1], r0\n\t"                    \
+    "sxtb16 r5, r5\n\t"                              \
+    "smlad r1, r5, %[x1], r1\n\t"                    \
+    "smlad r2, r6, %[x0], r2\n\t"                    \
+    "sxtb16 r6, r6\n\t"                              \
+    "smlad r3, r6, %[x0], r3\n\t"                    \
+    "smlad r2, r7, %[x1], r2\n\t"                    \
+    "sxtb16 r7, r7\n\t"                              \
+    "smlad r3, r7, %[x1], r3\n\t"
+/* One row's output: its grukit_requant_s32 in r4-r7 (LDM), requant_fast_s32 and sat_s8 on ACC, a byte out. */
+#define GRUKIT_ROW_S8_ASM(ACC)                       \
+    "ldmia %[xw]!, {r4-r7}\n\t"                      \
+    "smmlar %[x0], " ACC ", r4, r5\n\t"              \
+    "add %[x0], %[x0], " ACC ", asr #31\n\t"         \
+    "asr %[x0], %[x0], r6\n\t"                       \
+    "ssat %[x0], #8, %[x0]\n\t"                      \
+    "strb %[x0], [%[x1]], #1\n\t"
+
+/*
+ * fc_s8's dense loop with the fast requantization (no general_requant), every block in one assembly loop: per
+ * block the 4 accumulator starts in one LDM, the 8-column groups (32 MACs in 2 LDRD, 2 LDM, 8 SXTB16, 16 SMLAD;
+ * a CMP and BNE per group, or per two for an even count), unpack_block_s8, and per row its record in one LDM and
+ * requant_fast_s32 + sat_s8 in 5 instructions: 36 instructions a block besides the groups (about 52 in the C
+ * loop). The weights run on from block to block; the block's start, record and output pointers wait in memory
+ * in pairs (one LDRD each), since the group loop takes all 13 registers other than r9 (the RWPI platform
+ * register), r7 included: a build that keeps a frame pointer in r7 above -O0 (-fno-omit-frame-pointer) defines
+ * GRUKIT_BLOCKS_ASM=0. The same integers as the C loop: the same sums in the same order (the bound of
+ * dot_block_s8 holds) and the same requantization.
+ */
+/* The loop of blocks_dense_s8 with INNER, the group loop's body: one group (an odd count), or two. */
+#define GRUKIT_BLOCKS_DENSE_S8_ASM(INNER)                                                              \
+    __asm__ volatile("1:\n\t"                                                                          \
+                     "ldrd %[x0], %[xw], %[starts]\n\t" /* the block's starts, the input's */            \
+                     "ldmia %[x0]!, {r0-r3}\n\t"                                                       \
+                     "str %[x0], %[starts]\n\t"                                                        \
+                     "2:\n\t" INNER "cmp %[xw], %[xw_end]\n\t"                                         \
+                     "bne 2b\n\t"                                                                      \
+                     "asr %[x0], r1, #8\n\t" /* unpack_block_s8: rows B0 (r1), A0 (r0), B1 (r3), A1 (r2) */ \
+                     "rsb r0, %[x0], r0, asr #8\n\t"                                                   \
+                     "asr %[x0], r3, #8\n\t"                                                           \
+                     "rsb r2, %[x0], r2, asr #8\n\t"                                                   \
+                     "ldrd %[xw], %[x1], %[outs]\n\t" /* the block's records, its outputs */            \
+                         GRUKIT_ROW_S8_ASM("r1") GRUKIT_ROW_S8_ASM("r0") GRUKIT_ROW_S8_ASM("r3")          \
+                             GRUKIT_ROW_S8_ASM("r2")                                                      \
+                     "strd %[xw], %[x1], %[outs]\n\t"                                                  \
+                     "ldr %[x0], %[out_end]\n\t"                                                       \
+                     "cmp %[x1], %[x0]\n\t"                                                            \
+                     "bne 1b\n\t"                                                                      \
+                     : "=&r"(p0), "=&r"(b0), "=&r"(p1), "=&r"(b1), "=&r"(r4), "=&r"(r5), "=&r"(r6), "=&r"(r7), \
+                       [x0] "=&r"(x0), [x1] "=&r"(x1), [xw] "=&r"(x), [w] "+&r"(w),              \
+                       [starts] "+m"(starts), [outs] "+m"(outs)                                          \
+                     : [xw_end] "r"(xw_end), [out_end] "m"(out_end)                                    \
+                     : "cc", "memory")
+
+static GRUKIT_NOINLINE void blocks_dense_s8(const int32_t *w, const int32_t *xw, int32_t groups, const int32_t *start,
+                                            const grukit_requant_s32 *q, int8_t *out, int32_t blocks)
+{
+    const int32_t *const xw_end = xw + 4 * groups;
+    const int8_t *const out_end = out + 4 * blocks;
+    /* pairs in memory, each one LDRD: the next block's accumulator starts and the input; records and outputs */
+    struct {
+        const int32_t *start, *xw;
+    } starts = {start, xw};
+    struct {
+        const grukit_requant_s32 *q;
+        int8_t *out;
+    } outs = {q, out};
+    const int32_t *x;
+    register int32_t p0 __asm__("r0"), b0 __asm__("r1"), p1 __asm__("r2"), b1 __asm__("r3");
+    /* a row pair's weight words in the group loop, a row's record (multiplier, rounding, right_shift, left_shift)
+     * at its requantization */
+    register int32_t r4 __asm__("r4"), r5 __asm__("r5"), r6 __asm__("r6"), r7 __asm__("r7");
+    int32_t x0, x1;
+    if (groups & 1) {
+        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM);
+    } else { /* two groups an iteration: one CMP and BNE fewer per 64 MACs */
+        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
+                                       GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM);
+    }
+}
+#endif
 
 #if GRUKIT_FORM_SPEED
 /* fc_s8 of a block-sparse product: the same bias starts, requantizations and outputs as the dense form. */
@@ -495,11 +616,15 @@ static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
         }
         return;
     }
+#if GRUKIT_GRU_DSP && GRUKIT_BLOCKS_ASM
+    blocks_dense_s8(w, xw, groups, start, q, out, (int32_t)(out_end - out) >> 2);
+#else
     for (; out < out_end; out += 4, w += 8 * groups, start += 4, q += 4) {
         int32_t acc[4];
         dot_block_s8(w, xw, groups, start, acc);
         requant_block_s8(acc, q, 0, out);
     }
+#endif
 #endif
 }
 
@@ -509,7 +634,12 @@ static void fc_s8(const grukit_fc_s8 *fc, const int32_t *xw, int8_t *out)
 /* x in the compact weights' column order: each whole quad as columns (0, 2, 1, 3), the tail as it is. */
 static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
 {
+    static const uint8_t quad_order[16] = {0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15};
+    const uint8x16_t offsets = vld1q_u8(quad_order);
     int32_t k = 0;
+    for (; k + 16 <= n; k += 16) { /* 16 columns in one byte gather */
+        vst1q_s8(xp + k, vldrbq_gather_offset_s8(x + k, offsets));
+    }
     for (; k + 4 <= n; k += 4) {
         xp[k] = x[k];
         xp[k + 1] = x[k + 2];
@@ -596,39 +726,108 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
  * SMMULR, VRSHL by -e adds 2^(e - 1) and shifts right (by 0: nothing), and RoundingDivideByPOT's -1 for a
  * negative y (e >= 1 only: the lanes whose s >> 31 is -1) goes in first; the zero point is added after the
  * shift, which is what rounding = 2^(e - 1) + zp 2^e does in the scalar form; two saturating narrows (VQMOVNB)
- * to int8.
+ * to int8. Without general (no row of a left shift or shift 0: grukit_fc_s8's general_requant, which
+ * grukit_model_s8_init checks) every lane's s is -e with e >= 1: x2 goes to the multiply as it is, the -1 for a
+ * negative y to every lane, VRSHL by s itself (5 instructions fewer a block).
  */
+#define GRUKIT_BLOCKS_MVE_S8_ASM(REQUANT)                                                              \
+    __asm__ volatile("ldr lr, %[zp]\n\t"                                                               \
+                     "vdup.32 q5, lr\n\t" /* the zero point in every lane */                            \
+                     "vmov.i32 q4, #0\n\t" GRUKIT_BLOCK_DOTS_MVE("8", "vldrb.8", "vldrb.8", "16", "s8")     \
+                     "vldrb.s32 q3, [%[q], #32]\n\t" /* s */                                           \
+                     "vldrw.32 q2, [%[q], #16]\n\t"  /* multiplier */                                  \
+                     "vldrw.32 q1, [%[q]], #36\n\t"  /* bias2; q to the next block's record */         \
+                     "vshl.i32 q0, q0, #1\n\t"                                                         \
+                     "vadd.i32 q0, q0, q1\n\t" /* x2 */                                                \
+                     REQUANT                                                                          \
+                     "vadd.i32 q0, q0, q5\n\t"                                                         \
+                     "vqmovnb.s32 q0, q0\n\t"                                                          \
+                     "vqmovnb.s16 q0, q0\n\t"                                                          \
+                     "vstrb.32 q0, [%[out]], #4\n\t" GRUKIT_BLOCK_NEXT_MVE                               \
+                     : GRUKIT_BLOCK_OUTPUTS_MVE                                                       \
+                     : GRUKIT_BLOCK_INPUTS_MVE, [zp] "m"(zero_point)                                  \
+                     : GRUKIT_BLOCK_CLOBBERS_MVE, "q5")
+
 static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
-                                          int8_t *out, int32_t blocks, int32_t zero_point)
+                                          int8_t *out, int32_t blocks, int32_t zero_point, int32_t general)
 {
     const int32_t pad = ((depth + 15) & ~15) - depth; /* a row pointer ends 16 ceil(depth / 16) past its start */
     GRUKIT_BLOCK_REGISTERS_MVE(int8_t, grukit_requant4_s8, int8_t);
-    __asm__ volatile(
-        "vmov.i32 q4, #0\n\t"
-        GRUKIT_BLOCK_DOTS_MVE("8", "vldrb.8", "vldrb.8", "16", "s8")
-        "vldrb.s32 q3, [%[q], #32]\n\t" /* s */
-        "vldrw.32 q2, [%[q], #16]\n\t" /* multiplier */
-        "vldrw.32 q1, [%[q]], #36\n\t" /* bias2; q to the next block's record */
-        "vshl.i32 q0, q0, #1\n\t"
-        "vadd.i32 q0, q0, q1\n\t"      /* x2 */
-        "vmax.s32 q1, q3, q4\n\t"      /* q4: 0 */
-        "vshl.s32 q0, q0, q1\n\t"      /* x2 << max(s, 0) */
-        "vmin.s32 q1, q3, q4\n\t"      /* -e */
-        "vrmulh.s32 q0, q0, q2\n\t"    /* y */
-        "vshr.s32 q2, q0, #31\n\t"
-        "vshr.s32 q3, q3, #31\n\t"
-        "vand q2, q2, q3\n\t"          /* -1 where y < 0 and e >= 1 */
-        "vadd.i32 q0, q0, q2\n\t"
-        "vrshl.s32 q0, q0, q1\n\t"
-        "ldr lr, %[zp]\n\t"
-        "vadd.i32 q0, q0, lr\n\t"
-        "vqmovnb.s32 q0, q0\n\t"
-        "vqmovnb.s16 q0, q0\n\t"
-        "vstrb.32 q0, [%[out]], #4\n\t"
-        GRUKIT_BLOCK_NEXT_MVE
-        : GRUKIT_BLOCK_OUTPUTS_MVE
-        : GRUKIT_BLOCK_INPUTS_MVE, [zp] "m"(zero_point)
-        : GRUKIT_BLOCK_CLOBBERS_MVE);
+    if (general) {
+        GRUKIT_BLOCKS_MVE_S8_ASM("vmax.s32 q1, q3, q4\n\t" /* q4: 0 */
+                                 "vshl.s32 q0, q0, q1\n\t" /* x2 << max(s, 0) */
+                                 "vmin.s32 q1, q3, q4\n\t" /* -e */
+                                 "vrmulh.s32 q0, q0, q2\n\t" /* y */
+                                 "vshr.s32 q2, q0, #31\n\t"
+                                 "vshr.s32 q3, q3, #31\n\t"
+                                 "vand q2, q2, q3\n\t" /* -1 where y < 0 and e >= 1 */
+                                 "vadd.i32 q0, q0, q2\n\t"
+                                 "vrshl.s32 q0, q0, q1\n\t");
+    } else {
+        GRUKIT_BLOCKS_MVE_S8_ASM("vrmulh.s32 q0, q0, q2\n\t" /* y */
+                                 "vshr.s32 q2, q0, #31\n\t"
+                                 "vadd.i32 q0, q0, q2\n\t" /* -1 where y < 0 */
+                                 "vrshl.s32 q0, q0, q3\n\t");
+    }
+}
+
+/* blocks_mve_s8 for depth 16 k (k = 1 .. 4) without general_requant: the input stays in q4 .. q(3 + k) for the
+ * whole call, and as depth is whole vectors the rows lie one after the other in 16-byte chunks, one pointer
+ * post-incremented through them; per block 4 rows x k (VLDRB, VMLADAV(A)), no loop around them, then the fast
+ * requantization: 8 k + 17 instructions a block against 10 k + 28 in blocks_mve_s8. The same sums (integer
+ * addition in another grouping) and the same lane-by-lane requantization. */
+#define GRUKIT_XQ_LOAD_1 "vldrb.8 q4, [%[x]]\n\t"
+#define GRUKIT_XQ_LOAD_2 GRUKIT_XQ_LOAD_1 "vldrb.8 q5, [%[x], #16]\n\t"
+#define GRUKIT_XQ_LOAD_3 GRUKIT_XQ_LOAD_2 "vldrb.8 q6, [%[x], #32]\n\t"
+#define GRUKIT_XQ_LOAD_4 GRUKIT_XQ_LOAD_3 "vldrb.8 q7, [%[x], #48]\n\t"
+#define GRUKIT_XQ_ROW_1(A) "vldrb.8 q0, [%[w]], #16\n\t" "vmladav.s8 %[" A "], q0, q4\n\t"
+#define GRUKIT_XQ_ROW_2(A) GRUKIT_XQ_ROW_1(A) "vldrb.8 q1, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q1, q5\n\t"
+#define GRUKIT_XQ_ROW_3(A) GRUKIT_XQ_ROW_2(A) "vldrb.8 q2, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q2, q6\n\t"
+#define GRUKIT_XQ_ROW_4(A) GRUKIT_XQ_ROW_3(A) "vldrb.8 q3, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q3, q7\n\t"
+#define GRUKIT_BLOCKS_XQ_S8_ASM(K)                                                                     \
+    __asm__ volatile(GRUKIT_XQ_LOAD_##K "1:\n\t" GRUKIT_XQ_ROW_##K("a0") GRUKIT_XQ_ROW_##K("a1")            \
+                         GRUKIT_XQ_ROW_##K("a2") GRUKIT_XQ_ROW_##K("a3")                                  \
+                     "vmov q0[2], q0[0], %[a0], %[a2]\n\t"                                              \
+                     "vmov q0[3], q0[1], %[a1], %[a3]\n\t"                                              \
+                     "vldrb.s32 q3, [%[q], #32]\n\t" /* s = -e */                                       \
+                     "vldrw.32 q2, [%[q], #16]\n\t"  /* multiplier */                                  \
+                     "vldrw.32 q1, [%[q]], #36\n\t"  /* bias2 */                                       \
+                     "vshl.i32 q0, q0, #1\n\t"                                                         \
+                     "vadd.i32 q0, q0, q1\n\t" /* x2 */                                                \
+                     "vrmulh.s32 q0, q0, q2\n\t" /* y */                                               \
+                     "vshr.s32 q2, q0, #31\n\t"                                                        \
+                     "vadd.i32 q0, q0, q2\n\t" /* -1 where y < 0 */                                    \
+                     "vrshl.s32 q0, q0, q3\n\t"                                                        \
+                     "vadd.i32 q0, q0, %[zp]\n\t"                                                      \
+                     "vqmovnb.s32 q0, q0\n\t"                                                          \
+                     "vqmovnb.s16 q0, q0\n\t"                                                          \
+                     "vstrb.32 q0, [%[out]], #4\n\t"                                                   \
+                     "cmp %[out], %[out_end]\n\t"                                                      \
+                     "bne 1b\n\t"                                                                      \
+                     : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "+&r"(w),         \
+                       [q] "+&r"(q), [out] "+&r"(out)                                                    \
+                     : [x] "r"(x), [zp] "r"(zero_point), [out_end] "r"(out_end)                       \
+                     : "q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "cc", "memory")
+
+static GRUKIT_NOINLINE void blocks_xq_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
+                                         int8_t *out, int32_t blocks, int32_t zero_point)
+{
+    const int8_t *const out_end = out + 4 * blocks;
+    register int32_t a0 __asm__("r0"), a1 __asm__("r8"), a2 __asm__("r10"), a3 __asm__("r12"); /* even (VMLADAV) */
+    switch (depth >> 4) { /* depth is 16, 32, 48 or 64 (fc_compact_mve_s8) */
+    case 1:
+        GRUKIT_BLOCKS_XQ_S8_ASM(1);
+        break;
+    case 2:
+        GRUKIT_BLOCKS_XQ_S8_ASM(2);
+        break;
+    case 3:
+        GRUKIT_BLOCKS_XQ_S8_ASM(3);
+        break;
+    default:
+        GRUKIT_BLOCKS_XQ_S8_ASM(4);
+        break;
+    }
 }
 
 /* One row o of a compact int8 product on Helium (a part's rows outside its whole blocks of 4). */
@@ -658,7 +857,12 @@ static GRUKIT_NOINLINE void fc_compact_mve_s8(const grukit_fc_s8 *fc, const int8
         int32_t lo = end, hi = end;                         /* their rows: [lo, hi) */
         if (b1 > b0) {
             lo = 4 * b0, hi = 4 * b1;
-            blocks_mve_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point);
+            if (!fc->general_requant && (depth & 15) == 0 && depth <= 64) {
+                blocks_xq_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point);
+            } else {
+                blocks_mve_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point,
+                              fc->general_requant);
+            }
         }
         for (int32_t o = first; o < end; ++o) {
             if (o == lo) {
@@ -1330,9 +1534,23 @@ static int forms_built_s8(const grukit_model_s8 *model)
     return 1;
 }
 
-/* Every ADD/SUB has a unit input: the size form's (computed) one whose multiplier and shift say so
- * (is_unit_input_s8), which the Helium passes rely on; the speed form's one without a table (exactly one). */
-static int unit_inputs_s8(const grukit_model_s8 *model)
+/* A product without general_requant has no row of a left shift or right shift 0 (the fast requantization of
+ * both forms relies on it): its records' right_shift >= 1 and left_shift 0, or its compact shifts < 0. */
+static GRUKIT_NOINLINE int fast_requant_holds_s8(const grukit_fc_s8 *fc)
+{
+    for (int32_t o = 0; o < fc->rows && !fc->general_requant; ++o) {
+        if (fc->compact != NULL ? fc->compact->requant[o >> 2].shift[o & 3] >= 0
+                                : fc->requant[o].right_shift < 1 || fc->requant[o].left_shift != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* What the kernel relies on and the generator guarantees (GRUKIT_ERROR_BAD_CONSTANTS otherwise): every ADD/SUB
+ * has a unit input, the size form's (computed) one whose multiplier and shift say so (is_unit_input_s8), the
+ * speed form's one without a table (exactly one); every product's general_requant tells the truth. */
+static int constants_hold_s8(const grukit_model_s8 *model)
 {
     for (int32_t l = 0; l < model->num_layers; ++l) {
         const grukit_gru_layer_s8 *layer = &model->layers[l];
@@ -1346,6 +1564,15 @@ static int unit_inputs_s8(const grukit_model_s8 *model)
                 return 0;
             }
         }
+        if (!fast_requant_holds_s8(&layer->x_fc) || !fast_requant_holds_s8(&layer->h_fc) ||
+            !fast_requant_holds_s8(&layer->hn_fc)) {
+            return 0;
+        }
+    }
+    for (int32_t k = 0; k < model->head_layers; ++k) {
+        if (!fast_requant_holds_s8(&model->head[k].fc)) {
+            return 0;
+        }
     }
     return 1;
 }
@@ -1355,7 +1582,7 @@ int grukit_model_s8_init(const grukit_model_s8 *model, int8_t *state, int32_t st
     if (!forms_built_s8(model)) {
         return GRUKIT_ERROR_FORM_NOT_BUILT;
     }
-    if (!unit_inputs_s8(model)) {
+    if (!constants_hold_s8(model)) {
         return GRUKIT_ERROR_BAD_CONSTANTS;
     }
     if (state_bytes < grukit_model_s8_get_state_size(model)) {
