@@ -80,6 +80,8 @@ def main() -> None:
                 forms += [(scheme, True, HELIUM_CORE) for scheme in ("int8", "16x8")
                           if build.emulation_unavailable_reason(HELIUM_CORE) is None]
                 forms += [("int8", False, m) for m in NO_DSP_CORES if build.emulation_unavailable_reason(m) is None]
+            if (I, H) == (1, 50) and build.emulation_unavailable_reason(HELIUM_CORE) is None:
+                forms.append(("int8", True, HELIUM_CORE))  # the seed's shape: depths 1 and 50 on Helium
             quantized = {scheme: grukit.quantize(model, random_inputs(0, N=16, T=20, I=I), scheme=scheme)
                          for scheme in ("int8", "16x8")}
             for scheme, dsp, machine in runs:

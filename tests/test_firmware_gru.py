@@ -526,12 +526,16 @@ def test_split_high_multiply_equals_the_64_bit_product(split, tmp_path):
     assert fb.run_host(exe, timeout_s=600).strip() == "OK"
 
 
-# (spec as RANDOM_MODELS): products of depth 16 k, k = 1 .. 4, which Helium runs with the input in vector
-# registers (blocks_xq_s8), in every role: input, state (lbr 0: hn too), a stacked layer's input, the head.
+# (spec as RANDOM_MODELS): products of depth up to 64 in k = 1 .. 4 chunks of 16, the last whole or partial, which
+# Helium runs with the input in vector registers (blocks_xq_s8), in every role: input, state (lbr 0: hn too), a
+# stacked layer's input, the head.
 XQ_MODELS = [
-    ("s8_depths_16_48", 20, "int8", 0, 1, 16, 48, 4, True, True),  # k = 1 (x), 3 (h, hn, head)
-    ("s8_depths_64_16", 21, "int8", 1, 2, 64, 16, 6, False, True),  # k = 4 (x), 1 (h, layer 1, head)
-    ("s8_depths_32", 22, "int8", 1, 1, 32, 32, 4, False, True),  # k = 2 (all)
+    ("s8_depths_16_48", 20, "int8", 0, 1, 16, 48, 4, True, True),  # k = 1 (x), 3 (h, hn, head), whole
+    ("s8_depths_64_16", 21, "int8", 1, 2, 64, 16, 6, False, True),  # k = 4 (x), 1 (h, layer 1, head), whole
+    ("s8_depths_32", 22, "int8", 1, 1, 32, 32, 4, False, True),  # k = 2 (all), whole
+    ("s8_depths_20_50", 23, "int8", 0, 1, 20, 50, 4, True, True),  # k = 2 (x, 4 of 16), 4 (h, hn, head, 2 of 16)
+    ("s8_depths_40_63", 24, "int8", 1, 2, 40, 63, 3, False, True),  # k = 3 (x, 8), 4 (h, layer 1, head, 15)
+    ("s8_depths_1_36", 25, "int8", 1, 1, 1, 36, 4, False, True),  # k = 1 (x, 1 of 16), 3 (h, head, 4)
 ]
 
 
@@ -541,7 +545,7 @@ def test_helium_products_with_the_input_in_registers_match_numpy(spec, tmp_path)
     case = make_case(*spec)
     model = KN.prepare_model(case.qmodel, optimize="size")
     depths = {fc.depth for layer in model.layers for fc in (layer.x_fc, layer.h_fc, layer.hn_fc) if fc.rows}
-    assert depths | {d.fc.depth for d in model.head} <= {16, 32, 48, 64}
+    assert max(depths | {d.fc.depth for d in model.head}) <= 64
     assert not any(fc.general_requant for layer in model.layers for fc in (layer.x_fc, layer.h_fc))
     check_on_machine(case, tmp_path, "mps3-an547", "size")
 

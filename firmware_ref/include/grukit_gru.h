@@ -34,7 +34,7 @@
  * On a core with the DSP extension (__ARM_FEATURE_DSP, e.g. Cortex-M4/M7/M33/M55) the products use
  * SXTB16/SMLAD and the requantization SMMLAR/SSAT; on a core with Helium (__ARM_FEATURE_MVE, e.g. Cortex-M55)
  * the size form's products run as tail-predicated VMLADAVA.S8 / VMLADAVA.S16 loops over blocks of 4 rows (_s8
- * of depth 16, 32, 48 or 64: the input held in vector registers, no loop per block), each block requantized as
+ * of depth up to 64: the input held in vector registers, no loop per block), each block requantized as
  * one 4-lane vector, and the gates' element-wise ops as 4-lane vector passes (both forms
  * of _s16; the _s8 speed form keeps the DSP path there). The results are bit-identical to the portable C path
  * (define GRUKIT_PORTABLE_ONLY to force the portable path).

@@ -771,22 +771,39 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
     }
 }
 
-/* blocks_mve_s8 for depth 16 k (k = 1 .. 4) without general_requant: the input stays in q4 .. q(3 + k) for the
- * whole call, and as depth is whole vectors the rows lie one after the other in 16-byte chunks, one pointer
- * post-incremented through them; per block 4 rows x k (VLDRB, VMLADAV(A)), no loop around them, then the fast
- * requantization: 8 k + 17 instructions a block against 10 k + 28 in blocks_mve_s8. The same sums (integer
- * addition in another grouping) and the same lane-by-lane requantization. */
+/* blocks_mve_s8 for depth <= 64 without general_requant: the input stays in q4 .. q(3 + k), k = ceil(depth / 16),
+ * for the whole call (its last chunk's lanes past depth zero), and one pointer walks the rows, which lie one after
+ * the other: per row k - 1 whole chunks (VLDRB post-incremented by 16, VMLADAV(A)) and the last, whole or of
+ * rem = depth - 16 (k - 1) bytes (a predicated VLDRB then the pointer on by rem: no byte past the row is read);
+ * no loop around them, then the fast requantization: 8 k + 17 instructions a block (8 k + 25 with a partial
+ * chunk) against 10 k + 28 in blocks_mve_s8. The same sums (integer addition in another grouping) and the same
+ * lane-by-lane requantization. */
+#define GRUKIT_XQ_WHOLE(QW, QX, OP, A) "vldrb.8 " QW ", [%[w]], #16\n\t" OP " %[" A "], " QW ", " QX "\n\t"
+#define GRUKIT_XQ_PART(QW, QX, OP, A)                                                                  \
+    "vpst\n\t"                                                                                          \
+    "vldrbt.8 " QW ", [%[w]]\n\t"                                                                       \
+    "add %[w], %[w], %[rem]\n\t" OP " %[" A "], " QW ", " QX "\n\t"
+#define GRUKIT_XQ_ROW_1(A) GRUKIT_XQ_WHOLE("q0", "q4", "vmladav.s8", A)
+#define GRUKIT_XQ_ROW_2(A) GRUKIT_XQ_ROW_1(A) GRUKIT_XQ_WHOLE("q1", "q5", "vmladava.s8", A)
+#define GRUKIT_XQ_ROW_3(A) GRUKIT_XQ_ROW_2(A) GRUKIT_XQ_WHOLE("q2", "q6", "vmladava.s8", A)
+#define GRUKIT_XQ_ROW_4(A) GRUKIT_XQ_ROW_3(A) GRUKIT_XQ_WHOLE("q3", "q7", "vmladava.s8", A)
+#define GRUKIT_XQ_PART_ROW_1(A) GRUKIT_XQ_PART("q0", "q4", "vmladav.s8", A)
+#define GRUKIT_XQ_PART_ROW_2(A) GRUKIT_XQ_ROW_1(A) GRUKIT_XQ_PART("q1", "q5", "vmladava.s8", A)
+#define GRUKIT_XQ_PART_ROW_3(A) GRUKIT_XQ_ROW_2(A) GRUKIT_XQ_PART("q2", "q6", "vmladava.s8", A)
+#define GRUKIT_XQ_PART_ROW_4(A) GRUKIT_XQ_ROW_3(A) GRUKIT_XQ_PART("q3", "q7", "vmladava.s8", A)
 #define GRUKIT_XQ_LOAD_1 "vldrb.8 q4, [%[x]]\n\t"
 #define GRUKIT_XQ_LOAD_2 GRUKIT_XQ_LOAD_1 "vldrb.8 q5, [%[x], #16]\n\t"
 #define GRUKIT_XQ_LOAD_3 GRUKIT_XQ_LOAD_2 "vldrb.8 q6, [%[x], #32]\n\t"
 #define GRUKIT_XQ_LOAD_4 GRUKIT_XQ_LOAD_3 "vldrb.8 q7, [%[x], #48]\n\t"
-#define GRUKIT_XQ_ROW_1(A) "vldrb.8 q0, [%[w]], #16\n\t" "vmladav.s8 %[" A "], q0, q4\n\t"
-#define GRUKIT_XQ_ROW_2(A) GRUKIT_XQ_ROW_1(A) "vldrb.8 q1, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q1, q5\n\t"
-#define GRUKIT_XQ_ROW_3(A) GRUKIT_XQ_ROW_2(A) "vldrb.8 q2, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q2, q6\n\t"
-#define GRUKIT_XQ_ROW_4(A) GRUKIT_XQ_ROW_3(A) "vldrb.8 q3, [%[w]], #16\n\t" "vmladava.s8 %[" A "], q3, q7\n\t"
-#define GRUKIT_BLOCKS_XQ_S8_ASM(K)                                                                     \
-    __asm__ volatile(GRUKIT_XQ_LOAD_##K "1:\n\t" GRUKIT_XQ_ROW_##K("a0") GRUKIT_XQ_ROW_##K("a1")            \
-                         GRUKIT_XQ_ROW_##K("a2") GRUKIT_XQ_ROW_##K("a3")                                  \
+#define GRUKIT_XQ_PART_LOAD(Q, OFFSET) "vctp.8 %[rem]\n\tvpst\n\tvldrbt.8 " Q ", [%[x], #" OFFSET "]\n\t"
+/* VCTP leaves P0 the last chunk's predicate for the rows' VPST (GCC 12 takes no VPR clobber: nothing else in
+ * blocks_xq_s8, which is not inlined, holds a predicate) */
+#define GRUKIT_XQ_PART_LOAD_1 GRUKIT_XQ_PART_LOAD("q4", "0")
+#define GRUKIT_XQ_PART_LOAD_2 GRUKIT_XQ_LOAD_1 GRUKIT_XQ_PART_LOAD("q5", "16")
+#define GRUKIT_XQ_PART_LOAD_3 GRUKIT_XQ_LOAD_2 GRUKIT_XQ_PART_LOAD("q6", "32")
+#define GRUKIT_XQ_PART_LOAD_4 GRUKIT_XQ_LOAD_3 GRUKIT_XQ_PART_LOAD("q7", "48")
+#define GRUKIT_BLOCKS_XQ_S8_ASM(LOAD, ROW)                                                             \
+    __asm__ volatile(LOAD "1:\n\t" ROW("a0") ROW("a1") ROW("a2") ROW("a3")                               \
                      "vmov q0[2], q0[0], %[a0], %[a2]\n\t"                                              \
                      "vmov q0[3], q0[1], %[a1], %[a3]\n\t"                                              \
                      "vldrb.s32 q3, [%[q], #32]\n\t" /* s = -e */                                       \
@@ -806,27 +823,30 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
                      "bne 1b\n\t"                                                                      \
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "+&r"(w),         \
                        [q] "+&r"(q), [out] "+&r"(out)                                                    \
-                     : [x] "r"(x), [zp] "r"(zero_point), [out_end] "r"(out_end)                       \
+                     : [x] "r"(x), [zp] "r"(zero_point), [out_end] "r"(out_end), [rem] "r"(rem)        \
                      : "q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "cc", "memory")
+/* k chunks, the last whole or partial */
+#define GRUKIT_XQ_CASE(K)                                                                              \
+    case K:                                                                                            \
+        if (rem == 16) {                                                                               \
+            GRUKIT_BLOCKS_XQ_S8_ASM(GRUKIT_XQ_LOAD_##K, GRUKIT_XQ_ROW_##K);                            \
+        } else {                                                                                       \
+            GRUKIT_BLOCKS_XQ_S8_ASM(GRUKIT_XQ_PART_LOAD_##K, GRUKIT_XQ_PART_ROW_##K);                  \
+        }                                                                                              \
+        break
 
 static GRUKIT_NOINLINE void blocks_xq_s8(const int8_t *w, const int8_t *x, int32_t depth, const grukit_requant4_s8 *q,
                                          int8_t *out, int32_t blocks, int32_t zero_point)
 {
     const int8_t *const out_end = out + 4 * blocks;
+    const int32_t chunks = (depth + 15) >> 4, rem = depth - 16 * (chunks - 1); /* depth in [1, 64] */
     register int32_t a0 __asm__("r0"), a1 __asm__("r8"), a2 __asm__("r10"), a3 __asm__("r12"); /* even (VMLADAV) */
-    switch (depth >> 4) { /* depth is 16, 32, 48 or 64 (fc_compact_mve_s8) */
-    case 1:
-        GRUKIT_BLOCKS_XQ_S8_ASM(1);
-        break;
-    case 2:
-        GRUKIT_BLOCKS_XQ_S8_ASM(2);
-        break;
-    case 3:
-        GRUKIT_BLOCKS_XQ_S8_ASM(3);
-        break;
+    switch (chunks) { /* 1 .. 4 */
+        GRUKIT_XQ_CASE(1);
+        GRUKIT_XQ_CASE(2);
+        GRUKIT_XQ_CASE(3);
     default:
-        GRUKIT_BLOCKS_XQ_S8_ASM(4);
-        break;
+        GRUKIT_XQ_CASE(4);
     }
 }
 
@@ -857,7 +877,7 @@ static GRUKIT_NOINLINE void fc_compact_mve_s8(const grukit_fc_s8 *fc, const int8
         int32_t lo = end, hi = end;                         /* their rows: [lo, hi) */
         if (b1 > b0) {
             lo = 4 * b0, hi = 4 * b1;
-            if (!fc->general_requant && (depth & 15) == 0 && depth <= 64) {
+            if (!fc->general_requant && depth <= 64) {
                 blocks_xq_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point);
             } else {
                 blocks_mve_s8(c->weights + lo * depth, xp, depth, &c->requant[b0], out + lo, b1 - b0, zero_point,
