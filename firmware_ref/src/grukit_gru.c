@@ -449,6 +449,8 @@ static GRUKIT_NOINLINE void blocks_dense_s8(const int32_t *w, const int32_t *xw,
         GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
                                        GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM);
     }
+    /* GCC reports "r7 cannot be used in 'asm' here" on the next line when the build keeps a frame pointer in r7
+     * (-fno-omit-frame-pointer above -O0): build with -DGRUKIT_BLOCKS_ASM=0 (the C loop, the same integers). */
 }
 #endif
 
