@@ -380,11 +380,11 @@ def test_emulated_core_matches_numpy(spec, dsp, machine, tmp_path):
 
 @pytest.mark.parametrize("which", ["s8_lbr0_odd", "saturating_int8"])
 def test_dsp_passes_without_their_assembly_match_numpy(which, tmp_path):
-    """The int8 speed form's DSP passes run two units per iteration in assembly, its dense products' block loop
-    is assembly too; a build without optimization (GRUKIT_PAIRS_ASM 0, GRUKIT_BLOCKS_ASM 0, forced here in an -O2
+    """The int8 speed form's DSP passes run four units per iteration in assembly, its dense products' block loop
+    is assembly too; a build without optimization (GRUKIT_PASSES_ASM 0, GRUKIT_BLOCKS_ASM 0, forced here in an -O2
     build) runs their C loops instead: an odd H (the C tail as well), lbr 0, and h as the unit input of h - n."""
     case = make_case(*ARM_MODELS[0]) if which == "s8_lbr0_odd" else saturating_case("int8")
-    check_on_machine(case, tmp_path, "mps2-an386", extra_defines={"GRUKIT_PAIRS_ASM": 0, "GRUKIT_BLOCKS_ASM": 0})
+    check_on_machine(case, tmp_path, "mps2-an386", extra_defines={"GRUKIT_PASSES_ASM": 0, "GRUKIT_BLOCKS_ASM": 0})
 
 
 # ---------------------------------------------------------------- 16x8 fused kernel

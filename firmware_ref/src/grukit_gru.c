@@ -391,15 +391,15 @@ static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s
 /*
  * fc_s8's dense loop with the fast requantization (no general_requant), every block in one assembly loop: per
  * block the 4 accumulator starts in one LDM, the 8-column groups (32 MACs in 2 LDRD, 2 LDM, 8 SXTB16, 16 SMLAD;
- * a CMP and BNE per group, or per two for an even count), unpack_block_s8, and per row its record in one LDM and
- * requant_fast_s32 + sat_s8 in 5 instructions: 36 instructions a block besides the groups (about 52 in the C
- * loop). The weights run on from block to block; the block's start, record and output pointers wait in memory
+ * a CMP and BNE per group, per two groups for an even count, per four for a multiple of 4), unpack_block_s8, and
+ * per row its record in one LDM and requant_fast_s32 + sat_s8 in 5 instructions: 36 instructions a block besides
+ * the groups (about 52 in the C loop). The weights run on from block to block; the block's start, record and output pointers wait in memory
  * in pairs (one LDRD each), since the group loop takes all 13 registers other than r9 (the RWPI platform
  * register), r7 included: a build that keeps a frame pointer in r7 above -O0 (-fno-omit-frame-pointer) defines
  * GRUKIT_BLOCKS_ASM=0. The same integers as the C loop: the same sums in the same order (the bound of
  * dot_block_s8 holds) and the same requantization.
  */
-/* The loop of blocks_dense_s8 with INNER, the group loop's body: one group (an odd count), or two. */
+/* The loop of blocks_dense_s8 with INNER, the group loop's body: one group (an odd count), two or four. */
 #define GRUKIT_BLOCKS_DENSE_S8_ASM(INNER)                                                              \
     __asm__ volatile("1:\n\t"                                                                          \
                      "ldrd %[x0], %[xw], %[starts]\n\t" /* the block's starts, the input's */            \
@@ -443,11 +443,14 @@ static GRUKIT_NOINLINE void blocks_dense_s8(const int32_t *w, const int32_t *xw,
      * at its requantization */
     register int32_t r4 __asm__("r4"), r5 __asm__("r5"), r6 __asm__("r6"), r7 __asm__("r7");
     int32_t x0, x1;
+#define GRUKIT_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
     if (groups & 1) {
-        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM);
-    } else { /* two groups an iteration: one CMP and BNE fewer per 64 MACs */
-        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
-                                       GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM);
+        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_GROUP_LDM_S8_ASM);
+    } else if (groups & 2) { /* two groups an iteration: one CMP and BNE per 64 MACs */
+        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_GROUP_LDM_S8_ASM GRUKIT_GROUP_LDM_S8_ASM);
+    } else { /* four: one per 128 MACs */
+        GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_GROUP_LDM_S8_ASM GRUKIT_GROUP_LDM_S8_ASM GRUKIT_GROUP_LDM_S8_ASM
+                                       GRUKIT_GROUP_LDM_S8_ASM);
     }
     /* GCC reports "r7 cannot be used in 'asm' here" on the next line when the build keeps a frame pointer in r7
      * (-fno-omit-frame-pointer above -O0): build with -DGRUKIT_BLOCKS_ASM=0 (the C loop, the same integers). */
@@ -970,16 +973,16 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
     gate_pass_##FORM##_s8(Z_PRE, z_table, gx_z, gh_z, gx_z, H);                                        \
     gate_pass_##FORM##_s8(R_PRE, r_table, gx_r, gh_r, gx_r, H);                                        \
     if (layer->linear_before_reset) {                                                                  \
-        mul_pass_s8(&r_mul, gx_r, gh_n, gh_n, H);                                                      \
+        mul_pass_s8(&layer->r_mul, gx_r, gh_n, gh_n, H);                                               \
     } else {                                                                                           \
-        mul_pass_s8(&r_mul, gx_r, h, r_h, H);                                                          \
+        mul_pass_s8(&layer->r_mul, gx_r, h, r_h, H);                                                   \
         GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);                                                           \
         product_s8(&layer->hn_fc, r_h, xw, gh_n);                                                      \
         GRUKIT_PHASE(GRUKIT_PHASE_UNITS);                                                              \
     }                                                                                                  \
     gate_pass_##FORM##_s8(N_PRE, n_table, gx_n, gh_n, gx_n, H);                                        \
     sub_pass_##FORM##_s8(H_MINUS_N, h, gx_n, gh_z, H);                                                 \
-    mul_pass_s8(&z_mul, gx_z, gh_z, gh_r, H);                                                          \
+    mul_pass_s8(&layer->z_mul, gx_z, gh_z, gh_r, H);                                                   \
     add_pass_##FORM##_s8(H_NEW, gx_n, gh_r, h, H);                                                     \
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS)
 #endif
@@ -989,21 +992,23 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
  * The speed form's element-wise ops on a DSP core as passes over the hidden units, each with its op's few
  * parameters in registers. An ADD / SUB (grukit_add_table_s8) takes the other input's doubled term from its table
  * and the unit input's as x << 20 (one ADD, SUB or RSB with a shifted operand); ADD / SUB outputs have shift <= 0
- * (TFLite requires it) and right_shift >= 1 (the generator checks). Two units per iteration in assembly, the
- * second addressed back from the first's post-increments (GCC 12 gives an unrolled C loop a separate add per
- * pointer: no gain), then the last unit of an odd count in C; an unoptimized build runs the C loop throughout
- * (the same integers: tests/test_firmware_gru.py runs it, GRUKIT_PAIRS_ASM=0).
+ * (TFLite requires it) and right_shift >= 1 (the generator checks). Four units per iteration in assembly, the
+ * second to fourth addressed back from the first's post-increments (GCC 12 gives an unrolled C loop a separate add
+ * per pointer: no gain), then the last 1-3 units in C; an unoptimized build runs the C loop throughout (the same
+ * integers: tests/test_firmware_gru.py runs it, GRUKIT_PASSES_ASM=0).
  */
 /* 0: the C loops only (-O0 leaves an asm statement of this size too few registers; a test forces it). */
-#ifndef GRUKIT_PAIRS_ASM
+#ifndef GRUKIT_PASSES_ASM
 #if defined(__OPTIMIZE__)
-#define GRUKIT_PAIRS_ASM 1
+#define GRUKIT_PASSES_ASM 1
 #else
-#define GRUKIT_PAIRS_ASM 0
+#define GRUKIT_PASSES_ASM 0
 #endif
 #endif
-#define GRUKIT_POST_A "], #2"  /* the pair's first unit: post-increment by 2 */
-#define GRUKIT_POST_B ", #-1]" /* its second */
+#define GRUKIT_POST_1 "], #4"  /* the quad's first unit: post-increment by 4 */
+#define GRUKIT_POST_2 ", #-3]" /* its second, addressed back from there */
+#define GRUKIT_POST_3 ", #-2]"
+#define GRUKIT_POST_4 ", #-1]"
 
 /* One unit of an ADD / SUB: s = OP(table[other], unit << 20), requantized, saturated, then LOOKUP. */
 #define GRUKIT_TABLE_UNIT_S8(POST, OP, LOOKUP)                                                         \
@@ -1019,11 +1024,13 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
     "strb %[u], [%[out]" POST "\n\t"
 
 #define GRUKIT_TABLE_PAIRS_S8(OP, LOOKUP)                                                              \
-    __asm__ volatile("1:\n\t" GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_A, OP, LOOKUP)                         \
-                     GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_B, OP, LOOKUP)                                   \
+    __asm__ volatile("1:\n\t" GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_1, OP, LOOKUP)                         \
+                     GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_2, OP, LOOKUP)                                   \
+                     GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_3, OP, LOOKUP)                                   \
+                     GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_4, OP, LOOKUP)                                   \
                      "subs %[k], %[k], #1\n\t"                                                         \
                      "bne 1b\n\t"                                                                      \
-                     : [other] "+r"(other), [unit] "+r"(unit), [out] "+r"(out), [k] "+r"(pairs),       \
+                     : [other] "+r"(other), [unit] "+r"(unit), [out] "+r"(out), [k] "+r"(quads),       \
                        [t] "=&r"(term), [u] "=&r"(unit_term)                                           \
                      : [table] "r"(table), [m] "r"(q.multiplier), [rnd] "r"(q.rounding),               \
                        [e] "r"(q.right_shift), [act] "r"(act)                                          \
@@ -1037,9 +1044,9 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
     const int32_t *table = unit_first ? p->input2_term2 : p->input1_term2;
     const int8_t *unit = unit_first ? a : b, *other = unit_first ? b : a;
     const grukit_requant_s32 q = p->output;
-#if GRUKIT_PAIRS_ASM
-    int32_t pairs = n >> 1, term, unit_term; /* the assembly's scratch registers */
-    if (pairs > 0) {
+#if GRUKIT_PASSES_ASM
+    int32_t quads = n >> 2, term, unit_term; /* the assembly's scratch registers */
+    if (quads > 0) {
         if (subtract && !unit_first) {
             GRUKIT_TABLE_PAIRS_S8("sub", ""); /* other - unit */
         } else if (subtract) {
@@ -1050,7 +1057,7 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
             GRUKIT_TABLE_PAIRS_S8("add", "");
         }
     }
-    n &= 1;
+    n &= 3;
 #endif
     for (; n > 0; --n) {
         const int32_t t = table[*other++], u = shl_s32(*unit++, 20);
@@ -1163,24 +1170,25 @@ static inline int32_t mul_fast_s8(const grukit_mul_fast_s8 *p, int32_t a, int32_
     "ssat %[y], #8, %[y]\n\t"                                                                         \
     "strb %[y], [%[out]" POST "\n\t"
 
-/* out = mul(a, b) for every hidden unit, two per iteration (as table_pass_s8). */
+/* out = mul(a, b) for every hidden unit, four per iteration (as table_pass_s8). */
 static GRUKIT_NOINLINE void mul_pass_s8(const grukit_mul_fast_s8 *mul, const int8_t *a, const int8_t *b, int8_t *out,
                                         int32_t n)
 {
     const grukit_mul_fast_s8 q = *mul;
-#if GRUKIT_PAIRS_ASM
-    int32_t pairs = n >> 1, x, y;
-    if (pairs > 0) {
-        __asm__ volatile("1:\n\t" GRUKIT_MUL_UNIT_S8(GRUKIT_POST_A) GRUKIT_MUL_UNIT_S8(GRUKIT_POST_B)
+#if GRUKIT_PASSES_ASM
+    int32_t quads = n >> 2, x, y;
+    if (quads > 0) {
+        __asm__ volatile("1:\n\t" GRUKIT_MUL_UNIT_S8(GRUKIT_POST_1) GRUKIT_MUL_UNIT_S8(GRUKIT_POST_2)
+                             GRUKIT_MUL_UNIT_S8(GRUKIT_POST_3) GRUKIT_MUL_UNIT_S8(GRUKIT_POST_4)
                          "subs %[k], %[k], #1\n\t"
                          "bne 1b\n\t"
-                         : [a] "+r"(a), [b] "+r"(b), [out] "+r"(out), [k] "+r"(pairs), [x] "=&r"(x), [y] "=&r"(y)
+                         : [a] "+r"(a), [b] "+r"(b), [out] "+r"(out), [k] "+r"(quads), [x] "=&r"(x), [y] "=&r"(y)
                          : [scale] "r"(q.input1_scale), [offset1] "r"(q.input1_offset_scaled),
                            [offset2] "r"(q.input2_offset), [m] "r"(q.output.multiplier),
                            [rnd] "r"(q.output.rounding), [e] "r"(q.output.right_shift)
                          : "cc", "memory");
     }
-    n &= 1;
+    n &= 3;
 #endif
     for (; n > 0; --n) {
         *out++ = (int8_t)mul_fast_s8(&q, *a++, *b++);
@@ -1250,7 +1258,9 @@ int32_t grukit_gru_s8_get_buffer_size(const grukit_gru_layer_s8 *layer)
     const int8_t *const z_table = layer->z_table, *const r_table = layer->r_table;                     \
     const int8_t *const n_table = layer->n_table;                                                      \
     (void)z_buf;                                                                                       \
-    (void)r_h
+    (void)r_h;                                                                                         \
+    (void)r_mul;                                                                                       \
+    (void)z_mul
 
 /* The gate products over x and h (the layer input, then the state): the speed form's (widened into xw),
  * and either form's (product_s8). */
@@ -1436,7 +1446,6 @@ static GRUKIT_NOINLINE void units_compact_mve_s8(const grukit_gru_layer_s8 *laye
     z_diff_pass_s8_mve(layer, gx_z, gx_n, h);               /* z (h - n) */
     add_only_pass_s8_mve(&layer->adds[4], gx_n, gx_z, h, H); /* h = n + z (h - n) */
     GRUKIT_PHASE(GRUKIT_PHASE_PRODUCTS);
-    (void)z_mul;
 }
 #endif
 
@@ -1638,9 +1647,11 @@ void grukit_model_s8_output(const grukit_model_s8 *model, const int8_t *state, i
     for (int32_t k = 0; k < model->head_layers; ++k) {
         const grukit_dense_s8 *dense = &model->head[k];
         product_s8(&dense->fc, x, xw, out); /* x may be out: read into xw before it is written */
-        for (int32_t o = 0; o < dense->fc.rows; ++o) {
-            const int32_t v = clamp_s32(out[o], dense->act_min, dense->act_max); /* a fused ReLU / ReLU6 */
-            out[o] = (int8_t)(dense->table != NULL ? dense->table[v] : v);
+        if (dense->table != NULL || dense->act_min > INT8_MIN || dense->act_max < INT8_MAX) { /* else: identity */
+            for (int32_t o = 0; o < dense->fc.rows; ++o) {
+                const int32_t v = clamp_s32(out[o], dense->act_min, dense->act_max); /* a fused ReLU / ReLU6 */
+                out[o] = (int8_t)(dense->table != NULL ? dense->table[v] : v);
+            }
         }
         x = out;
     }
