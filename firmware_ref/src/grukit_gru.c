@@ -379,6 +379,7 @@ static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s
     "smlad r2, r7, %[x1], r2\n\t"                    \
     "sxtb16 r7, r7\n\t"                              \
     "smlad r3, r7, %[x1], r3\n\t"
+#define GRUKIT_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
 /* One row's output: its grukit_requant_s32 in r4-r7 (LDM), requant_fast_s32 and sat_s8 on ACC, a byte out. */
 #define GRUKIT_ROW_S8_ASM(ACC)                       \
     "ldmia %[xw]!, {r4-r7}\n\t"                      \
@@ -393,11 +394,11 @@ static inline void requant_block_s8(const int32_t acc[4], const grukit_requant_s
  * block the 4 accumulator starts in one LDM, the 8-column groups (32 MACs in 2 LDRD, 2 LDM, 8 SXTB16, 16 SMLAD;
  * a CMP and BNE per group, per two groups for an even count, per four for a multiple of 4), unpack_block_s8, and
  * per row its record in one LDM and requant_fast_s32 + sat_s8 in 5 instructions: 36 instructions a block besides
- * the groups (about 52 in the C loop). The weights run on from block to block; the block's start, record and output pointers wait in memory
- * in pairs (one LDRD each), since the group loop takes all 13 registers other than r9 (the RWPI platform
- * register), r7 included: a build that keeps a frame pointer in r7 above -O0 (-fno-omit-frame-pointer) defines
- * GRUKIT_BLOCKS_ASM=0. The same integers as the C loop: the same sums in the same order (the bound of
- * dot_block_s8 holds) and the same requantization.
+ * the groups (about 52 in the C loop). The weights run on from block to block; the block's start, record and
+ * output pointers wait in memory in pairs (one LDRD each), since the group loop takes all 13 registers other than
+ * r9 (the RWPI platform register), r7 included: a build that keeps a frame pointer in r7 above -O0
+ * (-fno-omit-frame-pointer) defines GRUKIT_BLOCKS_ASM=0. The same integers as the C loop: the same sums in the
+ * same order (the bound of dot_block_s8 holds) and the same requantization.
  */
 /* The loop of blocks_dense_s8 with INNER, the group loop's body: one group (an odd count), two or four. */
 #define GRUKIT_BLOCKS_DENSE_S8_ASM(INNER)                                                              \
@@ -443,7 +444,6 @@ static GRUKIT_NOINLINE void blocks_dense_s8(const int32_t *w, const int32_t *xw,
      * at its requantization */
     register int32_t r4 __asm__("r4"), r5 __asm__("r5"), r6 __asm__("r6"), r7 __asm__("r7");
     int32_t x0, x1;
-#define GRUKIT_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM GRUKIT_HALF_GROUP_LDM_S8_ASM
     if (groups & 1) {
         GRUKIT_BLOCKS_DENSE_S8_ASM(GRUKIT_GROUP_LDM_S8_ASM);
     } else if (groups & 2) { /* two groups an iteration: one CMP and BNE per 64 MACs */
@@ -1023,7 +1023,7 @@ static inline int32_t sub_tab_s8(const grukit_add_table_s8 *p, int32_t a, int32_
     LOOKUP                                                                                             \
     "strb %[u], [%[out]" POST "\n\t"
 
-#define GRUKIT_TABLE_PAIRS_S8(OP, LOOKUP)                                                              \
+#define GRUKIT_TABLE_QUADS_S8(OP, LOOKUP)                                                              \
     __asm__ volatile("1:\n\t" GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_1, OP, LOOKUP)                         \
                      GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_2, OP, LOOKUP)                                   \
                      GRUKIT_TABLE_UNIT_S8(GRUKIT_POST_3, OP, LOOKUP)                                   \
@@ -1048,13 +1048,13 @@ static GRUKIT_INLINE void table_pass_s8(const grukit_add_table_s8 *p, const int8
     int32_t quads = n >> 2, term, unit_term; /* the assembly's scratch registers */
     if (quads > 0) {
         if (subtract && !unit_first) {
-            GRUKIT_TABLE_PAIRS_S8("sub", ""); /* other - unit */
+            GRUKIT_TABLE_QUADS_S8("sub", ""); /* other - unit */
         } else if (subtract) {
-            GRUKIT_TABLE_PAIRS_S8("rsb", ""); /* unit - other */
+            GRUKIT_TABLE_QUADS_S8("rsb", ""); /* unit - other */
         } else if (lookup) {
-            GRUKIT_TABLE_PAIRS_S8("add", "ldrsb %[u], [%[act], %[u]]\n\t");
+            GRUKIT_TABLE_QUADS_S8("add", "ldrsb %[u], [%[act], %[u]]\n\t");
         } else {
-            GRUKIT_TABLE_PAIRS_S8("add", "");
+            GRUKIT_TABLE_QUADS_S8("add", "");
         }
     }
     n &= 3;
