@@ -735,20 +735,32 @@ static void permute_quads_s8(const int8_t *x, int32_t n, int8_t *xp)
  * grukit_model_s8_init checks) every lane's s is -e with e >= 1: x2 goes to the multiply as it is, the -1 for a
  * negative y to every lane, VRSHL by s itself (5 instructions fewer a block).
  */
+/* The requantization of a block's 4 sums in q0 (both int8 Helium loops): its record's s, multiplier and bias2
+ * (q3, q2, q1; q to the next block's record) and x2 = 2 dot + bias2 in q0; then, after the shifts (REQUANT4_FAST or
+ * blocks_mve_s8's general one), the zero point ZP added, two saturating narrows and the 4 bytes stored. */
+#define GRUKIT_REQUANT4_X2_S8_MVE                                                                      \
+    "vldrb.s32 q3, [%[q], #32]\n\t" /* s */                                                            \
+    "vldrw.32 q2, [%[q], #16]\n\t"  /* multiplier */                                                   \
+    "vldrw.32 q1, [%[q]], #36\n\t"  /* bias2 */                                                        \
+    "vshl.i32 q0, q0, #1\n\t"                                                                          \
+    "vadd.i32 q0, q0, q1\n\t" /* x2 */
+#define GRUKIT_REQUANT4_FAST_S8_MVE                                                                    \
+    "vrmulh.s32 q0, q0, q2\n\t" /* y */                                                                \
+    "vshr.s32 q2, q0, #31\n\t"                                                                         \
+    "vadd.i32 q0, q0, q2\n\t" /* -1 where y < 0 */                                                     \
+    "vrshl.s32 q0, q0, q3\n\t"
+#define GRUKIT_REQUANT4_STORE_S8_MVE(ZP)                                                               \
+    "vadd.i32 q0, q0, " ZP "\n\t"                                                                      \
+    "vqmovnb.s32 q0, q0\n\t"                                                                           \
+    "vqmovnb.s16 q0, q0\n\t"                                                                           \
+    "vstrb.32 q0, [%[out]], #4\n\t"
+
 #define GRUKIT_BLOCKS_MVE_S8_ASM(REQUANT)                                                              \
     __asm__ volatile("ldr lr, %[zp]\n\t"                                                               \
                      "vdup.32 q5, lr\n\t" /* the zero point in every lane */                            \
                      "vmov.i32 q4, #0\n\t" GRUKIT_BLOCK_DOTS_MVE("8", "vldrb.8", "vldrb.8", "16", "s8")     \
-                     "vldrb.s32 q3, [%[q], #32]\n\t" /* s */                                           \
-                     "vldrw.32 q2, [%[q], #16]\n\t"  /* multiplier */                                  \
-                     "vldrw.32 q1, [%[q]], #36\n\t"  /* bias2; q to the next block's record */         \
-                     "vshl.i32 q0, q0, #1\n\t"                                                         \
-                     "vadd.i32 q0, q0, q1\n\t" /* x2 */                                                \
-                     REQUANT                                                                          \
-                     "vadd.i32 q0, q0, q5\n\t"                                                         \
-                     "vqmovnb.s32 q0, q0\n\t"                                                          \
-                     "vqmovnb.s16 q0, q0\n\t"                                                          \
-                     "vstrb.32 q0, [%[out]], #4\n\t" GRUKIT_BLOCK_NEXT_MVE                               \
+                         GRUKIT_REQUANT4_X2_S8_MVE REQUANT GRUKIT_REQUANT4_STORE_S8_MVE("q5")              \
+                             GRUKIT_BLOCK_NEXT_MVE                                                        \
                      : GRUKIT_BLOCK_OUTPUTS_MVE                                                       \
                      : GRUKIT_BLOCK_INPUTS_MVE, [zp] "m"(zero_point)                                  \
                      : GRUKIT_BLOCK_CLOBBERS_MVE, "q5")
@@ -769,10 +781,7 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
                                  "vadd.i32 q0, q0, q2\n\t"
                                  "vrshl.s32 q0, q0, q1\n\t");
     } else {
-        GRUKIT_BLOCKS_MVE_S8_ASM("vrmulh.s32 q0, q0, q2\n\t" /* y */
-                                 "vshr.s32 q2, q0, #31\n\t"
-                                 "vadd.i32 q0, q0, q2\n\t" /* -1 where y < 0 */
-                                 "vrshl.s32 q0, q0, q3\n\t");
+        GRUKIT_BLOCKS_MVE_S8_ASM(GRUKIT_REQUANT4_FAST_S8_MVE);
     }
 }
 
@@ -810,20 +819,8 @@ static GRUKIT_NOINLINE void blocks_mve_s8(const int8_t *w, const int8_t *x, int3
 #define GRUKIT_BLOCKS_XQ_S8_ASM(LOAD, ROW)                                                             \
     __asm__ volatile(LOAD "1:\n\t" ROW("a0") ROW("a1") ROW("a2") ROW("a3")                               \
                      "vmov q0[2], q0[0], %[a0], %[a2]\n\t"                                              \
-                     "vmov q0[3], q0[1], %[a1], %[a3]\n\t"                                              \
-                     "vldrb.s32 q3, [%[q], #32]\n\t" /* s = -e */                                       \
-                     "vldrw.32 q2, [%[q], #16]\n\t"  /* multiplier */                                  \
-                     "vldrw.32 q1, [%[q]], #36\n\t"  /* bias2 */                                       \
-                     "vshl.i32 q0, q0, #1\n\t"                                                         \
-                     "vadd.i32 q0, q0, q1\n\t" /* x2 */                                                \
-                     "vrmulh.s32 q0, q0, q2\n\t" /* y */                                               \
-                     "vshr.s32 q2, q0, #31\n\t"                                                        \
-                     "vadd.i32 q0, q0, q2\n\t" /* -1 where y < 0 */                                    \
-                     "vrshl.s32 q0, q0, q3\n\t"                                                        \
-                     "vadd.i32 q0, q0, %[zp]\n\t"                                                      \
-                     "vqmovnb.s32 q0, q0\n\t"                                                          \
-                     "vqmovnb.s16 q0, q0\n\t"                                                          \
-                     "vstrb.32 q0, [%[out]], #4\n\t"                                                   \
+                     "vmov q0[3], q0[1], %[a1], %[a3]\n\t" GRUKIT_REQUANT4_X2_S8_MVE                     \
+                         GRUKIT_REQUANT4_FAST_S8_MVE GRUKIT_REQUANT4_STORE_S8_MVE("%[zp]")                 \
                      "cmp %[out], %[out_end]\n\t"                                                      \
                      "bne 1b\n\t"                                                                      \
                      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "+&r"(w),         \
