@@ -122,8 +122,9 @@ def export(case: Case, build_dir: Path, optimize: str = "speed") -> tuple[Path, 
     return out / "grukit_model.c", {"GRUKIT_MODEL_HEADER": f'"{out / "grukit_model.h"}"'}
 
 
-def run_on_host(case: Case, build_dir: Path, sanitize: bool, extra_defines: dict | None = None) -> None:
-    model_c, defines = export(case, build_dir)
+def run_on_host(case: Case, build_dir: Path, sanitize: bool, extra_defines: dict | None = None,
+                optimize: str = "speed") -> None:
+    model_c, defines = export(case, build_dir, optimize)
     exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], build_dir / f"{case.name}_{sanitize}", sanitize=sanitize,
                         defines={**defines, **(extra_defines or {})})
     golden = golden_stream(case).write_text(build_dir / f"{case.name}.golden.txt")
@@ -134,14 +135,12 @@ def check_on_machine(case: Case, build_dir: Path, machine: str, optimize: str = 
                      extra_defines: dict | None = None) -> None:
     """The driver on ``machine`` ("host": the host compiler, sanitized where the sanitizers work; else QEMU's
     machine, skipped without its tools), the constants in the ``optimize`` form, checked line by line."""
-    model_c, defines = export(case, build_dir, optimize)
-    defines.update(extra_defines or {})
     if machine == "host":
-        exe = fb.build_host([GRU_SOURCE, model_c, GRU_DRIVER], build_dir / "gru",
-                            sanitize=fb.sanitizers_work(fb.require_host_cc(), build_dir), defines=defines)
-        check(case, fb.run_host(exe, golden_stream(case).write_text(build_dir / "golden.txt")))
+        run_on_host(case, build_dir, fb.sanitizers_work(fb.require_host_cc(), build_dir), extra_defines, optimize)
         return
     fb.require_arm_tools(machine)
+    model_c, defines = export(case, build_dir, optimize)
+    defines.update(extra_defines or {})
     golden_c = golden_stream(case).write_c(build_dir / "golden.c", "tests/test_firmware_gru.py (NumPy runtime)")
     elf = fb.build_arm([GRU_SOURCE, model_c, GRU_DRIVER, golden_c], build_dir / "gru.elf", dsp=dsp, defines=defines,
                        machine=machine)
@@ -605,8 +604,8 @@ def test_the_state_as_unit_input_matches_numpy(machine, dsp, optimize, scheme, t
     check_on_machine(case, tmp_path, machine, optimize, dsp)
 
 
-# A host program: init on the generated model, then on a copy that BREAK has rewritten (its layer 0 or its
-# model struct); prints both statuses.
+# A host program: init on the generated model (of one layer: the copy holds layer 0 only), then on a copy that BREAK
+# has rewritten (its layer 0 or its model struct; with no BREAK, the model as generated); prints both statuses.
 INIT_PROBE = """#include <stdio.h>
 #include <string.h>
 #include GRUKIT_MODEL_HEADER

@@ -14,10 +14,10 @@ from gru_factory import random_inputs, random_model
 from grukit.export.onnx_export import export_onnx_sequence, export_onnx_step
 from grukit.export.onnx_qdq_export import export_onnx_qdq
 from grukit.export.tflite_export import export_tflite_sequence, export_tflite_step
-from grukit.firmware_ref import c_export, host, kernel
+from grukit.firmware_ref import host, kernel
 from grukit.runtime.int_gru_reference import run_int_reference
 from grukit.verify import assert_identical, compare_tflite_micro, run_onnx_qdq_steps
-from test_firmware_gru import GRU_DRIVER, check, golden_stream, Case
+from test_firmware_gru import Case, check_on_machine
 
 # (keyword arguments of random_model): one line per purpose.
 HEAD_CASES = {
@@ -84,13 +84,7 @@ def test_chain_is_bit_exact_in_the_c_kernel(case, scheme):
 def test_chain_runs_on_a_cortex_m4(tmp_path):
     fb.require_arm_tools("mps2-an386")
     _, q, x = _quantized("relu6_tanh", "int8")
-    case = Case("relu6_tanh", q, q.quantize_input(x[:3]))
-    c_export.export_c(q, tmp_path / "gen")
-    golden_c = golden_stream(case).write_c(tmp_path / "golden.c", "tests/test_head_chain.py (NumPy runtime)")
-    elf = fb.build_arm([fb.FIRMWARE / "src" / "grukit_gru.c", tmp_path / "gen" / "grukit_model.c", GRU_DRIVER,
-                        golden_c], tmp_path / "gru.elf",
-                       defines={"GRUKIT_MODEL_HEADER": f'"{tmp_path / "gen" / "grukit_model.h"}"'})
-    check(case, fb.run_qemu(elf))
+    check_on_machine(Case("relu6_tanh", q, q.quantize_input(x[:3])), tmp_path, "mps2-an386")
 
 
 @pytest.mark.parametrize("case", HEAD_CASES)
